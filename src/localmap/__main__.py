@@ -1,0 +1,7 @@
+"""``python -m localmap`` runs the CLI."""
+
+import sys
+
+from localmap.cli import main
+
+sys.exit(main())
