@@ -1,0 +1,919 @@
+"""Replay of a real percpu trace through the allocator model, predicting every decision.
+
+Steps, in order (each is reported):
+
+1. **Geometry.** The first chunk's static/reserved/dynamic split and unit size are derived from
+   the kernel config (PERCPU_MODULE_RESERVE, PERCPU_DYNAMIC_RESERVE/EARLY_SIZE), the static
+   size and the possible CPU count, by :func:`~localmap.mm.percpu.first_chunk_alloc_info`, and
+   compared with the dmesg first-chunk line. The kernel's own line wins if they differ (and the
+   difference is reported).
+2. **Addresses.** The first chunk is the lowest chunk address the trace uses without a
+   ``percpu_create_chunk`` (embed: linear map; page: near VMALLOC_START; dynamic chunks are
+   placed top-down from VMALLOC_END). ``pcpu_base_addr`` follows from the geometry and
+   ``__per_cpu_start`` from any event's ``ptr`` (checked against kallsyms when present).
+3. **Starting occupancy.** Allocations made before tracing started never appear. The model
+   starts from the emptiest state consistent with the trace: an area is assumed allocated
+   before tracing only when (a) the trace frees an offset it never allocated (an area starts
+   there), or (b) the kernel placed an allocation above free space the model would have used
+   first, and that space is untouched by any earlier traced event. Learned in a first pass over
+   the trace (kernel answers applied, no scoring); the second pass scores predictions from the
+   reconstructed start. No other free parameter.
+4. **Replay.** Chunk creation and destruction come from the trace (the balance work is
+   asynchronous); the balance work itself runs as an explicit step when the model schedules it
+   and whenever the trace shows it ran. For each ``percpu_alloc_percpu`` the model predicts
+   (chunk, offset) first, then applies the kernel's answer so it stays in step.
+5. **Races.** ftrace orders events by timestamp while the allocator serialises under its lock,
+   so two allocations racing on different CPUs can be printed in the other order. When a
+   prediction misses and the next allocation, from another CPU within
+   :data:`RACE_WINDOW_S`, is exactly what the model predicted, the pair is replayed in the
+   allocator's order; both are scored as the model predicts them in that order, and the number
+   of swaps is reported.
+
+Deliberate differences: the model cannot see when the kernel's balance work really ran; it
+runs it right after the event that scheduled it (and when the trace shows a chunk created or
+destroyed by it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from localmap.errors import LocalmapError
+from localmap.ingest.bundle import Bundle, load_bundle
+from localmap.ingest.trace import ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, PcpuEvent, read_trace
+from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError, PcpuChunk,
+                                bitmap_clear, find_next_bit, first_chunk_alloc_info,
+                                pcpu_build_alloc_info)
+
+RACE_WINDOW_S = 0.001
+
+CAUSES = {
+    "race-swap": "two racing allocations printed in the other order (replayed swapped)",
+    "no-space-in-model": "the model found no space where the kernel did (state diverged)",
+    "other-chunk": "the model chose another chunk (slot-list order or chunk state diverged)",
+    "other-offset": "same chunk, another offset (hint or occupancy state diverged)",
+    "occupied-in-model": "the kernel's area is allocated in the model (state diverged)",
+    "pre-trace-area": "the kernel's area overlaps space reconstructed as used before tracing",
+    "unknown-chunk": "the kernel used a chunk the trace never showed being created",
+    "failed-in-kernel": "the kernel failed the allocation, the model would have succeeded",
+    "failed-in-model": "the model would fail an allocation the kernel served",
+}
+
+
+@dataclass
+class Disagreement:
+    index: int              # index among percpu_alloc_percpu events
+    line: int
+    cause: str
+    size: int
+    align: int
+    atomic: bool
+    kernel: tuple[int, int]
+    model: tuple[int, int] | None
+    call_site: str
+
+    def as_dict(self) -> dict:
+        return {
+            "index": self.index, "line": self.line, "cause": self.cause, "size": self.size,
+            "align": self.align, "atomic": self.atomic,
+            "kernel": {"base_addr": f"{self.kernel[0]:x}", "off": self.kernel[1]},
+            "model": None if self.model is None else
+            {"base_addr": f"{self.model[0]:x}", "off": self.model[1]},
+            "call_site": self.call_site,
+        }
+
+
+@dataclass
+class Geometry:
+    mode: str
+    static_size: int
+    reserved_size: int
+    dyn_size: int
+    unit_size: int
+    page_size: int
+    nr_cpus: int
+    dmesg: str | None
+    derived: dict
+    matches_dmesg: bool | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReplayResult:
+    source: str
+    geometry: Geometry
+    percpu: Percpu
+    partial: bool
+    partial_reasons: list[str]
+    nr_events: int
+    nr_allocs: int
+    nr_frees: int
+    nr_creates: int
+    nr_destroys: int
+    nr_fails: int
+    agree: int
+    agree_nonatomic: int
+    nr_nonatomic: int
+    agree_atomic: int
+    nr_atomic: int
+    swaps: int
+    disagreements: list[Disagreement]
+    reconstruction: dict
+    decisions: list[tuple[int, int | None, int | None]]
+    timeline: list[tuple[float, int, int, int, int]]   # ts, alloc index, used bytes, chunks, populated pages
+    meminfo_check: list[dict]
+    base_info: dict
+    seconds: float
+    parse_seconds: float
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.nr_allocs if self.nr_allocs else 1.0
+
+    @property
+    def agreement_nonatomic(self) -> float:
+        return self.agree_nonatomic / self.nr_nonatomic if self.nr_nonatomic else 1.0
+
+    @property
+    def agreement_atomic(self) -> float:
+        return self.agree_atomic / self.nr_atomic if self.nr_atomic else 1.0
+
+    def causes(self) -> Counter:
+        return Counter(d.cause for d in self.disagreements)
+
+    def final_state(self) -> dict:
+        p = self.percpu
+        chunks = []
+        for c in p.chunks:
+            areas = c.areas()
+            hidden = (1 if c.start_offset else 0) + (1 if c.end_offset else 0)
+            free_runs = _free_runs(c)
+            chunks.append({
+                "base_addr": f"{c.base_addr:x}",
+                "kind": "reserved" if c.is_reserved else ("first" if c.is_first else "dynamic"),
+                "nr_pages": c.nr_pages,
+                "populated_pages": c.nr_populated,
+                "empty_pop_pages": c.nr_empty_pop_pages,
+                "free_bytes": c.free_bytes,
+                "used_bytes": c.used_bytes,
+                "nr_alloc": len(areas) - hidden,
+                "contig_hint_bytes": c.chunk_md.contig_hint * PCPU_MIN_ALLOC_SIZE,
+                "free_runs": len(free_runs),
+                "max_free_run": max(free_runs, default=0) * PCPU_MIN_ALLOC_SIZE,
+                "fragmentation": (1 - max(free_runs, default=0) * PCPU_MIN_ALLOC_SIZE /
+                                  c.free_bytes) if c.free_bytes else 0.0,
+                "isolated": c.isolated,
+            })
+        return {
+            "unit_size": p.unit_size, "nr_units": p.ai.nr_units,
+            "nr_chunks": len(p.chunks_by_base), "populated_pages": p.nr_populated,
+            "populated_bytes": p.populated_bytes, "empty_pop_pages": p.nr_empty_pop_pages,
+            "chunks_created": p.nr_created, "chunks_destroyed": p.nr_destroyed,
+            "chunks": chunks,
+        }
+
+    def as_dict(self) -> dict:
+        g = self.geometry
+        return {
+            "source": self.source,
+            "partial": self.partial, "partial_reasons": self.partial_reasons,
+            "geometry": {
+                "mode": g.mode, "static_size": g.static_size, "reserved_size": g.reserved_size,
+                "dyn_size": g.dyn_size, "unit_size": g.unit_size, "page_size": g.page_size,
+                "nr_cpus": g.nr_cpus, "dmesg": g.dmesg, "derived": g.derived,
+                "matches_dmesg": g.matches_dmesg, "notes": g.notes,
+            },
+            "addresses": self.base_info,
+            "events": {"total": self.nr_events, "alloc": self.nr_allocs, "free": self.nr_frees,
+                       "create_chunk": self.nr_creates, "destroy_chunk": self.nr_destroys,
+                       "alloc_fail": self.nr_fails},
+            "agreement": {
+                "overall": self.agreement, "agree": self.agree, "total": self.nr_allocs,
+                "nonatomic": self.agreement_nonatomic, "nonatomic_agree": self.agree_nonatomic,
+                "nonatomic_total": self.nr_nonatomic,
+                "atomic": self.agreement_atomic, "atomic_agree": self.agree_atomic,
+                "atomic_total": self.nr_atomic,
+                "race_swaps": self.swaps,
+            },
+            "disagreements": [d.as_dict() for d in self.disagreements],
+            "disagreement_causes": dict(self.causes()),
+            "reconstruction": self.reconstruction,
+            "final_state": self.final_state(),
+            "meminfo_check": self.meminfo_check,
+            "seconds": self.seconds, "parse_seconds": self.parse_seconds,
+        }
+
+    def write_decisions(self, path: Path | str) -> None:
+        with open(path, "w") as fh:
+            for idx, base, off in self.decisions:
+                if base is None:
+                    fh.write(f"{idx}\tnone\t-1\n")
+                else:
+                    fh.write(f"{idx}\t{base:x}\t{off}\n")
+
+
+def _free_runs(c: PcpuChunk) -> list[int]:
+    runs = []
+    m = c.alloc_map
+    bits = c.map_bits
+    i = 0
+    from localmap.mm.percpu import find_next_zero_bit
+    i = find_next_zero_bit(m, bits, 0)
+    while i < bits:
+        j = find_next_bit(m, bits, i)
+        runs.append(j - i)
+        i = find_next_zero_bit(m, bits, j)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry and addresses
+# ---------------------------------------------------------------------------------------------
+
+def derive_geometry(bundle: Bundle, page_size: int | None = None,
+                    nr_cpus: int | None = None) -> Geometry:
+    fc = bundle.first_chunk
+    cfg = bundle.config
+    notes: list[str] = []
+    if nr_cpus is None:
+        nr_cpus = bundle.nr_possible_cpus
+    if page_size is None:
+        if cfg is not None:
+            page_size = cfg.page_size
+        elif fc is not None and fc.page_size:
+            page_size = fc.page_size
+        else:
+            page_size = 4096
+            notes.append("page size not known (no config): assumed 4K")
+    if fc is None:
+        raise LocalmapError("no dmesg first-chunk line: the first chunk's geometry is unknown "
+                            "(bundle needs a 'dmesg' with the 'percpu: ... pages/cpu' line)",
+                            bundle.path)
+    static = fc.static_size
+    kb = bundle.kallsyms_percpu_bounds
+    if kb is not None and kb[1] - kb[0] != static:
+        notes.append(f"kallsyms gives a static size of {kb[1] - kb[0]}, dmesg {static}")
+    if nr_cpus is None:
+        # embed prints u; the unit count is unknown without the cpus file
+        raise LocalmapError("number of possible CPUs unknown (bundle needs a 'cpus' file)",
+                            bundle.path)
+    derived = None
+    if cfg is not None:
+        ai = first_chunk_alloc_info(fc.mode, static, nr_cpus, page_size,
+                                    module_reserve=cfg.percpu_module_reserve,
+                                    dynamic_reserve=cfg.percpu_dynamic_reserve,
+                                    dynamic_early_size=cfg.percpu_dynamic_early_size)
+        derived = {"static_size": ai.static_size, "reserved_size": ai.reserved_size,
+                   "dyn_size": ai.dyn_size, "unit_size": ai.unit_size}
+    else:
+        notes.append("no kernel config: geometry taken from dmesg without derivation")
+    kernel = {"static_size": fc.static_size, "reserved_size": fc.reserved_size,
+              "dyn_size": fc.dyn_size, "unit_size": fc.unit_size}
+    matches = None if derived is None else derived == kernel
+    if matches is False:
+        notes.append(f"derived geometry {derived} differs from dmesg {kernel}; using dmesg's")
+    return Geometry(fc.mode, fc.static_size, fc.reserved_size, fc.dyn_size, fc.unit_size,
+                    page_size, nr_cpus, fc.text, derived or {}, matches, notes)
+
+
+def _build_percpu(geo: Geometry, pcpu_base: int, per_cpu_start: int,
+                  listener=None) -> Percpu:
+    """The model machine with the kernel's printed split (equal to the derived one when the
+    config allowed a derivation)."""
+    ai = pcpu_build_alloc_info(geo.static_size, geo.reserved_size, geo.dyn_size, geo.page_size,
+                               geo.nr_cpus, geo.page_size, None, dynamic_early_size=0)
+    if ai.unit_size != geo.unit_size or ai.dyn_size != geo.dyn_size:
+        raise LocalmapError(f"the kernel's first chunk (s{geo.static_size} r{geo.reserved_size} "
+                            f"d{geo.dyn_size} u{geo.unit_size}) is not a geometry "
+                            f"pcpu_build_alloc_info can produce for {geo.nr_cpus} CPUs and "
+                            f"{geo.page_size // 1024}K pages")
+    return Percpu(ai, mode=geo.mode, base_addr=pcpu_base, per_cpu_start=per_cpu_start,
+                  listener=listener)
+
+
+def _addresses(events: list[PcpuEvent], geo: Geometry, bundle: Bundle, path: str) -> dict:
+    created = set()
+    uncreated: dict[int, PcpuEvent] = {}
+    reserved_bases = set()
+    ptr_delta = None
+    for e in events:
+        if e.kind == CREATE:
+            created.add(e.base_addr)
+        elif e.kind in (ALLOC, FREE):
+            if e.base_addr not in created and e.base_addr not in uncreated:
+                uncreated[e.base_addr] = e
+            if e.kind == ALLOC and e.reserved:
+                reserved_bases.add(e.base_addr)
+            d = (e.ptr - e.base_addr - e.off) & MASK64
+            if ptr_delta is None:
+                ptr_delta = d
+            elif d != ptr_delta:
+                raise LocalmapError(
+                    f"ptr={e.ptr:x} is not base_addr+off shifted by the same constant as "
+                    f"earlier events (expected {(e.base_addr + e.off + ptr_delta) & MASK64:x}); the trace "
+                    "mixes boots or pointers are corrupted", path, e.line)
+    if ptr_delta is None:
+        raise LocalmapError("trace has no allocation or free to locate the chunks", path)
+    ps = geo.page_size
+    s_al = (geo.static_size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
+    kb = bundle.kallsyms_percpu_bounds
+    fc_base = None
+    how = ""
+    if kb is not None:
+        pcpu_base = (kb[0] - ptr_delta) & MASK64
+        fc_base = pcpu_base + ((s_al + geo.reserved_size) & ~(ps - 1))
+        how = "kallsyms __per_cpu_start and the events' ptr"
+    else:
+        cands = sorted(b for b in uncreated if b not in reserved_bases)
+        if not cands:
+            raise LocalmapError("cannot tell which chunk is the first chunk (no allocation in "
+                                "a chunk the trace did not create)", path)
+        fc_base = cands[0]
+        pcpu_base = fc_base - ((s_al + geo.reserved_size) & ~(ps - 1))
+        how = "lowest chunk address used without percpu_create_chunk"
+    res_base = pcpu_base + (s_al & ~(ps - 1)) if geo.reserved_size else None
+    per_cpu_start = (ptr_delta + pcpu_base) & MASK64
+    return {"pcpu_base_addr": pcpu_base, "first_chunk_base": fc_base,
+            "reserved_chunk_base": res_base, "per_cpu_start": per_cpu_start,
+            "first_chunk_found_by": how, "uncreated": sorted(uncreated),
+            "kallsyms_per_cpu_start": kb[0] if kb else None}
+
+
+# ---------------------------------------------------------------------------------------------
+# the replay engine
+# ---------------------------------------------------------------------------------------------
+
+class _Engine:
+    """One pass over the events. ``learn`` = reconstruction pass (no scoring, learns areas)."""
+
+    def __init__(self, events, geo, addr, path, learn: bool, pretrace: dict, listener=None,
+                 progress=None):
+        self.events = events
+        self.geo = geo
+        self.addr = addr
+        self.path = path
+        self.learn = learn
+        self.pretrace = pretrace            # base -> sorted list of (bit_off, bits)
+        self.p = _build_percpu(geo, addr["pcpu_base_addr"], addr["per_cpu_start"], listener)
+        self.touched: dict[int, int] = {}   # base -> bitmap of 4-byte units touched by trace
+        self.partial_chunks: set[int] = set()
+        self.progress = progress
+        fc = self.p.first_chunk
+        if fc.base_addr != addr["first_chunk_base"]:
+            raise LocalmapError(f"first chunk base {fc.base_addr:#x} computed from the geometry "
+                                f"differs from the trace's {addr['first_chunk_base']:#x}", path)
+        # pre-trace areas
+        for base, areas in pretrace.items():
+            chunk = self.p.chunks_by_base.get(base)
+            if chunk is None:
+                chunk = self._adopt_chunk(base)
+            for bit_off, bits in areas:
+                self._force_area(chunk, bit_off, bits)
+        # results
+        self.decisions: list = []
+        self.disagreements: list[Disagreement] = []
+        self.agree = self.agree_na = self.n_na = self.agree_at = self.n_at = 0
+        self.swaps = 0
+        self.counts = Counter()
+        self.timeline: list = []
+        self.used = 0
+        self.learned: list[dict] = []
+        self.last_populated = self.p.nr_populated
+        self.populated_seen = {self.p.nr_populated}
+
+    # -- helpers --
+    def _adopt_chunk(self, base: int) -> PcpuChunk:
+        """A dynamic chunk that existed before tracing started (partial replay)."""
+        p = self.p
+        chunk = p.create_chunk(base)
+        p.populate(chunk, 0, chunk.nr_pages)
+        self.partial_chunks.add(base)
+        return chunk
+
+    def _force_area(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
+        p = self.p
+        m = chunk.alloc_map
+        if (m >> bit_off) & ((1 << bits) - 1):
+            # overlap with what the model has: free the overlapping model areas first
+            for a_off, a_bits in chunk.areas():
+                if a_off < bit_off + bits and bit_off < a_off + a_bits and \
+                        not (a_off == 0 and chunk.start_offset) and \
+                        a_off * 4 < chunk.map_bits * 4 - chunk.end_offset:
+                    p.free_area(chunk, a_off * PCPU_MIN_ALLOC_SIZE)
+        p.alloc_area_commit(chunk, bit_off, bits)
+
+    def _touch(self, base: int, off: int, size: int) -> int:
+        """Mark bytes as seen in the trace; return the previous touched-bitmap."""
+        b0 = off // 4
+        n = -(-size // 4)
+        prev = self.touched.get(base, 0)
+        self.touched[base] = prev | (((1 << n) - 1) << b0)
+        return prev
+
+    def _chunk(self, e: PcpuEvent) -> PcpuChunk:
+        c = self.p.chunks_by_base.get(e.base_addr)
+        if c is None:
+            c = self._adopt_chunk(e.base_addr)
+        return c
+
+    def _run_balance(self, create_base: int | None = None) -> PcpuChunk | None:
+        """Run the balance work; creation only with the trace's base, no destruction."""
+        made = []
+
+        def create():
+            if create_base is not None and not made:
+                c = self.p.create_chunk(create_base)
+                made.append(c)
+                return c
+            return None
+        self.p.balance(create=create, destroy=lambda c: False)
+        return made[0] if made else None
+
+    # -- events --
+    def run_learn(self) -> None:
+        """Reconstruction pass: only chunks whose life began before tracing are simulated.
+
+        The kernel's answers are applied in those chunks; wherever the model, searching the
+        same chunk, would have used lower untouched space, that space is learned as used before
+        tracing. Events of chunks created in the trace cannot teach anything and are skipped.
+        """
+        p = self.p
+        pre = {c.base_addr for c in p.chunks_by_base.values()}
+        traced: set[int] = set()
+        for i, e in enumerate(self.events):
+            k = e.kind
+            base = e.base_addr
+            if k == CREATE:
+                traced.add(base)
+                pre.discard(base)
+                continue
+            if k == DESTROY:
+                if base in pre:
+                    pre.discard(base)
+                    c = p.chunks_by_base.pop(base, None)
+                    if c is not None:
+                        p._list_del(c)
+                traced.discard(base)
+                continue
+            if k not in (ALLOC, FREE) or base in traced:
+                continue
+            if base not in pre:
+                if base in p.chunks_by_base:
+                    continue
+                self._adopt_chunk(base)
+                pre.add(base)
+            chunk = p.chunks_by_base[base]
+            if k == FREE:
+                self._free(e)
+                continue
+            if e.reserved != chunk.is_reserved:
+                raise LocalmapError(f"reserved={int(e.reserved)} allocation in the "
+                                    f"{'reserved' if chunk.is_reserved else 'dynamic'} chunk "
+                                    f"{base:#x}", self.path, e.line)
+            bits = -(-e.size // PCPU_MIN_ALLOC_SIZE)
+            try:
+                _, _, bits, bit_align = p.check_request(e.size, e.align)
+            except PcpuAllocError as exc:
+                raise LocalmapError(exc.message, self.path, e.line) from None
+            found = self._predict_in(chunk, bits, bit_align, e.is_atomic)
+            if found is not None and found < e.off // PCPU_MIN_ALLOC_SIZE:
+                self._learn(e, chunk, bits, bit_align, found)
+            k_bit = e.off // PCPU_MIN_ALLOC_SIZE
+            if not p.area_is_free(chunk, e.off, e.size):
+                self._force_area(chunk, k_bit, bits)
+                p.free_area(chunk, e.off)
+            self._touch(base, e.off, e.size)
+            p.alloc_area_commit(chunk, k_bit, bits)
+            if self.progress and not (i & 0x3FF):
+                self.progress(i)
+
+    def _predict_in(self, chunk: PcpuChunk, bits: int, bit_align: int, atomic: bool):
+        p = self.p
+        off = p.find_block_fit(chunk, bits, bit_align, atomic)
+        if off < 0:
+            return None
+        off = p.alloc_area_search(chunk, bits, bit_align, off)
+        return None if off < 0 else off
+
+    def run(self) -> None:
+        if self.learn:
+            self.run_learn()
+            return
+        events = self.events
+        n = len(events)
+        i = 0
+        alloc_index = 0
+        p = self.p
+        while i < n:
+            e = events[i]
+            k = e.kind
+            if k == ALLOC:
+                nxt = None
+                if not self.learn:
+                    # look ahead for a racing allocation printed in the other order
+                    j = i + 1
+                    if j < n and events[j].kind == ALLOC and events[j].cpu != e.cpu and \
+                            events[j].ts - e.ts <= RACE_WINDOW_S:
+                        nxt = events[j]
+                consumed = self._alloc(e, alloc_index, nxt, alloc_index + 1)
+                alloc_index += consumed
+                i += consumed
+                if p.balance_pending:
+                    self._run_balance()
+                if p.nr_populated != self.last_populated:
+                    self.last_populated = p.nr_populated
+                    self.populated_seen.add(p.nr_populated)
+                if self.progress and not (i & 0x3FF):
+                    self.progress(i)
+                continue
+            if k == FREE:
+                self._free(e)
+            elif k == CREATE:
+                self.counts["create"] += 1
+                if e.base_addr in p.chunks_by_base:
+                    raise LocalmapError(f"percpu_create_chunk of {e.base_addr:#x}, which is "
+                                        "already a live chunk", self.path, e.line)
+                c = self._run_balance(create_base=e.base_addr)
+                if c is None:
+                    p.create_chunk(e.base_addr)
+                    self.counts["create_unexpected"] += 1
+            elif k == DESTROY:
+                self.counts["destroy"] += 1
+                c = p.chunks_by_base.get(e.base_addr)
+                if c is None:
+                    raise LocalmapError(f"percpu_destroy_chunk of {e.base_addr:#x}, which is "
+                                        "not a live chunk", self.path, e.line)
+                if c.is_first or c.is_reserved:
+                    raise LocalmapError("the trace destroys the first or reserved chunk",
+                                        self.path, e.line)
+                if p.balance_pending:
+                    self._run_balance()
+                if c.free_bytes != p.unit_size:
+                    self.counts["destroy_not_free"] += 1
+                p.destroy_chunk(c)
+            elif k == ALLOC_FAIL:
+                self.counts["fail"] += 1
+                try:
+                    found = p.pcpu_alloc_search(e.size, e.align, e.reserved, e.is_atomic)
+                except PcpuAllocError:
+                    found = None
+                if found is not None and not self.learn:
+                    self.counts["fail_disagree"] += 1
+            if p.balance_pending:
+                self._run_balance()
+            if p.nr_populated != self.last_populated:
+                self.last_populated = p.nr_populated
+                self.populated_seen.add(p.nr_populated)
+            i += 1
+        if self.progress:
+            self.progress(n)
+
+    def _predict(self, e: PcpuEvent):
+        p = self.p
+        try:
+            found = p.pcpu_alloc_search(e.size, e.align, e.reserved, e.is_atomic)
+        except PcpuAllocError as exc:
+            raise LocalmapError(exc.message, self.path, e.line) from None
+        return found
+
+    def _alloc(self, e: PcpuEvent, idx: int, nxt: PcpuEvent | None, nidx: int) -> int:
+        p = self.p
+        chunk = self._chunk(e)
+        found = self._predict(e)
+        pred = None if found is None else (found[0].base_addr, found[1] * PCPU_MIN_ALLOC_SIZE)
+        kern = (e.base_addr, e.off)
+        if pred != kern and nxt is not None and pred == (nxt.base_addr, nxt.off):
+            # racing pair printed in the other order: replay nxt first, then e
+            snap = p.snapshot()
+            ok = self._try_swap(e, nxt, idx, nidx)
+            if ok:
+                return 2
+            p.restore(snap)
+            chunk = self._chunk(e)
+            found = self._predict(e)
+            pred = None if found is None else (found[0].base_addr,
+                                               found[1] * PCPU_MIN_ALLOC_SIZE)
+        self._score(e, idx, pred, kern, chunk)
+        self._apply(e, chunk, found if pred == kern else None)
+        return 1
+
+    def _try_swap(self, e, nxt, idx, nidx) -> bool:
+        p = self.p
+        c2 = self._chunk(nxt)
+        f2 = self._predict(nxt)
+        pred2 = None if f2 is None else (f2[0].base_addr, f2[1] * PCPU_MIN_ALLOC_SIZE)
+        if pred2 != (nxt.base_addr, nxt.off):
+            return False
+        self._apply(nxt, c2, f2)
+        c1 = self._chunk(e)
+        f1 = self._predict(e)
+        pred1 = None if f1 is None else (f1[0].base_addr, f1[1] * PCPU_MIN_ALLOC_SIZE)
+        if pred1 != (e.base_addr, e.off):
+            return False
+        self._apply(e, c1, f1)
+        self.swaps += 1
+        # decisions are written in file order: index idx is e, nidx is nxt
+        self._score(e, idx, pred1, (e.base_addr, e.off), c1, swapped=True)
+        self._score(nxt, nidx, pred2, (nxt.base_addr, nxt.off), c2, swapped=True)
+        return True
+
+    def _score(self, e, idx, pred, kern, chunk, swapped: bool = False) -> None:
+        if self.learn:
+            return
+        self.decisions.append((idx, None if pred is None else pred[0],
+                               None if pred is None else pred[1]))
+        ok = pred == kern
+        if e.is_atomic:
+            self.n_at += 1
+            self.agree_at += ok
+        else:
+            self.n_na += 1
+            self.agree_na += ok
+        self.agree += ok
+        if ok:
+            return
+        p = self.p
+        if chunk.base_addr in self.partial_chunks:
+            cause = "unknown-chunk"
+        elif pred is None:
+            cause = "no-space-in-model"
+        elif not p.area_is_free(chunk, e.off, e.size):
+            cause = "occupied-in-model"
+            if self._overlaps_pretrace(chunk.base_addr, e.off, e.size):
+                cause = "pre-trace-area"
+        elif pred[0] != kern[0]:
+            cause = "other-chunk"
+        else:
+            cause = "other-offset"
+        self.disagreements.append(Disagreement(idx, e.line, cause, e.size, e.align,
+                                               e.is_atomic, kern, pred, e.call_site))
+
+    def _overlaps_pretrace(self, base, off, size) -> bool:
+        for a, bits in self.pretrace.get(base, ()):
+            if a * 4 < off + size and off < (a + bits) * 4:
+                return True
+        return False
+
+    def _apply(self, e: PcpuEvent, chunk: PcpuChunk, found) -> None:
+        """Apply the kernel's answer (``found`` = the model's matching search result)."""
+        p = self.p
+        bits = -(-e.size // PCPU_MIN_ALLOC_SIZE)
+        if e.off % PCPU_MIN_ALLOC_SIZE or e.off < 0 or \
+                e.off + bits * PCPU_MIN_ALLOC_SIZE > chunk.map_bits * PCPU_MIN_ALLOC_SIZE:
+            raise LocalmapError(f"off={e.off} size={e.size} does not fit chunk "
+                                f"{chunk.base_addr:#x} of {p.unit_size} bytes", self.path, e.line)
+        if found is None:
+            bit_off = e.off // PCPU_MIN_ALLOC_SIZE
+            if not p.area_is_free(chunk, e.off, e.size):
+                self._force_area(chunk, bit_off, bits)
+                p.free_area(chunk, e.off)
+        else:
+            bit_off = found[1]
+        self._touch(chunk.base_addr, e.off, e.size)
+        p.commit_alloc(chunk, bit_off, e.size, e.is_atomic)
+        self.used += bits * PCPU_MIN_ALLOC_SIZE
+        self.counts["alloc"] += 1
+        if not self.learn and not (self.counts["alloc"] & 0x3F):
+            self.timeline.append((e.ts, self.counts["alloc"], self.used, len(p.chunks_by_base),
+                                  p.nr_populated))
+
+    def _free(self, e: PcpuEvent) -> None:
+        p = self.p
+        self.counts["free"] += 1
+        chunk = self.p.chunks_by_base.get(e.base_addr)
+        if chunk is None:
+            chunk = self._adopt_chunk(e.base_addr)
+        bit_off = e.off // PCPU_MIN_ALLOC_SIZE
+        is_start = (chunk.bound_map >> bit_off) & 1 and (chunk.alloc_map >> bit_off) & 1
+        if not is_start or e.off % PCPU_MIN_ALLOC_SIZE:
+            known = (e.base_addr in self.partial_chunks or chunk.is_first or chunk.is_reserved)
+            untouched = not ((self.touched.get(chunk.base_addr, 0) >> bit_off) & 1)
+            if self.learn and known and untouched:
+                self._learn_free(chunk, bit_off)
+            else:
+                raise LocalmapError(
+                    f"free of base_addr={e.base_addr:x} off={e.off}: no area was allocated "
+                    "there (never allocated in the trace, or freed twice)", self.path, e.line)
+        size = p.free_in_chunk(chunk, e.off)
+        self._touch(chunk.base_addr, e.off, size)
+        self.used -= size
+        if not self.learn and not (self.counts["free"] & 0x3F):
+            self.timeline.append((e.ts, self.counts["alloc"], self.used, len(p.chunks_by_base),
+                                  p.nr_populated))
+
+    # -- reconstruction (learn pass) --
+    def _record(self, base, bit_off, bits, why, line):
+        self.pretrace.setdefault(base, []).append((bit_off, bits))
+        self.learned.append({"base_addr": f"{base:x}", "off": bit_off * 4, "size": bits * 4,
+                             "evidence": why, "line": line})
+
+    def _learn(self, e: PcpuEvent, chunk: PcpuChunk, bits: int, bit_align: int,
+               m_off: int) -> None:
+        """The kernel skipped space the model would use: if untouched, it was used pre-trace."""
+        p = self.p
+        k_bit = e.off // PCPU_MIN_ALLOC_SIZE
+        for _ in range(64):
+            if m_off is None or m_off >= k_bit:
+                return
+            touched = self.touched.get(chunk.base_addr, 0)
+            # the free run the model picked, from its start up to the kernel's choice
+            end = min(find_next_bit(chunk.alloc_map, chunk.map_bits, m_off), k_bit)
+            lo = m_off
+            while lo > 0 and not (chunk.alloc_map >> (lo - 1)) & 1:
+                lo -= 1
+            span = ((1 << (end - lo)) - 1) << lo
+            if touched & span:
+                # only the untouched part around the model's choice can be pre-trace
+                seg_lo = m_off
+                while seg_lo > lo and not (touched >> (seg_lo - 1)) & 1:
+                    seg_lo -= 1
+                seg_hi = m_off
+                while seg_hi < end and not (touched >> seg_hi) & 1:
+                    seg_hi += 1
+                if (touched >> m_off) & 1 or seg_hi <= seg_lo:
+                    return
+                lo, end = seg_lo, seg_hi
+            self._record(chunk.base_addr, lo, end - lo, f"alloc at off={e.off} skipped it",
+                         e.line)
+            p.alloc_area_commit(chunk, lo, end - lo)
+            m_off = self._predict_in(chunk, bits, bit_align, e.is_atomic)
+
+    def _learn_free(self, chunk: PcpuChunk, bit_off: int) -> None:
+        """A free of an untraced area: an area began there; it ends at the next known edge."""
+        p = self.p
+        bits_total = chunk.map_bits
+        if (chunk.alloc_map >> bit_off) & 1:
+            # inside a learned/forced area: split it at bit_off
+            start = bit_off
+            while start > 0 and not (chunk.bound_map >> start) & 1:
+                start -= 1
+            end = find_next_bit(chunk.bound_map, bits_total + 1, bit_off + 1)
+            p.free_area(chunk, start * 4)
+            if bit_off > start:
+                p.alloc_area_commit(chunk, start, bit_off - start)
+            p.alloc_area_commit(chunk, bit_off, end - bit_off)
+            self.learned.append({"base_addr": f"{chunk.base_addr:x}", "off": bit_off * 4,
+                                 "size": (end - bit_off) * 4,
+                                 "evidence": "free of an area never allocated in the trace",
+                                 "line": None})
+            self._split_pretrace(chunk.base_addr, bit_off)
+            return
+        end = find_next_bit(chunk.alloc_map | (self.touched.get(chunk.base_addr, 0)),
+                            bits_total, bit_off + 1)
+        self._record(chunk.base_addr, bit_off, end - bit_off,
+                     "free of an area never allocated in the trace", None)
+        p.alloc_area_commit(chunk, bit_off, end - bit_off)
+
+    def _split_pretrace(self, base, bit_off) -> None:
+        lst = self.pretrace.get(base, [])
+        out = []
+        for a, bits in lst:
+            if a < bit_off < a + bits:
+                out += [(a, bit_off - a), (bit_off, a + bits - bit_off)]
+            else:
+                out.append((a, bits))
+        self.pretrace[base] = out
+
+
+def replay(source: Bundle | Path | str, *, listener=None, progress: bool = False,
+           page_size: int | None = None, nr_cpus: int | None = None) -> ReplayResult:
+    """Replay a bundle (or a bare trace with its bundle files beside it). See module doc."""
+    bundle = source if isinstance(source, Bundle) else load_bundle(source)
+    path = str(bundle.trace_path)
+    partial_reasons: list[str] = []
+    t0 = time.perf_counter()
+    prog = _Progress(progress, bundle.trace_path)
+    with prog:
+        trace = read_trace(bundle.trace_path, progress=prog.parse_update)
+        t_parse = time.perf_counter() - t0
+        if trace.lost_events:
+            partial_reasons.append(f"{trace.lost_events} events lost by the tracer: "
+                                   + "; ".join(trace.lost_detail[:3]))
+        geo = derive_geometry(bundle, page_size, nr_cpus)
+        events = trace.events
+        addr = _addresses(events, geo, bundle, path)
+        if addr["kallsyms_per_cpu_start"] is not None and \
+                addr["kallsyms_per_cpu_start"] != addr["per_cpu_start"]:
+            geo.notes.append("kallsyms __per_cpu_start differs from the trace's pointers")
+        prog.phase("reconstructing pre-trace occupancy", len(events))
+        learn = _Engine(events, geo, addr, path, learn=True, pretrace={},
+                        progress=prog.replay_update)
+        learn.run()
+        pretrace = {b: sorted(v) for b, v in learn.pretrace.items()}
+        prog.phase("replaying", len(events))
+        eng = _Engine(events, geo, addr, path, learn=False, pretrace=pretrace, listener=listener,
+                      progress=prog.replay_update)
+        eng.run()
+    eng.decisions.sort(key=lambda t: t[0])
+    if eng.partial_chunks:
+        partial_reasons.append(
+            f"{len(eng.partial_chunks)} chunk(s) existed before tracing started and were never "
+            "created in the trace: their occupancy and population are reconstructed from the "
+            "events only")
+    first_ts = events[0].ts if events else 0.0
+    if first_ts > 5.0 and not any(e.kind == CREATE for e in events[:1]):
+        partial_reasons.append(f"trace starts {first_ts:.1f}s after boot")
+    recon = {
+        "method": "emptiest start consistent with the trace: an area counts as allocated "
+                  "before tracing only if the trace frees it without allocating it, or an "
+                  "allocation landed above untouched free space the model would have used",
+        "free_parameters": 0,
+        "areas": learn.learned,
+        "bytes_by_chunk": {f"{b:x}": sum(n for _, n in v) * 4 for b, v in pretrace.items()},
+    }
+    p = eng.p
+    meminfo = _meminfo_check(bundle, p, eng.populated_seen, geo)
+    res = ReplayResult(
+        source=str(bundle.path), geometry=geo, percpu=p, partial=bool(partial_reasons),
+        partial_reasons=partial_reasons, nr_events=len(events),
+        nr_allocs=eng.n_na + eng.n_at, nr_frees=eng.counts["free"],
+        nr_creates=eng.counts["create"], nr_destroys=eng.counts["destroy"],
+        nr_fails=eng.counts["fail"], agree=eng.agree, agree_nonatomic=eng.agree_na,
+        nr_nonatomic=eng.n_na, agree_atomic=eng.agree_at, nr_atomic=eng.n_at,
+        swaps=eng.swaps, disagreements=eng.disagreements, reconstruction=recon,
+        decisions=eng.decisions, timeline=eng.timeline, meminfo_check=meminfo,
+        base_info={k: (f"{v:x}" if isinstance(v, int) else v) for k, v in addr.items()
+                   if k != "uncreated"},
+        seconds=time.perf_counter() - t0, parse_seconds=t_parse)
+    return res
+
+
+def _meminfo_check(bundle: Bundle, p: Percpu, populated_seen: set[int],
+                   geo: Geometry) -> list[dict]:
+    """Compare /proc/meminfo Percpu with the model's populated pages.
+
+    The last phase was read after the workload, when the trace was complete: the model's final
+    populated bytes must equal it. Earlier phases were read at unknown points of the trace: the
+    check reports whether the model's populated count passed through that value.
+    """
+    out = []
+    phases = bundle.meminfo
+    if not phases:
+        return out
+    per_page = geo.page_size * p.ai.nr_units
+    seen = {n * per_page for n in populated_seen}
+    for i, (phase, val) in enumerate(phases):
+        last = i == len(phases) - 1
+        model = p.populated_bytes if last else None
+        out.append({
+            "phase": phase, "meminfo_bytes": val,
+            "model_bytes": model,
+            "kind": "final state" if last else "reached during the trace",
+            "ok": (model == val) if last else (val in seen or val == p.populated_bytes),
+        })
+    return out
+
+
+class _Progress:
+    """rich progress on stderr for the parse and the two passes (silent when disabled)."""
+
+    def __init__(self, enabled: bool, path):
+        self.enabled = enabled
+        self.path = Path(path)
+        self._p = None
+        self._task = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                                       TimeElapsedColumn)
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(),
+                               TaskProgressColumn(), TimeElapsedColumn(),
+                               console=Console(stderr=True), transient=True)
+            self._p.__enter__()
+            total = None
+            try:
+                import gzip
+                if self.path.suffix == ".gz":
+                    with open(self.path, "rb") as fh:
+                        fh.seek(-4, 2)
+                        total = int.from_bytes(fh.read(4), "little")
+                else:
+                    total = self.path.stat().st_size
+            except OSError:
+                total = None
+            self._task = self._p.add_task(f"parsing {self.path.name}", total=total)
+        return self
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def parse_update(self, nbytes: int) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=nbytes)
+
+    def phase(self, name: str, total: int) -> None:
+        if self._p is not None:
+            self._p.remove_task(self._task)
+            self._task = self._p.add_task(name, total=total)
+
+    def replay_update(self, i: int) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=i)

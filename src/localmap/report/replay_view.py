@@ -1,0 +1,144 @@
+"""Terminal view of an allocator replay (:class:`~localmap.analysis.replay.ReplayResult`).
+
+Models nothing; it prints what the replay computed: geometry against dmesg, how the first
+chunk's addresses and pre-trace occupancy were obtained, the agreement, every disagreement
+class, the final allocator state in the spirit of ``percpu_stats`` and the meminfo cross-check.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from localmap.analysis.replay import CAUSES, ReplayResult
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def replay_tables(res: ReplayResult, show: int = 10) -> list:
+    """The replay as a list of rich renderables (used by the replay command and evaluate)."""
+    out: list = []
+    g = res.geometry
+    d = res.as_dict()
+
+    t = Table(title="First chunk geometry", title_justify="left", show_lines=False)
+    t.add_column("")
+    for col in ("static", "reserved", "dynamic", "unit"):
+        t.add_column(col, justify="right")
+    t.add_row("kernel (dmesg)", str(g.static_size), str(g.reserved_size), str(g.dyn_size),
+              str(g.unit_size))
+    if g.derived:
+        t.add_row("model (config + CPUs)", str(g.derived["static_size"]),
+                  str(g.derived["reserved_size"]), str(g.derived["dyn_size"]),
+                  str(g.derived["unit_size"]))
+    t.caption = (f"{g.mode} mode, {g.page_size // 1024}K pages, {g.nr_cpus} possible CPUs; "
+                 + ("model equals dmesg" if g.matches_dmesg else
+                    "no derivation (no config)" if g.matches_dmesg is None else
+                    "MODEL DIFFERS FROM DMESG"))
+    out.append(t)
+
+    a = res.base_info
+    t = Table(title="Addresses", title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("pcpu_base_addr", a["pcpu_base_addr"])
+    t.add_row("__per_cpu_start", a["per_cpu_start"] + (
+        "  (= kallsyms)" if a.get("kallsyms_per_cpu_start") == a["per_cpu_start"] else ""))
+    t.add_row("first chunk", f"{a['first_chunk_base']}  ({a['first_chunk_found_by']})")
+    if a.get("reserved_chunk_base"):
+        t.add_row("reserved chunk", a["reserved_chunk_base"])
+    out.append(t)
+
+    rc = res.reconstruction
+    t = Table(title="Pre-trace occupancy (reconstructed, 0 free parameters)",
+              title_justify="left")
+    t.add_column("chunk")
+    t.add_column("off", justify="right")
+    t.add_column("size", justify="right")
+    t.add_column("evidence")
+    t.add_column("trace line", justify="right")
+    for ar in rc["areas"][:show]:
+        t.add_row(ar["base_addr"], str(ar["off"]), str(ar["size"]), ar["evidence"],
+                  str(ar["line"] or "-"))
+    if len(rc["areas"]) > show:
+        t.add_row("…", "", "", f"{len(rc['areas']) - show} more", "")
+    if not rc["areas"]:
+        t.add_row("-", "", "", "nothing needed: the trace is consistent with an empty start", "")
+    t.caption = rc["method"]
+    out.append(t)
+
+    ag = d["agreement"]
+    t = Table(title="Agreement with the kernel's allocation decisions", title_justify="left")
+    for col in ("allocations", "same chunk and offset", "rate"):
+        t.add_column(col, justify="right")
+    t.add_column("", justify="left")
+    t.add_row(str(ag["total"]), str(ag["agree"]), f"{ag['overall']:.4%}", "all")
+    t.add_row(str(ag["nonatomic_total"]), str(ag["nonatomic_agree"]),
+              f"{ag['nonatomic']:.4%}", "non-atomic")
+    t.add_row(str(ag["atomic_total"]), str(ag["atomic_agree"]),
+              f"{ag['atomic']:.4%}" if ag["atomic_total"] else "-", "atomic")
+    t.caption = (f"{ag['race_swaps']} racing pair(s) replayed in the allocator's order; "
+                 f"{res.nr_events} events ({res.nr_allocs} alloc, {res.nr_frees} free, "
+                 f"{res.nr_creates} create, {res.nr_destroys} destroy, {res.nr_fails} fail)")
+    out.append(t)
+
+    if res.disagreements:
+        t = Table(title="Disagreements by cause", title_justify="left")
+        t.add_column("cause")
+        t.add_column("count", justify="right")
+        t.add_column("meaning")
+        for cause, n in res.causes().most_common():
+            t.add_row(cause, str(n), CAUSES.get(cause, ""))
+        out.append(t)
+        t = Table(title=f"First {min(show, len(res.disagreements))} disagreements",
+                  title_justify="left")
+        for col in ("#", "line", "size/align", "kernel", "model", "cause", "call site"):
+            t.add_column(col)
+        for dd in res.disagreements[:show]:
+            t.add_row(str(dd.index), str(dd.line), f"{dd.size}/{dd.align}",
+                      f"{dd.kernel[0]:x}+{dd.kernel[1]}",
+                      "no space" if dd.model is None else f"{dd.model[0]:x}+{dd.model[1]}",
+                      dd.cause, dd.call_site)
+        out.append(t)
+
+    fs = res.final_state()
+    t = Table(title="Final allocator state", title_justify="left")
+    for col in ("chunk", "kind", "pages pop/total", "used", "free", "allocs", "largest free",
+                "frag"):
+        t.add_column(col, justify="right" if col not in ("chunk", "kind") else "left")
+    for c in fs["chunks"]:
+        t.add_row(c["base_addr"], c["kind"] + (" (isolated)" if c["isolated"] else ""),
+                  f"{c['populated_pages']}/{c['nr_pages']}", _kib(c["used_bytes"]),
+                  _kib(c["free_bytes"]), str(c["nr_alloc"]), _kib(c["max_free_run"]),
+                  f"{c['fragmentation']:.0%}")
+    t.caption = (f"unit {fs['unit_size']} B × {fs['nr_units']} units; {fs['nr_chunks']} chunks "
+                 f"live ({fs['chunks_created']} created, {fs['chunks_destroyed']} destroyed in "
+                 f"the trace); populated {fs['populated_pages']} pages/unit = "
+                 f"{fs['populated_bytes'] // 1024} kB (meminfo Percpu)")
+    out.append(t)
+
+    if res.meminfo_check:
+        t = Table(title="/proc/meminfo Percpu cross-check", title_justify="left")
+        for col in ("phase", "meminfo", "model", "check", ""):
+            t.add_column(col)
+        for m in res.meminfo_check:
+            t.add_row(m["phase"], f"{m['meminfo_bytes'] // 1024} kB",
+                      "-" if m["model_bytes"] is None else f"{m['model_bytes'] // 1024} kB",
+                      m["kind"], "ok" if m["ok"] else "MISMATCH")
+        out.append(t)
+    return out
+
+
+def print_replay(res: ReplayResult, show: int = 10, console: Console | None = None) -> None:
+    con = console or Console()
+    con.rule(f"[bold]percpu allocator replay: {res.source}")
+    if res.partial:
+        con.print("[bold yellow]PARTIAL REPLAY[/]: " + "; ".join(res.partial_reasons))
+    for note in res.geometry.notes:
+        con.print(f"[yellow]note:[/] {note}")
+    for r in replay_tables(res, show):
+        con.print(r)
+        con.print()
+    con.print(f"replayed in {res.seconds:.2f} s (parsing {res.parse_seconds:.2f} s)")
