@@ -17,6 +17,12 @@ from localmap.errors import LocalmapError
 # (module, one-line help); the module provides register(subparsers).
 COMMANDS: list[str] = [
     "localmap.analysis.replay_cmd",
+    "localmap.lab.cli",
+    "localmap.report.evaluate",
+    "localmap.analysis.overhead_cmd",
+    "localmap.check.check_cmd",
+    "localmap.perf.sites_cmd",
+    "localmap.perf.predict_cmd",
 ]
 
 

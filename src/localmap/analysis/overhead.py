@@ -1,0 +1,494 @@
+"""What the design costs: local VA, window, extra page tables and page-table work.
+
+Two sources of figures, which the tests hold equal:
+* :func:`closed_form` -- an independent derivation from DESIGN.md's accounting rules: chunks
+  placed top-down in the global window, each chunk's local slice at ``base + DELTA``, per level
+  below the split the number of distinct parent-entry regions that contain a mapped local page,
+  ``(cpus - 1) * (root copy + copied levels) + cpus * private tables``;
+* the model: a :class:`~localmap.design.machine.DesignMachine` actually built (every CPU's tables
+  materialised, or -- for large CPU counts -- CPU 0 and CPU 1 materialised and the others
+  derived from that shared structure, which the tests prove equal to full materialisation).
+
+:func:`overhead_synthetic` (K live chunks, every page populated, one group, all CPUs online) and
+:func:`overhead_bundle` (a capture's allocation history replayed through the lead's allocator
+model, driving a design machine of N CPUs through the listener protocol) return dicts with the
+same keys; :func:`overhead_table` gives the grid across granules and CPU counts.
+
+Differences from the kernel/talk: the talk counts a whole 4K page per PGD copy; the model charges
+``PGD_SIZE`` when the root is smaller than a page (DESIGN.md item 5) and reports the KPTI block
+pages (``{tramp, reserved}`` per CPU, plus the rest of the root's page) separately as
+``kpti_block_bytes``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from localmap.arch.arm64.pgtable import Geometry, granule_name, parse_granule
+from localmap.design.layout import design_layout
+from localmap.design.machine import BaselineMachine, DesignMachine
+from localmap.errors import LocalmapError
+
+FULL_MATERIALISE_LIMIT = 400_000  # cpus * chunks * unit_pages above which CPUs 2.. are derived
+TALK_CPUS = 160
+TALK = {"local_va_bytes": 960 * 1024, "pgtable_note": "a couple of MB (4K pages, 160 CPUs, Fedora config)"}
+
+
+def parse_size(text: str | int) -> int:
+    if isinstance(text, int):
+        return text
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        value = int(t, 0) * mult
+    except ValueError:
+        raise LocalmapError(f"bad size {text!r} (e.g. 192K, 139264, 1M)") from None
+    return value
+
+
+def _validate(geom: Geometry, cpus: int, unit_size: int, chunks: int) -> None:
+    if cpus < 1:
+        raise LocalmapError(f"--cpus must be at least 1 (got {cpus})")
+    if cpus > 65536:
+        raise LocalmapError(f"--cpus {cpus} is more than arm64 Linux supports (NR_CPUS <= 65536)")
+    if chunks < 1:
+        raise LocalmapError(f"--chunks must be at least 1: the first chunk always exists (got {chunks})")
+    if unit_size <= 0 or unit_size % geom.page_size:
+        raise LocalmapError(f"unit size {unit_size} is not a positive multiple of the page size {geom.page_size}")
+
+
+def closed_form(
+    geom: Geometry,
+    cpus: int,
+    unit_size: int,
+    chunks: int,
+    *,
+    vabits_actual: int | None = None,
+    window_bytes: int | None = None,
+) -> dict[str, Any]:
+    """DESIGN.md's accounting, by arithmetic (no tables built)."""
+    _validate(geom, cpus, unit_size, chunks)
+    lay = design_layout(geom, vabits_actual, window_bytes)
+    g = lay.geom
+    s = lay.split_level
+    span = cpus * unit_size
+    top = lay.global_window[1]
+    bases = [top - (j + 1) * span for j in range(chunks)]
+    if bases[-1] < lay.global_window[0]:
+        raise LocalmapError(
+            f"percpu window too small: {chunks} chunks of {span} bytes ({cpus} CPUs x {unit_size}) need "
+            f"{chunks * span} bytes, the window has {lay.window_bytes}"
+        )
+    private: dict[int, int] = {}
+    for level in range(s + 1, 4):
+        region = g.entry_size(level - 1)
+        seen: set[int] = set()
+        for b in bases:
+            lo = b + lay.delta
+            hi = lo + unit_size - 1
+            seen.update(range(lo // region, hi // region + 1))
+        private[level] = len(seen)
+    root_copy = g.root_alloc_bytes
+    copied = (s - g.root_level) * g.page_size
+    per_cpu_private = sum(private.values()) * g.page_size
+    total = (cpus - 1) * (root_copy + copied) + cpus * per_cpu_private
+    return {
+        "levels": g.levels,
+        "root_level": g.root_level,
+        "split_level": s,
+        "root_copy_bytes": root_copy,
+        "copied_level_bytes_per_cpu": copied,
+        "window_bytes": lay.window_bytes,
+        "local_va_bytes": chunks * unit_size,
+        "private_tables_per_cpu": private,
+        "private_bytes_per_cpu": per_cpu_private,
+        "pgtable_extra_bytes": total,
+    }
+
+
+def _result(m: DesignMachine, derived_cpus: int | None = None) -> dict[str, Any]:
+    """The JSON-able figures of a design machine (optionally extrapolated to ``derived_cpus``
+    online CPUs from CPU 0 and CPU 1, whose structure every other CPU shares)."""
+    g = m.geom
+    lay = m.layout
+    ex = m.extra_pgtable()
+    per_cpu = ex["private_tables_per_cpu"]
+    shapes = {tuple(sorted(v.items())) for v in per_cpu.values()}
+    online = len(m.online)
+    if derived_cpus is not None:
+        if len(shapes) > 1:
+            raise AssertionError(f"CPUs differ in private-table shape: {shapes}")
+        one = per_cpu[0]
+        n = derived_cpus
+        root_copy_total = (n - 1) * g.root_alloc_bytes
+        copied_total = (n - 1) * (lay.split_level - g.root_level) * g.page_size
+        private_total = n * sum(one.values()) * g.page_size
+        kpti = (n - 1) * (3 * g.page_size - g.root_alloc_bytes) if m.kpti else 0
+        total = root_copy_total + copied_total + private_total
+        online = n
+        peak = None
+    else:
+        root_copy_total = ex["root_copy_bytes"]
+        copied_total = ex["copied_level_bytes"]
+        private_total = ex["private_bytes"]
+        kpti = ex["kpti_block_bytes"]
+        total = ex["total"]
+        peak = m.acct.extra_peak
+    # private tables per CPU: the maximum over CPUs (they are equal when every CPU is online)
+    levels = sorted({lvl for v in per_cpu.values() for lvl in v})
+    private_per_cpu = {str(lvl): max(v.get(lvl, 0) for v in per_cpu.values()) for lvl in levels}
+    return {
+        "granule": granule_name(g.page_size),
+        "va_bits": lay.config_geom.va_bits,
+        "vabits_actual": g.va_bits,
+        "cpus": m.nr_cpus,
+        "online_cpus": online,
+        "unit_size": m.unit_size,
+        "levels": g.levels,
+        "root_level": g.root_level,
+        "split_level": lay.split_level,
+        "split_entry_bytes": lay.split_entry_size,
+        "root_copy_bytes": g.root_alloc_bytes,
+        "window_bytes": lay.window_bytes,
+        "global_window": [hex(lay.global_window[0]), hex(lay.global_window[1])],
+        "local_window": [hex(lay.local_window[0]), hex(lay.local_window[1])],
+        "delta": lay.delta,
+        "live_chunks": len(m.chunks),
+        "local_va_bytes": m.local_va_bytes(),
+        "local_va_peak_bytes": m.acct.local_va_peak,
+        "private_tables_per_cpu": private_per_cpu,
+        "pgtable_extra_bytes": total,
+        "pgtable_extra_peak_bytes": peak,
+        "pgtable_extra_breakdown": {
+            "root_copies": root_copy_total,
+            "copied_levels": copied_total,
+            "private_tables": private_total,
+        },
+        "kpti_block_bytes": kpti,
+        "ops": m.acct.as_dict(),
+        "method": "derived from CPUs 0-1 (shared structure)" if derived_cpus is not None else "materialised",
+    }
+
+
+def build_synthetic(
+    geom: Geometry,
+    cpus: int,
+    unit_size: int,
+    chunks: int,
+    *,
+    online: Iterable[int] | None = None,
+    vabits_actual: int | None = None,
+    window_bytes: int | None = None,
+    map_global: bool = False,
+    checked: bool = False,
+    kpti: bool = False,
+) -> DesignMachine:
+    """A design machine with ``chunks`` live chunks, every page populated."""
+    _validate(geom, cpus, unit_size, chunks)
+    m = DesignMachine(geom, cpus, unit_size, online=online, vabits_actual=vabits_actual,
+                      window_bytes=window_bytes, map_global=map_global, checked=checked, kpti=kpti)
+    for k in range(chunks):
+        c = m.create_chunk(first=(k == 0))
+        m.populate(c, 0, c.nr_pages)
+    return m
+
+
+def overhead_synthetic(
+    granule: int | str,
+    va_bits: int,
+    cpus: int,
+    unit_size: int | str,
+    chunks: int,
+    *,
+    vabits_actual: int | None = None,
+    window_bytes: int | None = None,
+    materialise: str = "auto",
+) -> dict[str, Any]:
+    """K live chunks, every page populated, one group, all CPUs online (DESIGN.md accounting).
+
+    ``materialise``: "all" builds every CPU's tables, "shared" builds CPUs 0 and 1 and derives
+    the rest, "auto" picks "all" when it is cheap. The result is checked against
+    :func:`closed_form` and carries ``closed_form_agrees``."""
+    geom = Geometry(parse_granule(granule), int(va_bits))
+    unit = parse_size(unit_size)
+    _validate(geom, cpus, unit, chunks)
+    cf = closed_form(geom, cpus, unit, chunks, vabits_actual=vabits_actual, window_bytes=window_bytes)
+    if materialise == "auto":
+        materialise = "all" if cpus * chunks * (unit // geom.page_size) <= FULL_MATERIALISE_LIMIT else "shared"
+    if materialise == "all" or cpus <= 2:
+        m = build_synthetic(geom, cpus, unit, chunks, vabits_actual=vabits_actual, window_bytes=window_bytes)
+        res = _result(m)
+    elif materialise == "shared":
+        m = build_synthetic(geom, cpus, unit, chunks, online=[0, 1], vabits_actual=vabits_actual,
+                            window_bytes=window_bytes)
+        res = _result(m, derived_cpus=cpus)
+    else:
+        raise LocalmapError(f"materialise must be auto, all or shared (got {materialise!r})")
+    res["chunks"] = chunks
+    agree = (
+        res["pgtable_extra_bytes"] == cf["pgtable_extra_bytes"]
+        and res["private_tables_per_cpu"] == {str(k): v for k, v in cf["private_tables_per_cpu"].items() if v}
+        and res["local_va_bytes"] == cf["local_va_bytes"]
+        and res["split_level"] == cf["split_level"]
+    )
+    res["closed_form_agrees"] = agree
+    if not agree:
+        raise AssertionError(f"model and closed form disagree: model {res} closed form {cf}")
+    return res
+
+
+# --- replayed bundles ---------------------------------------------------------------------
+
+class ReplayDriver:
+    """A percpu-allocator listener that drives a DesignMachine of ``cpus`` CPUs.
+
+    The design machine is built on the first event (the unit size comes from the allocator's
+    chunks). The first chunk of the design is mapped in the global window and fully populated at
+    boot (no embed mode); the allocator's first and reserved chunks live inside it, so their
+    events change nothing. Dynamic chunks are re-placed top-down in the global window: the
+    allocation history's addresses were the kernel's, for its own CPU count.
+
+    When the design's granule is larger than the replay's page size (a 4K capture evaluated with
+    16K or 64K pages), the unit is rounded up to the granule and a design page is populated while
+    any of the replay pages it contains is populated."""
+
+    def __init__(self, geom: Geometry, cpus: int, *, src_page_size: int | None = None,
+                 vabits_actual: int | None = None, checked: bool = False, kpti: bool = False,
+                 map_global: bool = True, unit_size: int | None = None, machine_cls: type = DesignMachine):
+        self.machine_cls = machine_cls
+        self.geom = geom
+        self.cpus = cpus
+        self.src_page = src_page_size or geom.page_size
+        if geom.page_size % self.src_page:
+            raise LocalmapError(f"cannot evaluate a {self.src_page}-byte-page history with smaller "
+                                f"{geom.page_size}-byte pages")
+        self.scale = geom.page_size // self.src_page
+        self.kw = dict(vabits_actual=vabits_actual, checked=checked, kpti=kpti, map_global=map_global)
+        self.machine: DesignMachine | None = None
+        self.map: dict[int, Any] = {}
+        self.src_populated: dict[int, set[int]] = {}
+        self.events = 0
+        if unit_size is not None:
+            self._build(unit_size)
+
+    def _build(self, src_unit_size: int) -> DesignMachine:
+        g = self.geom.page_size
+        m = self.machine_cls(self.geom, self.cpus, -(-src_unit_size // g) * g, **self.kw)
+        first = m.create_chunk(key="first", first=True)
+        m.populate(first, 0, first.nr_pages)
+        self.machine = m
+        return m
+
+    def _m(self, chunk: Any) -> DesignMachine:
+        if self.machine is None:
+            return self._build(chunk.nr_pages * self.src_page)
+        return self.machine
+
+    def _is_first(self, chunk: Any) -> bool:
+        return bool(getattr(chunk, "is_first", False) or getattr(chunk, "is_reserved", False))
+
+    def chunk_created(self, chunk: Any) -> None:
+        m = self._m(chunk)
+        self.events += 1
+        if self._is_first(chunk):
+            return
+        self.map[id(chunk)] = (chunk, m.create_chunk(key=("dyn", id(chunk))))
+        self.src_populated[id(chunk)] = set()
+
+    def chunk_destroyed(self, chunk: Any) -> None:
+        m = self._m(chunk)
+        self.events += 1
+        if self._is_first(chunk):
+            return
+        _, c = self.map.pop(id(chunk))
+        self.src_populated.pop(id(chunk), None)
+        m.destroy_chunk(c)
+
+    def _chunk(self, chunk: Any):
+        m = self._m(chunk)
+        if self._is_first(chunk):
+            return m, None
+        entry = self.map.get(id(chunk))
+        if entry is None:  # a chunk the allocator had before we were attached
+            self.chunk_created(chunk)
+            entry = self.map[id(chunk)]
+        return m, entry[1]
+
+    def pages_populated(self, chunk: Any, page_start: int, page_end: int) -> None:
+        self.events += 1
+        m, c = self._chunk(chunk)
+        if c is None:
+            return
+        pop = self.src_populated[id(chunk)]
+        pop.update(range(page_start, page_end))
+        lo, hi = page_start // self.scale, -(-page_end // self.scale)
+        m.populate(c, lo, hi)  # already-populated design pages are left alone
+
+    def pages_depopulated(self, chunk: Any, page_start: int, page_end: int) -> None:
+        self.events += 1
+        m, c = self._chunk(chunk)
+        if c is None:
+            return
+        pop = self.src_populated[id(chunk)]
+        pop.difference_update(range(page_start, page_end))
+        sc = self.scale
+        empty = [gp for gp in range(page_start // sc, -(-page_end // sc))
+                 if c.populated[gp] and not any(p in pop for p in range(gp * sc, gp * sc + sc))]
+        runs: list[list[int]] = []
+        for gp in empty:
+            if runs and runs[-1][1] == gp:
+                runs[-1][1] = gp + 1
+            else:
+                runs.append([gp, gp + 1])
+        for lo, hi in runs:
+            m.depopulate(c, lo, hi)
+
+    def tlb_flushed(self, chunk: Any, page_start: int, page_end: int) -> None:
+        pass  # the design machine invalidates in depopulate
+
+
+class Tee:
+    """Forwards every listener event to several listeners (design and baseline side by side)."""
+
+    def __init__(self, *listeners: Any):
+        self.listeners = listeners
+
+    def __getattr__(self, name: str):
+        fns = [getattr(lst, name) for lst in self.listeners if hasattr(lst, name)]
+
+        def call(*args: Any) -> None:
+            for fn in fns:
+                fn(*args)
+
+        return call
+
+
+def _bundle_geometry(bundle: Any, granule: int | str | None, va_bits: int | None) -> Geometry:
+    cfg = getattr(bundle, "config", None)
+    page = parse_granule(granule) if granule is not None else getattr(cfg, "page_size", None)
+    vab = int(va_bits) if va_bits is not None else getattr(cfg, "va_bits", None)
+    if page is None or vab is None:
+        raise LocalmapError("the bundle has no kernel .config (config.gz) giving the page size and VA bits; "
+                            "pass --granule and --va-bits", getattr(bundle, "path", None))
+    from localmap.arch.arm64.pgtable import VA_BITS_CHOICES
+
+    if vab not in VA_BITS_CHOICES.get(page, {}):
+        raise LocalmapError(f"the bundle's {vab}-bit VA does not exist with {granule_name(page)} pages; pass --va-bits")
+    return Geometry(page, vab)
+
+
+def overhead_bundle(
+    bundle: Any,
+    cpus: int,
+    granule: int | str | None = None,
+    va_bits: int | None = None,
+    *,
+    checked: bool = False,
+    progress: bool = False,
+    map_global: bool = True,
+    baseline: bool = True,
+) -> dict[str, Any]:
+    """The bundle's allocation history replayed on a design machine of ``cpus`` CPUs (and, with
+    ``baseline``, on today's machine too: ``baseline_ops`` holds its page-table work)."""
+    from localmap.analysis import replay as replay_mod  # the lead's allocator replay
+    from localmap.ingest.bundle import load_bundle
+
+    if cpus < 1:
+        raise LocalmapError(f"--cpus must be at least 1 (got {cpus})")
+    if isinstance(bundle, (str, bytes)) or hasattr(bundle, "__fspath__"):
+        bundle = load_bundle(bundle)
+    geom = _bundle_geometry(bundle, granule, va_bits)
+    src_page = getattr(getattr(bundle, "config", None), "page_size", None) or 4096
+    driver = ReplayDriver(geom, cpus, src_page_size=src_page, checked=checked, map_global=map_global)
+    base = ReplayDriver(geom, cpus, src_page_size=src_page, checked=checked, map_global=map_global,
+                        machine_cls=BaselineMachine) if baseline else None
+    rr = replay_mod.replay(bundle, listener=Tee(driver, base) if base else driver, progress=progress)
+    m = driver.machine
+    if m is None:
+        raise LocalmapError("the replay produced no percpu chunk events", getattr(bundle, "path", None))
+    if checked:
+        m.check_all()
+    res = _result(m)
+    res["bundle"] = str(getattr(bundle, "path", ""))
+    res["events"] = driver.events
+    res["chunks_created"] = m.acct.ops.get("chunk_create", 0)
+    res["chunks_destroyed"] = m.acct.ops.get("chunk_destroy", 0)
+    if base is not None and base.machine is not None:
+        if checked:
+            base.machine.check_all()
+        res["baseline_ops"] = base.machine.acct.as_dict()
+    del rr
+    return res
+
+
+# --- the grid for the report ---------------------------------------------------------------
+
+DEFAULT_GRID = ((4096, 48), (16384, 48), (65536, 48))
+
+
+def overhead_table(
+    cpus_list: Iterable[int] = (1, 4, 64, 160, 1024, 4096),
+    unit_size: int | str = 192 * 1024,
+    chunks: int = 5,
+    pairs: Iterable[tuple[int, int]] = DEFAULT_GRID,
+) -> list[dict[str, Any]]:
+    """Rows of synthetic results across granule/VA pairs and CPU counts (closed form, checked
+    against the model for CPU counts the model builds quickly). Each row carries the talk's
+    figures where the talk gives them (4K, 160 CPUs)."""
+    rows = []
+    unit = parse_size(unit_size)
+    for page, vab in pairs:
+        for n in cpus_list:
+            u = -(-unit // page) * page
+            try:
+                r = overhead_synthetic(page, vab, n, u, chunks, materialise="shared" if n > 2 else "all")
+            except LocalmapError as exc:
+                rows.append({"granule": granule_name(page), "va_bits": vab, "cpus": n, "error": exc.message})
+                continue
+            row = {k: r[k] for k in ("granule", "va_bits", "cpus", "unit_size", "split_level", "root_copy_bytes",
+                                     "window_bytes", "local_va_bytes", "private_tables_per_cpu",
+                                     "pgtable_extra_bytes")}
+            row["chunks"] = chunks
+            if page == 4096 and n == TALK_CPUS:
+                row["talk_local_va_bytes"] = TALK["local_va_bytes"]
+                row["talk_pgtable"] = TALK["pgtable_note"]
+            rows.append(row)
+    return rows
+
+
+def rich_table(rows: list[dict[str, Any]], title: str = "localmap overhead"):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("granule/VA", "CPUs", "unit", "chunks", "split", "root copy", "private tables/CPU",
+                "local VA", "extra page tables", "talk"):
+        t.add_column(col, justify="right" if col not in ("granule/VA", "private tables/CPU", "talk") else "left")
+    for r in rows:
+        if "error" in r:
+            t.add_row(f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), "", "", "", "", r["error"], "", "", "")
+            continue
+        talk = ""
+        if "talk_local_va_bytes" in r:
+            talk = f"VA {human(r['talk_local_va_bytes'])}; {r['talk_pgtable']}"
+        t.add_row(
+            f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), human(r["unit_size"]), str(r.get("chunks", r.get("live_chunks", ""))),
+            f"L{r['split_level']}", human(r["root_copy_bytes"]),
+            "/".join(str(v) for v in r["private_tables_per_cpu"].values())
+            + f" (L{'-'.join(r['private_tables_per_cpu'])})",
+            human(r["local_va_bytes"]), human(r["pgtable_extra_bytes"]), talk,
+        )
+    return t
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= div:
+            v = n / div
+            return f"{v:.0f}{unit}" if v == int(v) else f"{v:.2f}{unit}"
+    return f"{n}"

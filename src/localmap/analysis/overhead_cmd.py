@@ -1,0 +1,122 @@
+"""``localmap overhead``: what the per-CPU page tables and the local mapping cost.
+
+Synthetic: ``localmap overhead --granule 4K --va-bits 48 --cpus 160 --unit-size 192K --chunks 5``
+(K live chunks, every page populated, one group, all CPUs online). Real:
+``localmap overhead BUNDLE --cpus N [--granule G --va-bits N]`` (the bundle's allocation history
+replayed on N CPUs). ``--json`` prints the figures of the one configuration asked for; the human
+form prints a table across granules and CPU counts with the talk's figure beside the model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from localmap.analysis import overhead as ov
+from localmap.arch.arm64.pgtable import VA_BITS_CHOICES, parse_granule
+from localmap.errors import LocalmapError
+
+GRID_CPUS = (1, 4, 64, 160, 1024, 4096)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "overhead",
+        help="VA, page-table memory and page-table work of the design (synthetic or a replayed bundle)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bundle", nargs="?", help="capture bundle (folder) to replay; omit for the synthetic form")
+    p.add_argument("--granule", help="page size: 4K, 16K or 64K (synthetic: required unless --json is off)")
+    p.add_argument("--va-bits", type=int, help="CONFIG_ARM64_VA_BITS (39/48/52 with 4K, 36/47/48/52 with 16K, 42/48/52 with 64K)")
+    p.add_argument("--vabits-actual", type=int, help="VA bits the CPU runs with (52-bit kernels fall back to 48/47 without LPA2)")
+    p.add_argument("--cpus", type=int, help="number of CPUs (all online)")
+    p.add_argument("--unit-size", default=None, help="percpu unit size, e.g. 192K (synthetic)")
+    p.add_argument("--chunks", type=int, default=None, help="live chunks, the first included (synthetic)")
+    p.add_argument("--window-bytes", default=None, help="size of each window (default: one split-level entry)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--check", action="store_true", help="check invariants I1-I5 after every step (slower)")
+    p.set_defaults(func=run)
+
+
+def _progress_enabled() -> bool:
+    return sys.stderr.isatty()
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    if args.cpus is None:
+        raise LocalmapError("--cpus N is required")
+    if args.cpus < 1:
+        raise LocalmapError(f"--cpus must be at least 1 (got {args.cpus})")
+    window = ov.parse_size(args.window_bytes) if args.window_bytes else None
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    if args.bundle:
+        if args.unit_size or args.chunks:
+            raise LocalmapError("--unit-size and --chunks belong to the synthetic form (no BUNDLE)")
+        res = ov.overhead_bundle(args.bundle, args.cpus, args.granule, args.va_bits, checked=args.check,
+                                 progress=_progress_enabled())
+        if args.json:
+            print(json.dumps(res, indent=2))
+            return 0
+        rows = [res]
+        for g in ("4K", "16K", "64K"):
+            page = parse_granule(g)
+            if page == parse_granule(res["granule"]):
+                continue
+            vab = res["va_bits"] if res["va_bits"] in VA_BITS_CHOICES[page] else 48
+            rows.append(ov.overhead_bundle(args.bundle, args.cpus, g, vab, progress=_progress_enabled()))
+        for r in rows:
+            if r["granule"] == "4K" and r["cpus"] == ov.TALK_CPUS:
+                r["talk_local_va_bytes"] = ov.TALK["local_va_bytes"]
+                r["talk_pgtable"] = ov.TALK["pgtable_note"]
+        console.print(ov.rich_table(rows, title=f"overhead of {res['bundle']} replayed on {args.cpus} CPUs "
+                                                  f"(local VA = peak {ov.human(res['local_va_peak_bytes'])})"))
+        console.print(ops_table(res))
+        return 0
+    missing = [n for n, v in (("--granule", args.granule), ("--va-bits", args.va_bits),
+                              ("--unit-size", args.unit_size), ("--chunks", args.chunks)) if v is None]
+    if missing:
+        raise LocalmapError(f"the synthetic form needs {', '.join(missing)} (or give a BUNDLE)")
+    res = ov.overhead_synthetic(args.granule, args.va_bits, args.cpus, args.unit_size, args.chunks,
+                                vabits_actual=args.vabits_actual, window_bytes=window)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    cpus_list = sorted(set(GRID_CPUS) | {args.cpus})
+    pairs = []
+    for g in (4096, 16384, 65536):
+        vab = args.va_bits if args.va_bits in VA_BITS_CHOICES[g] else 48
+        pairs.append((g, vab))
+    rows = ov.overhead_table(cpus_list, res["unit_size"], args.chunks, pairs)
+    console.print(ov.rich_table(rows, title=f"synthetic overhead: {args.chunks} chunks of "
+                                            f"{ov.human(res['unit_size'])} units, every page populated"))
+    console.print(f"asked for: {res['granule']}/{res['va_bits']} {args.cpus} CPUs -> split level L{res['split_level']}, "
+                  f"local VA {res['local_va_bytes']} bytes, extra page tables {res['pgtable_extra_bytes']} bytes "
+                  f"(closed form agrees: {res['closed_form_agrees']})")
+    return 0
+
+
+def ops_table(res: dict):
+    """Page-table work per operation, design beside today's kernel."""
+    from rich.table import Table
+
+    t = Table(title=f"page-table work, {res['granule']}/{res['va_bits']} on {res['cpus']} CPUs: design vs today")
+    for col in ("operation", "count", "entries written (design)", "of which local+sync+copy", "TLBI (design)",
+                "entries written (today)", "TLBI (today)"):
+        t.add_column(col, justify="left" if col == "operation" else "right")
+    base = res.get("baseline_ops", {})
+    for op, d in res["ops"].items():
+        if op.startswith("this_cpu"):
+            continue
+        ent = sum(v for k, v in d.items() if k.startswith("entries_") and k != "entries_per_op")
+        extra = sum(d.get(k, 0) for k in ("entries_local", "entries_sync", "entries_copy"))
+        tl = sum(v for k, v in d.items() if k.startswith("tlbi_") and k != "tlbi_per_op")
+        b = base.get(op, {})
+        bent = sum(v for k, v in b.items() if k.startswith("entries_") and k != "entries_per_op")
+        btl = sum(v for k, v in b.items() if k.startswith("tlbi_") and k != "tlbi_per_op")
+        t.add_row(op, str(d.get("count", 0)), str(ent), str(extra), str(tl), str(bent) if b else "-",
+                  str(btl) if b else "-")
+    return t

@@ -1,0 +1,267 @@
+"""A small, cached fetcher of Debian packages (kernels, busybox, cross binutils).
+
+What it models: nothing of the kernel; it is plumbing for the tools that analyse or boot real
+Debian arm64 kernels. It uses the ordinary Debian clients only:
+
+* ``dpkg --add-architecture arm64`` and ``apt-get update`` (once per process, and only when the
+  package is not already known to ``apt-cache``),
+* ``apt-get download PKG[:ARCH][=VERSION]`` into ``${XDG_CACHE_HOME:-~/.cache}/localmap/debs``,
+* ``dpkg -x`` into ``${XDG_CACHE_HOME:-~/.cache}/localmap/extract/<deb name>``.
+
+Both steps are cached: a ``.deb`` already in the cache is not downloaded again, and an extracted
+tree is reused (extraction goes to a temporary directory renamed into place, so an interrupted
+run never leaves a half tree that looks complete).
+
+Another process (a second agent, unattended-upgrades) may hold the apt/dpkg lock; every apt
+call then waits and retries for up to ``LOCK_WAIT`` seconds. Every failure (no apt, not root for
+``apt-get update``, no network, unknown package) is raised as one-line
+:class:`~localmap.errors.LocalmapError`.
+
+API::
+
+    deb = fetch_deb("linux-image-6.12.117+deb12-arm64-unsigned:arm64")
+    root = extract_deb(deb)          # root / "boot" / "vmlinuz-6.12.117+deb12-arm64"
+    root = fetch_and_extract(spec)   # both
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from localmap.errors import LocalmapError
+
+LOCK_WAIT = 600.0  # seconds to wait for another apt/dpkg user to release its lock
+_LOCK_PATTERNS = (
+    "could not get lock",
+    "unable to lock",
+    "unable to acquire the dpkg frontend lock",
+    "is another process using it",
+    "waiting for cache lock",
+)
+_updated: set[str] = set()  # architectures for which this process already ran apt-get update
+
+
+def cache_dir() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/localmap`` (created on demand)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(base) / "localmap"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def debs_dir() -> Path:
+    path = cache_dir() / "debs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _split_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """``name[:arch][=version]`` -> (name, arch, version)."""
+    m = re.fullmatch(r"([a-z0-9][a-z0-9+.\-]*)(?::([a-z0-9\-]+))?(?:=(\S+))?", spec.strip())
+    if not m:
+        raise LocalmapError(f"not a Debian package spec (name[:arch][=version]): {spec!r}")
+    return m.group(1), m.group(2), m.group(3)
+
+
+def _run(cmd: list[str], *, cwd: Path | None = None, what: str) -> subprocess.CompletedProcess:
+    """Run an apt/dpkg command, retrying while someone else holds the lock."""
+    if shutil.which(cmd[0]) is None:
+        raise LocalmapError(f"{cmd[0]} not found: {what} needs a Debian system with apt and dpkg")
+    deadline = time.monotonic() + LOCK_WAIT
+    delay = 2.0
+    while True:
+        try:
+            proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        except OSError as exc:
+            raise LocalmapError(f"{what}: cannot run {cmd[0]}: {exc}") from None
+        if proc.returncode == 0:
+            return proc
+        err = (proc.stderr or "") + (proc.stdout or "")
+        if any(p in err.lower() for p in _LOCK_PATTERNS) and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 1.5, 15.0)
+            continue
+        return proc
+
+
+def _last_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln.strip() for ln in ((proc.stderr or "") + (proc.stdout or "")).splitlines()]
+    errs = [ln for ln in lines if ln.startswith(("E:", "dpkg:", "W:"))] or [ln for ln in lines if ln]
+    return errs[-1] if errs else f"exit status {proc.returncode}"
+
+
+def _known(name: str, arch: str | None) -> bool:
+    spec = f"{name}:{arch}" if arch else name
+    if shutil.which("apt-cache") is None:
+        return False
+    proc = subprocess.run(["apt-cache", "policy", spec], capture_output=True, text=True)
+    m = re.search(r"Candidate:\s*(\S+)", proc.stdout)
+    return bool(m and m.group(1) != "(none)")
+
+
+def ensure_arch(arch: str) -> None:
+    """Make ``arch`` a dpkg foreign architecture (no-op for the native one)."""
+    if shutil.which("dpkg") is None:
+        raise LocalmapError("dpkg not found: fetching Debian packages needs a Debian system")
+    native = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+    if arch == native:
+        return
+    foreign = subprocess.run(
+        ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True
+    ).stdout.split()
+    if arch in foreign:
+        return
+    proc = _run(["dpkg", "--add-architecture", arch], what=f"adding architecture {arch}")
+    if proc.returncode != 0:
+        raise LocalmapError(f"dpkg --add-architecture {arch} failed (needs root): {_last_error(proc)}")
+
+
+def apt_update(arch: str | None = None) -> None:
+    """``apt-get update`` once per process (after adding ``arch``)."""
+    key = arch or ""
+    if key in _updated:
+        return
+    if arch:
+        ensure_arch(arch)
+    proc = _run(["apt-get", "update", "-q"], what="apt-get update")
+    if proc.returncode != 0:
+        raise LocalmapError(f"apt-get update failed (root and network needed): {_last_error(proc)}")
+    _updated.add(key)
+
+
+def _cached(name: str, arch: str | None, version: str | None) -> Path | None:
+    # apt-get download names files NAME_VERSION_ARCH.deb with ':' in the version escaped as %3a
+    ver = "*" if version is None else version.replace(":", "%3a")
+    hits = sorted(debs_dir().glob(f"{name}_{ver}_{arch or '*'}.deb"))
+    return hits[-1] if hits else None
+
+
+def fetch_deb(spec: str) -> Path:
+    """Download the Debian package ``name[:arch][=version]`` (cached) and return its ``.deb``.
+
+    The package index is refreshed (``apt-get update``) only when apt does not know the package.
+    """
+    name, arch, version = _split_spec(spec)
+    hit = _cached(name, arch, version)
+    if hit is not None:
+        return hit
+    if not _known(name, arch):
+        apt_update(arch)
+        if not _known(name, arch):
+            raise LocalmapError(f"Debian package {spec} not found by apt-cache (after apt-get update)")
+    with tempfile.TemporaryDirectory(dir=debs_dir(), prefix=".dl-") as tmp:
+        proc = _run(["apt-get", "download", "-q", spec], cwd=Path(tmp), what=f"apt-get download {spec}")
+        if proc.returncode != 0:
+            raise LocalmapError(f"apt-get download {spec} failed: {_last_error(proc)}")
+        got = sorted(Path(tmp).glob("*.deb"))
+        if not got:
+            raise LocalmapError(f"apt-get download {spec} produced no .deb")
+        dest = debs_dir() / got[0].name
+        os.replace(got[0], dest)
+    return dest
+
+
+def extract_deb(deb: Path) -> Path:
+    """``dpkg -x`` a ``.deb`` into the cache (once) and return the root of the extracted tree."""
+    deb = Path(deb)
+    if not deb.is_file():
+        raise LocalmapError("no such .deb", deb)
+    root = cache_dir() / "extract" / deb.name.removesuffix(".deb")
+    if root.is_dir():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".x-"))
+    try:
+        proc = _run(["dpkg", "-x", str(deb), str(tmp)], what=f"dpkg -x {deb.name}")
+        if proc.returncode != 0:
+            raise LocalmapError(f"dpkg -x failed: {_last_error(proc)}", deb)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not root.is_dir():  # someone else won the race: fine; otherwise a real error
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def extract_members(deb: Path, members: list[str]) -> list[Path]:
+    """Extract only ``members`` (paths inside the package, e.g. ``usr/lib/debug/boot/System.map-V``)
+    from a ``.deb`` into the same cache tree as :func:`extract_deb`; stops reading the archive once
+    all were found, so a 1 GB debug package costs seconds when the members come first."""
+    deb = Path(deb)
+    if not deb.is_file():
+        raise LocalmapError("no such .deb", deb)
+    root = cache_dir() / "extract" / (deb.name.removesuffix(".deb") + ".partial")
+    out = [root / m.lstrip("./") for m in members]
+    if all(p.is_file() for p in out):
+        return out
+    if shutil.which("dpkg-deb") is None or shutil.which("tar") is None:
+        raise LocalmapError("dpkg-deb and tar are needed to extract package members")
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".xm-"))
+    try:
+        feed = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        names = ["./" + m.lstrip("./") for m in members]
+        tar = subprocess.run(["tar", "-x", "-C", str(tmp), "--occurrence=1", *names],
+                             stdin=feed.stdout, capture_output=True, text=True)
+        feed.stdout.close()
+        feed.kill()
+        feed.wait()
+        if tar.returncode != 0:
+            raise LocalmapError(f"cannot extract {', '.join(members)}: {_last_error(tar)}", deb)
+        for m, dest in zip(members, out):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / m.lstrip("./"), dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def fetch_and_extract(spec: str) -> Path:
+    """:func:`fetch_deb` then :func:`extract_deb`."""
+    return extract_deb(fetch_deb(spec))
+
+
+# Names used by the performance analysis (issue 5).
+DEBIAN_KERNELS = {
+    "arm64": "linux-image-6.12.117+deb12-arm64-unsigned:arm64",
+    "rt-arm64": "linux-image-6.12.117+deb12-rt-arm64-unsigned:arm64",
+}
+
+
+def debian_kernel(flavour: str = "arm64") -> tuple[Path, Path | None]:
+    """Fetch Debian's 6.12.117 arm64 kernel of ``flavour``; return (vmlinuz Image, System.map or
+    None: the image package's map is a stub, see :func:`debian_system_map`)."""
+    try:
+        spec = DEBIAN_KERNELS[flavour]
+    except KeyError:
+        raise LocalmapError(f"unknown flavour {flavour!r} (known: {', '.join(DEBIAN_KERNELS)})") from None
+    root = fetch_and_extract(spec)
+    images = sorted((root / "boot").glob("vmlinuz-*"))
+    if not images:
+        raise LocalmapError("package has no boot/vmlinuz-*", root)
+    # Debian ships a one-line stub System.map here; only a real one is returned
+    maps = [m for m in sorted((root / "boot").glob("System.map-*")) if m.stat().st_size > 4096]
+    return images[0], (maps[0] if maps else None)
+
+
+def debian_system_map(flavour: str = "arm64") -> Path:
+    """The real ``System.map`` of Debian's 6.12.117 ``flavour`` kernel, from its ``-dbg`` package.
+
+    (The image package ships a one-line stub.) The debug package is ~1 GB; only the map is
+    extracted, and reading stops once it has been found."""
+    spec = DEBIAN_KERNELS.get(flavour)
+    if spec is None:
+        raise LocalmapError(f"unknown flavour {flavour!r} (known: {', '.join(DEBIAN_KERNELS)})")
+    name = spec.split(":")[0]
+    version = name.removeprefix("linux-image-").removesuffix("-unsigned")
+    dbg = fetch_deb(f"linux-image-{version}-dbg:arm64")
+    return extract_members(dbg, [f"usr/lib/debug/boot/System.map-{version}"])[0]

@@ -1,0 +1,46 @@
+"""Print a :class:`~localmap.report.model.Report` on the terminal with rich.
+
+Models nothing of the kernel. Facts and tables are printed; figures are HTML-only and are
+listed by title so the reader knows what ``--html`` adds.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from localmap.report.model import Report
+
+
+def print_report(report: Report, console: Console | None = None) -> None:
+    con = console or Console()
+    con.rule(f"[bold]{report.title}")
+    con.print(f"bundle: {report.bundle}")
+    for s in report.sections:
+        con.print()
+        con.rule(f"[bold cyan]{s.title}", align="left")
+        if s.facts:
+            t = RichTable(show_header=False, box=None, pad_edge=False)
+            t.add_column(style="bold")
+            t.add_column()
+            for k, v in s.facts:
+                t.add_row(k, v)
+            con.print(t)
+        for tab in s.tables:
+            rt = RichTable(title=tab.title, title_justify="left")
+            for h in tab.headers:
+                rt.add_column(h)
+            for row in tab.rows:
+                rt.add_row(*[str(c) for c in row])
+            con.print(rt)
+        for f in s.figures:
+            con.print(f"[dim]figure (HTML report): {f.title}[/dim]")
+        for n in s.notes:
+            con.print(f"[dim]{n}[/dim]")
+    if report.omitted:
+        con.print()
+        con.rule("[bold red]Not in this report", align="left")
+        for title, reason in report.omitted:
+            con.print(f"{title}: {reason}")
+    con.print()
+    con.print(f"evaluated in {report.seconds:.1f} s")
