@@ -171,7 +171,7 @@ class ReplayResult:
             })
         return {
             "unit_size": p.unit_size, "nr_units": p.ai.nr_units,
-            "nr_chunks": len(p.chunks_by_base), "populated_pages": p.nr_populated,
+            "nr_chunks": p.nr_chunks, "populated_pages": p.nr_populated,
             "populated_bytes": p.populated_bytes, "empty_pop_pages": p.nr_empty_pop_pages,
             "chunks_created": p.nr_created, "chunks_destroyed": p.nr_destroyed,
             "chunks": chunks,
@@ -299,7 +299,7 @@ def _build_percpu(geo: Geometry, pcpu_base: int, per_cpu_start: int,
 def _addresses(events: list[PcpuEvent], geo: Geometry, bundle: Bundle, path: str) -> dict:
     created = set()
     uncreated: dict[int, PcpuEvent] = {}
-    reserved_bases = set()
+    nonreserved_bases = set()
     ptr_delta = None
     for e in events:
         if e.kind == CREATE:
@@ -307,8 +307,8 @@ def _addresses(events: list[PcpuEvent], geo: Geometry, bundle: Bundle, path: str
         elif e.kind in (ALLOC, FREE):
             if e.base_addr not in created and e.base_addr not in uncreated:
                 uncreated[e.base_addr] = e
-            if e.kind == ALLOC and e.reserved:
-                reserved_bases.add(e.base_addr)
+            if e.kind == ALLOC and not e.reserved and e.base_addr not in created:
+                nonreserved_bases.add(e.base_addr)
             d = (e.ptr - e.base_addr - e.off) & MASK64
             if ptr_delta is None:
                 ptr_delta = d
@@ -329,7 +329,8 @@ def _addresses(events: list[PcpuEvent], geo: Geometry, bundle: Bundle, path: str
         fc_base = pcpu_base + ((s_al + geo.reserved_size) & ~(ps - 1))
         how = "kallsyms __per_cpu_start and the events' ptr"
     else:
-        cands = sorted(b for b in uncreated if b not in reserved_bases)
+        # (with 16K/64K pages the reserved and first chunks share one base_addr)
+        cands = sorted(b for b in uncreated if b in nonreserved_bases) or sorted(uncreated)
         if not cands:
             raise LocalmapError("cannot tell which chunk is the first chunk (no allocation in "
                                 "a chunk the trace did not create)", path)
@@ -348,6 +349,11 @@ def _addresses(events: list[PcpuEvent], geo: Geometry, bundle: Bundle, path: str
 # the replay engine
 # ---------------------------------------------------------------------------------------------
 
+def _key(chunk: PcpuChunk) -> tuple[int, bool]:
+    """Identifies a chunk across passes (the reserved and first chunk may share base_addr)."""
+    return (chunk.base_addr, chunk.is_reserved)
+
+
 class _Engine:
     """One pass over the events. ``learn`` = reconstruction pass (no scoring, learns areas)."""
 
@@ -358,22 +364,28 @@ class _Engine:
         self.addr = addr
         self.path = path
         self.learn = learn
-        self.pretrace = pretrace            # base -> sorted list of (bit_off, bits)
+        self.pretrace = pretrace            # chunk key -> sorted list of (bit_off, bits)
         self.p = _build_percpu(geo, addr["pcpu_base_addr"], addr["per_cpu_start"], listener)
-        self.touched: dict[int, int] = {}   # base -> bitmap of 4-byte units touched by trace
-        self.partial_chunks: set[int] = set()
+        self.touched: dict[tuple, int] = {}  # chunk key -> bitmap of 4-byte units seen in trace
+        self.partial_chunks: set[tuple] = set()
+        self.untraced_starts: dict[int, list[int]] = {}
+        self.pre_bits: dict[tuple, int] = {}
+        self.stopped_at: int | None = None
+        self._pos = 0
+        self.pre_starts: dict[tuple, set[int]] = {}
         self.progress = progress
         fc = self.p.first_chunk
         if fc.base_addr != addr["first_chunk_base"]:
             raise LocalmapError(f"first chunk base {fc.base_addr:#x} computed from the geometry "
                                 f"differs from the trace's {addr['first_chunk_base']:#x}", path)
         # pre-trace areas
-        for base, areas in pretrace.items():
-            chunk = self.p.chunks_by_base.get(base)
-            if chunk is None:
-                chunk = self._adopt_chunk(base)
-            for bit_off, bits in areas:
-                self._force_area(chunk, bit_off, bits)
+        # pre-trace areas of the first/reserved chunk now; those of chunks that existed before
+        # tracing but appear later are forced when the trace first shows them (as in the
+        # reconstruction pass)
+        self._pending_pretrace = dict(pretrace)
+        for c in self.p.chunks:
+            for bit_off, bits in self._pending_pretrace.pop(_key(c), ()):
+                self._force_area(c, bit_off, bits)
         # results
         self.decisions: list = []
         self.disagreements: list[Disagreement] = []
@@ -392,7 +404,9 @@ class _Engine:
         p = self.p
         chunk = p.create_chunk(base)
         p.populate(chunk, 0, chunk.nr_pages)
-        self.partial_chunks.add(base)
+        self.partial_chunks.add(_key(chunk))
+        for bit_off, bits in self._pending_pretrace.pop(_key(chunk), ()):
+            self._force_area(chunk, bit_off, bits)
         return chunk
 
     def _force_area(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
@@ -407,16 +421,16 @@ class _Engine:
                     p.free_area(chunk, a_off * PCPU_MIN_ALLOC_SIZE)
         p.alloc_area_commit(chunk, bit_off, bits)
 
-    def _touch(self, base: int, off: int, size: int) -> int:
+    def _touch(self, key: tuple, off: int, size: int) -> int:
         """Mark bytes as seen in the trace; return the previous touched-bitmap."""
         b0 = off // 4
         n = -(-size // 4)
-        prev = self.touched.get(base, 0)
-        self.touched[base] = prev | (((1 << n) - 1) << b0)
+        prev = self.touched.get(key, 0)
+        self.touched[key] = prev | (((1 << n) - 1) << b0)
         return prev
 
     def _chunk(self, e: PcpuEvent) -> PcpuChunk:
-        c = self.p.chunks_by_base.get(e.base_addr)
+        c = self.p.find_chunk(e.base_addr, e.off, e.reserved if e.kind == ALLOC else None)
         if c is None:
             c = self._adopt_chunk(e.base_addr)
         return c
@@ -435,62 +449,24 @@ class _Engine:
         return made[0] if made else None
 
     # -- events --
-    def run_learn(self) -> None:
-        """Reconstruction pass: only chunks whose life began before tracing are simulated.
-
-        The kernel's answers are applied in those chunks; wherever the model, searching the
-        same chunk, would have used lower untouched space, that space is learned as used before
-        tracing. Events of chunks created in the trace cannot teach anything and are skipped.
-        """
-        p = self.p
-        pre = {c.base_addr for c in p.chunks_by_base.values()}
-        traced: set[int] = set()
-        for i, e in enumerate(self.events):
-            k = e.kind
-            base = e.base_addr
-            if k == CREATE:
-                traced.add(base)
-                pre.discard(base)
+    def _prescan_untraced_frees(self) -> None:
+        """Offsets freed before the trace ever allocated them, per base_addr: each starts an
+        area allocated before tracing, and bounds the area freed before it."""
+        created: set[int] = set()
+        allocated: set[tuple[int, int]] = set()
+        self.untraced_starts = {}
+        for e in self.events:
+            if e.kind == CREATE:
+                created.add(e.base_addr)
+            elif e.base_addr in created:
                 continue
-            if k == DESTROY:
-                if base in pre:
-                    pre.discard(base)
-                    c = p.chunks_by_base.pop(base, None)
-                    if c is not None:
-                        p._list_del(c)
-                traced.discard(base)
-                continue
-            if k not in (ALLOC, FREE) or base in traced:
-                continue
-            if base not in pre:
-                if base in p.chunks_by_base:
-                    continue
-                self._adopt_chunk(base)
-                pre.add(base)
-            chunk = p.chunks_by_base[base]
-            if k == FREE:
-                self._free(e)
-                continue
-            if e.reserved != chunk.is_reserved:
-                raise LocalmapError(f"reserved={int(e.reserved)} allocation in the "
-                                    f"{'reserved' if chunk.is_reserved else 'dynamic'} chunk "
-                                    f"{base:#x}", self.path, e.line)
-            bits = -(-e.size // PCPU_MIN_ALLOC_SIZE)
-            try:
-                _, _, bits, bit_align = p.check_request(e.size, e.align)
-            except PcpuAllocError as exc:
-                raise LocalmapError(exc.message, self.path, e.line) from None
-            found = self._predict_in(chunk, bits, bit_align, e.is_atomic)
-            if found is not None and found < e.off // PCPU_MIN_ALLOC_SIZE:
-                self._learn(e, chunk, bits, bit_align, found)
-            k_bit = e.off // PCPU_MIN_ALLOC_SIZE
-            if not p.area_is_free(chunk, e.off, e.size):
-                self._force_area(chunk, k_bit, bits)
-                p.free_area(chunk, e.off)
-            self._touch(base, e.off, e.size)
-            p.alloc_area_commit(chunk, k_bit, bits)
-            if self.progress and not (i & 0x3FF):
-                self.progress(i)
+            elif e.kind == ALLOC:
+                allocated.add((e.base_addr, e.off))
+            elif e.kind == FREE and (e.base_addr, e.off) not in allocated:
+                self.untraced_starts.setdefault(e.base_addr, []).append(
+                    e.off // PCPU_MIN_ALLOC_SIZE)
+        for v in self.untraced_starts.values():
+            v.sort()
 
     def _predict_in(self, chunk: PcpuChunk, bits: int, bit_align: int, atomic: bool):
         p = self.p
@@ -500,10 +476,39 @@ class _Engine:
         off = p.alloc_area_search(chunk, bits, bit_align, off)
         return None if off < 0 else off
 
+    def _learnable(self) -> bool:
+        """Whether any chunk whose life began before tracing still has untouched free space
+        (only there can the trace still reveal pre-trace areas)."""
+        p = self.p
+        if self._pos <= self.last_adoption:
+            return True
+        for c in p.chunks:
+            key = _key(c)
+            if not (c.is_first or c.is_reserved or key in self.partial_chunks):
+                continue
+            if c.is_reserved and self._pos > self.last_reserved_alloc:
+                continue                     # no reserved allocation left to reveal anything
+            free = ~c.alloc_map & ((1 << c.map_bits) - 1)
+            if free & ~self.touched.get(key, 0):
+                return True
+        return False
+
     def run(self) -> None:
+        """One pass. The reconstruction pass (``learn``) applies the kernel's answers,
+        learns pre-trace areas and stops as soon as nothing is left to learn."""
         if self.learn:
-            self.run_learn()
-            return
+            self._prescan_untraced_frees()
+            self.last_reserved_alloc = max(
+                (i for i, e in enumerate(self.events) if e.kind == ALLOC and e.reserved),
+                default=-1)
+            # chunks older than the trace that first show up later can still teach something
+            created, first_seen = set(), {}
+            for i, e in enumerate(self.events):
+                if e.kind == CREATE:
+                    created.add(e.base_addr)
+                elif e.kind in (ALLOC, FREE) and e.base_addr not in created:
+                    first_seen.setdefault(e.base_addr, i)
+            self.last_adoption = max(first_seen.values(), default=-1)
         events = self.events
         n = len(events)
         i = 0
@@ -514,6 +519,11 @@ class _Engine:
             k = e.kind
             if k == ALLOC:
                 nxt = None
+                if self.learn and not (i & 0x1FF) and i:
+                    self._pos = i
+                    if not self._learnable():
+                        self.stopped_at = i
+                        break
                 if not self.learn:
                     # look ahead for a racing allocation printed in the other order
                     j = i + 1
@@ -546,11 +556,10 @@ class _Engine:
                 self.counts["destroy"] += 1
                 c = p.chunks_by_base.get(e.base_addr)
                 if c is None:
+                    what = ("the first or reserved chunk" if p.find_chunk(e.base_addr)
+                            else "not a live chunk")
                     raise LocalmapError(f"percpu_destroy_chunk of {e.base_addr:#x}, which is "
-                                        "not a live chunk", self.path, e.line)
-                if c.is_first or c.is_reserved:
-                    raise LocalmapError("the trace destroys the first or reserved chunk",
-                                        self.path, e.line)
+                                        f"{what}", self.path, e.line)
                 if p.balance_pending:
                     self._run_balance()
                 if c.free_bytes != p.unit_size:
@@ -587,6 +596,13 @@ class _Engine:
         found = self._predict(e)
         pred = None if found is None else (found[0].base_addr, found[1] * PCPU_MIN_ALLOC_SIZE)
         kern = (e.base_addr, e.off)
+        if self.learn:
+            n = 0
+            while pred != kern and found is not None and n < 64 and self._learn(e, found):
+                found = self._predict(e)
+                pred = None if found is None else (found[0].base_addr,
+                                                   found[1] * PCPU_MIN_ALLOC_SIZE)
+                n += 1
         if pred != kern and nxt is not None and pred == (nxt.base_addr, nxt.off):
             # racing pair printed in the other order: replay nxt first, then e
             snap = p.snapshot()
@@ -638,13 +654,13 @@ class _Engine:
         if ok:
             return
         p = self.p
-        if chunk.base_addr in self.partial_chunks:
+        if _key(chunk) in self.partial_chunks:
             cause = "unknown-chunk"
         elif pred is None:
             cause = "no-space-in-model"
         elif not p.area_is_free(chunk, e.off, e.size):
             cause = "occupied-in-model"
-            if self._overlaps_pretrace(chunk.base_addr, e.off, e.size):
+            if self._overlaps_pretrace(_key(chunk), e.off, e.size):
                 cause = "pre-trace-area"
         elif pred[0] != kern[0]:
             cause = "other-chunk"
@@ -653,8 +669,8 @@ class _Engine:
         self.disagreements.append(Disagreement(idx, e.line, cause, e.size, e.align,
                                                e.is_atomic, kern, pred, e.call_site))
 
-    def _overlaps_pretrace(self, base, off, size) -> bool:
-        for a, bits in self.pretrace.get(base, ()):
+    def _overlaps_pretrace(self, key, off, size) -> bool:
+        for a, bits in self.pretrace.get(key, ()):
             if a * 4 < off + size and off < (a + bits) * 4:
                 return True
         return False
@@ -670,114 +686,178 @@ class _Engine:
         if found is None:
             bit_off = e.off // PCPU_MIN_ALLOC_SIZE
             if not p.area_is_free(chunk, e.off, e.size):
-                self._force_area(chunk, bit_off, bits)
-                p.free_area(chunk, e.off)
+                if not (self.learn and self._carve(chunk, bit_off, bits)):
+                    self._force_area(chunk, bit_off, bits)
+                    p.free_area(chunk, e.off)
         else:
             bit_off = found[1]
-        self._touch(chunk.base_addr, e.off, e.size)
+        self._touch(_key(chunk), e.off, e.size)
         p.commit_alloc(chunk, bit_off, e.size, e.is_atomic)
         self.used += bits * PCPU_MIN_ALLOC_SIZE
         self.counts["alloc"] += 1
         if not self.learn and not (self.counts["alloc"] & 0x3F):
-            self.timeline.append((e.ts, self.counts["alloc"], self.used, len(p.chunks_by_base),
+            self.timeline.append((e.ts, self.counts["alloc"], self.used, p.nr_chunks,
                                   p.nr_populated))
 
     def _free(self, e: PcpuEvent) -> None:
         p = self.p
         self.counts["free"] += 1
-        chunk = self.p.chunks_by_base.get(e.base_addr)
+        chunk = self.p.find_chunk(e.base_addr, e.off)
         if chunk is None:
             chunk = self._adopt_chunk(e.base_addr)
         bit_off = e.off // PCPU_MIN_ALLOC_SIZE
+        untraced = False
         is_start = (chunk.bound_map >> bit_off) & 1 and (chunk.alloc_map >> bit_off) & 1
         if not is_start or e.off % PCPU_MIN_ALLOC_SIZE:
-            known = (e.base_addr in self.partial_chunks or chunk.is_first or chunk.is_reserved)
-            untouched = not ((self.touched.get(chunk.base_addr, 0) >> bit_off) & 1)
+            known = (_key(chunk) in self.partial_chunks or chunk.is_first or chunk.is_reserved)
+            untouched = not ((self.touched.get(_key(chunk), 0) >> bit_off) & 1)
             if self.learn and known and untouched:
                 self._learn_free(chunk, bit_off)
+                untraced = True
             else:
                 raise LocalmapError(
                     f"free of base_addr={e.base_addr:x} off={e.off}: no area was allocated "
                     "there (never allocated in the trace, or freed twice)", self.path, e.line)
+        if self.learn and (self.pre_bits.get(_key(chunk), 0) >> bit_off) & 1:
+            untraced = True        # an area learned as used before tracing
         size = p.free_in_chunk(chunk, e.off)
-        self._touch(chunk.base_addr, e.off, size)
+        # an untraced area's extent is a guess: only its start is known for sure, so the rest
+        # stays open to later evidence (an allocation that does not use it)
+        self._touch(_key(chunk), e.off, PCPU_MIN_ALLOC_SIZE if untraced else size)
         self.used -= size
         if not self.learn and not (self.counts["free"] & 0x3F):
-            self.timeline.append((e.ts, self.counts["alloc"], self.used, len(p.chunks_by_base),
+            self.timeline.append((e.ts, self.counts["alloc"], self.used, p.nr_chunks,
                                   p.nr_populated))
 
     # -- reconstruction (learn pass) --
-    def _record(self, base, bit_off, bits, why, line):
-        self.pretrace.setdefault(base, []).append((bit_off, bits))
-        self.learned.append({"base_addr": f"{base:x}", "off": bit_off * 4, "size": bits * 4,
-                             "evidence": why, "line": line})
+    def _record(self, key, bit_off, bits, why, line):
+        self.pre_bits[key] = self.pre_bits.get(key, 0) | (((1 << bits) - 1) << bit_off)
+        self.pre_starts.setdefault(key, set()).add(bit_off)
+        self.learned.append({"base_addr": f"{key[0]:x}", "reserved": key[1],
+                             "off": bit_off * 4, "size": bits * 4, "evidence": why,
+                             "line": line})
 
-    def _learn(self, e: PcpuEvent, chunk: PcpuChunk, bits: int, bit_align: int,
-               m_off: int) -> None:
-        """The kernel skipped space the model would use: if untouched, it was used pre-trace."""
+    def _learn(self, e: PcpuEvent, found: tuple[PcpuChunk, int]) -> bool:
+        """The kernel did not use the window the model would: part of it was used before
+        tracing. Only space no traced event has touched, in a chunk older than the trace, can
+        be that part; the correction is the smallest that reads as "the untraced areas next to
+        it were shorter than guessed": the last untouched run of the window, extended up to
+        the next allocated byte (or the kernel's own area). Returns whether it learned."""
         p = self.p
-        k_bit = e.off // PCPU_MIN_ALLOC_SIZE
-        for _ in range(64):
-            if m_off is None or m_off >= k_bit:
-                return
-            touched = self.touched.get(chunk.base_addr, 0)
-            # the free run the model picked, from its start up to the kernel's choice
-            end = min(find_next_bit(chunk.alloc_map, chunk.map_bits, m_off), k_bit)
-            lo = m_off
-            while lo > 0 and not (chunk.alloc_map >> (lo - 1)) & 1:
-                lo -= 1
-            span = ((1 << (end - lo)) - 1) << lo
-            if touched & span:
-                # only the untouched part around the model's choice can be pre-trace
-                seg_lo = m_off
-                while seg_lo > lo and not (touched >> (seg_lo - 1)) & 1:
-                    seg_lo -= 1
-                seg_hi = m_off
-                while seg_hi < end and not (touched >> seg_hi) & 1:
-                    seg_hi += 1
-                if (touched >> m_off) & 1 or seg_hi <= seg_lo:
-                    return
-                lo, end = seg_lo, seg_hi
-            self._record(chunk.base_addr, lo, end - lo, f"alloc at off={e.off} skipped it",
-                         e.line)
-            p.alloc_area_commit(chunk, lo, end - lo)
-            m_off = self._predict_in(chunk, bits, bit_align, e.is_atomic)
+        chunk, m_off = found
+        key = _key(chunk)
+        if not (chunk.is_first or chunk.is_reserved or key in self.partial_chunks):
+            return False
+        touched = self.touched.get(key, 0)
+        w_end = m_off + -(-e.size // PCPU_MIN_ALLOC_SIZE)
+        u = w_end - 1
+        while u >= m_off and (touched >> u) & 1:
+            u -= 1
+        if u < m_off:
+            return False
+        end = find_next_bit(chunk.alloc_map, chunk.map_bits, u)
+        if chunk.base_addr == e.base_addr and chunk.is_reserved == e.reserved and \
+                e.off // PCPU_MIN_ALLOC_SIZE > u:
+            end = min(end, e.off // PCPU_MIN_ALLOC_SIZE)    # the kernel's area was free
+        lo = u
+        while lo > m_off and not (touched >> (lo - 1)) & 1:
+            lo -= 1
+        while lo > 0 and lo == m_off and not (chunk.alloc_map >> (lo - 1)) & 1 and \
+                not (touched >> (lo - 1)) & 1:
+            lo -= 1
+        hi = u + 1
+        while hi < end and not (touched >> hi) & 1:
+            hi += 1
+        edges = [lo] + [x for x in self.untraced_starts.get(chunk.base_addr, ())
+                        if lo < x < hi] + [hi]
+        for a, b in zip(edges, edges[1:]):       # areas the trace frees start apart
+            self._record(key, a, b - a, f"alloc at off={e.off} did not use it", e.line)
+            p.alloc_area_commit(chunk, a, b - a)
+        return True
+
+    def _carve(self, chunk: PcpuChunk, bit_off: int, bits: int) -> bool:
+        """The kernel allocated inside space learned as used before tracing: that space was
+        free after all. Cut the window out of the learned areas (reconstruction pass only)."""
+        key = _key(chunk)
+        mask = ((1 << bits) - 1) << bit_off
+        pre = self.pre_bits.get(key, 0)
+        overlap = chunk.alloc_map & mask
+        if overlap & ~pre or overlap & self.touched.get(key, 0):
+            return False                     # a traced area is in the way: real divergence
+        p = self.p
+        for a, n in chunk.areas():
+            if a < bit_off + bits and bit_off < a + n:
+                p.free_area(chunk, a * PCPU_MIN_ALLOC_SIZE)
+                if a < bit_off:
+                    p.alloc_area_commit(chunk, a, bit_off - a)
+                if a + n > bit_off + bits:
+                    p.alloc_area_commit(chunk, bit_off + bits, a + n - bit_off - bits)
+                    self.pre_starts.setdefault(key, set()).add(bit_off + bits)
+        # bits never seen by the trace were free from the start; bits the trace freed before
+        # (an untraced area's start) stay part of the start state
+        self.pre_bits[key] = pre & ~(mask & ~self.touched.get(key, 0))
+        self.learned.append({"base_addr": f"{chunk.base_addr:x}", "reserved": chunk.is_reserved,
+                             "off": bit_off * 4, "size": -bits * 4,
+                             "evidence": "allocated by the kernel: was free after all",
+                             "line": None})
+        return True
 
     def _learn_free(self, chunk: PcpuChunk, bit_off: int) -> None:
-        """A free of an untraced area: an area began there; it ends at the next known edge."""
+        """A free of an untraced area: an area began there; it ends at the next known edge
+        (the next offset the trace frees without allocating it, the next allocated or traced
+        byte, the end of the chunk)."""
         p = self.p
-        bits_total = chunk.map_bits
+        key = _key(chunk)
+        cuts = [bit_off] + [u for u in self.untraced_starts.get(
+            chunk.base_addr, ()) if u > bit_off]
         if (chunk.alloc_map >> bit_off) & 1:
-            # inside a learned/forced area: split it at bit_off
+            # inside an area learned earlier: split it at bit_off and at later untraced starts
             start = bit_off
             while start > 0 and not (chunk.bound_map >> start) & 1:
                 start -= 1
-            end = find_next_bit(chunk.bound_map, bits_total + 1, bit_off + 1)
-            p.free_area(chunk, start * 4)
-            if bit_off > start:
-                p.alloc_area_commit(chunk, start, bit_off - start)
-            p.alloc_area_commit(chunk, bit_off, end - bit_off)
-            self.learned.append({"base_addr": f"{chunk.base_addr:x}", "off": bit_off * 4,
-                                 "size": (end - bit_off) * 4,
+            end = find_next_bit(chunk.bound_map, chunk.map_bits + 1, bit_off + 1)
+            p.free_area(chunk, start * PCPU_MIN_ALLOC_SIZE)
+            edges = [start] + [c for c in cuts if start < c < end] + [end]
+            for lo, hi in zip(edges, edges[1:]):
+                p.alloc_area_commit(chunk, lo, hi - lo)
+            self.learned.append({"base_addr": f"{chunk.base_addr:x}",
+                                 "reserved": chunk.is_reserved, "off": bit_off * 4,
+                                 "size": (edges[edges.index(bit_off) + 1] - bit_off) * 4,
                                  "evidence": "free of an area never allocated in the trace",
                                  "line": None})
-            self._split_pretrace(chunk.base_addr, bit_off)
+            self._split_pretrace(key, edges[1:-1])
             return
-        end = find_next_bit(chunk.alloc_map | (self.touched.get(chunk.base_addr, 0)),
-                            bits_total, bit_off + 1)
-        self._record(chunk.base_addr, bit_off, end - bit_off,
+        end = find_next_bit(chunk.alloc_map | self.touched.get(key, 0), chunk.map_bits,
+                            bit_off + 1)
+        end = min(end, chunk.map_bits - chunk.end_offset // PCPU_MIN_ALLOC_SIZE)
+        for c in cuts[1:]:
+            if c < end:
+                end = c
+                break
+        self._record(key, bit_off, end - bit_off,
                      "free of an area never allocated in the trace", None)
         p.alloc_area_commit(chunk, bit_off, end - bit_off)
 
-    def _split_pretrace(self, base, bit_off) -> None:
-        lst = self.pretrace.get(base, [])
-        out = []
-        for a, bits in lst:
-            if a < bit_off < a + bits:
-                out += [(a, bit_off - a), (bit_off, a + bits - bit_off)]
-            else:
-                out.append((a, bits))
-        self.pretrace[base] = out
+    def _split_pretrace(self, key, cuts: list[int]) -> None:
+        self.pre_starts.setdefault(key, set()).update(cuts)
+
+    def learned_areas(self) -> dict[tuple, list[tuple[int, int]]]:
+        """The reconstruction: runs of bits learned as used before tracing, split where the
+        trace shows an area starting."""
+        out = {}
+        for key, bits in self.pre_bits.items():
+            starts = self.pre_starts.get(key, set())
+            areas = []
+            i = find_next_bit(bits, bits.bit_length(), 0)
+            n = bits.bit_length()
+            while i < n:
+                j = i + 1
+                while j < n and (bits >> j) & 1 and j not in starts:
+                    j += 1
+                areas.append((i, j - i))
+                i = find_next_bit(bits, n, j)
+            out[key] = areas
+        return out
 
 
 def replay(source: Bundle | Path | str, *, listener=None, progress: bool = False,
@@ -804,7 +884,7 @@ def replay(source: Bundle | Path | str, *, listener=None, progress: bool = False
         learn = _Engine(events, geo, addr, path, learn=True, pretrace={},
                         progress=prog.replay_update)
         learn.run()
-        pretrace = {b: sorted(v) for b, v in learn.pretrace.items()}
+        pretrace = learn.learned_areas()
         prog.phase("replaying", len(events))
         eng = _Engine(events, geo, addr, path, learn=False, pretrace=pretrace, listener=listener,
                       progress=prog.replay_update)
@@ -824,7 +904,8 @@ def replay(source: Bundle | Path | str, *, listener=None, progress: bool = False
                   "allocation landed above untouched free space the model would have used",
         "free_parameters": 0,
         "areas": learn.learned,
-        "bytes_by_chunk": {f"{b:x}": sum(n for _, n in v) * 4 for b, v in pretrace.items()},
+        "bytes_by_chunk": {f"{b:x}" + (" (reserved)" if r else ""): sum(n for _, n in v) * 4
+                           for (b, r), v in pretrace.items()},
     }
     p = eng.p
     meminfo = _meminfo_check(bundle, p, eng.populated_seen, geo)

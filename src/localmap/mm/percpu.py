@@ -420,6 +420,8 @@ class Percpu:
         self.nr_populated = 0
         self.balance_pending = False
         self.atomic_alloc_failed = False
+        # dynamic chunks by base_addr; the first and reserved chunks are kept apart because
+        # with 16K/64K pages they share one base_addr (both start in the same page)
         self.chunks_by_base: dict[int, PcpuChunk] = {}
         self._seq = 0
         self.nr_created = 0
@@ -438,9 +440,6 @@ class Percpu:
         self.nr_empty_pop_pages = self.first_chunk.nr_empty_pop_pages
         self.chunk_relocate(self.first_chunk, -1)
         self.nr_populated = (static_size + ai.reserved_size + dyn_size) >> self.page_shift
-        for c in (self.reserved_chunk, self.first_chunk):
-            if c is not None:
-                self.chunks_by_base[c.base_addr] = c
 
     # ----- geometry helpers ------------------------------------------------------------------
     def size_to_slot(self, size: int) -> int:
@@ -455,8 +454,31 @@ class Percpu:
 
     @property
     def chunks(self) -> list[PcpuChunk]:
-        """Live chunks, reserved chunk first, then by creation order."""
-        return sorted(self.chunks_by_base.values(), key=lambda c: c.seq)
+        """Live chunks: reserved, first, then dynamic ones by creation order."""
+        head = [c for c in (self.reserved_chunk, self.first_chunk) if c is not None]
+        return head + sorted(self.chunks_by_base.values(), key=lambda c: c.seq)
+
+    @property
+    def nr_chunks(self) -> int:
+        return len(self.chunks_by_base) + 1 + (self.reserved_chunk is not None)
+
+    def _served(self, c: PcpuChunk, off: int) -> bool:
+        return c.start_offset <= off < c.nr_pages * self.page_size - c.end_offset
+
+    def find_chunk(self, base_addr: int, off: int | None = None,
+                   reserved: bool | None = None) -> PcpuChunk | None:
+        """The live chunk a tracepoint's ``base_addr`` (and ``off``) designate."""
+        c = self.chunks_by_base.get(base_addr)
+        if c is not None:
+            return c
+        for c in (self.first_chunk, self.reserved_chunk):
+            if c is None or c.base_addr != base_addr:
+                continue
+            if reserved is not None and c.is_reserved != reserved:
+                continue
+            if off is None or self._served(c, off):
+                return c
+        return None
 
     def chunk_addr(self, chunk: PcpuChunk, cpu: int, page: int) -> int:
         return chunk.base_addr + self.unit_offsets[cpu] + (page << self.page_shift)
@@ -1079,9 +1101,8 @@ class Percpu:
 
     def chunk_of(self, addr: int) -> PcpuChunk:
         """``pcpu_chunk_addr_search`` for a unit-0 address."""
-        for c in self.chunks_by_base.values():
-            lo = c.base_addr + c.start_offset
-            if lo <= addr < c.base_addr + c.nr_pages * self.page_size - c.end_offset:
+        for c in self.chunks:
+            if self._served(c, addr - c.base_addr):
                 return c
         raise LocalmapError(f"address {addr:#x} is in no percpu chunk")
 
@@ -1210,19 +1231,20 @@ class Percpu:
 
     # ----- state -----------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        chunks = {b: c.copy() for b, c in self.chunks_by_base.items()}
+        chunks = {id(c): c.copy() for c in self.chunks}
         return {
             "chunks": chunks,
-            "slots": [[c.base_addr for c in lst] for lst in self.slots],
+            "slots": [[id(c) for c in lst] for lst in self.slots],
             "scalars": (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
                         self.atomic_alloc_failed, self._seq, self.nr_created,
                         self.nr_destroyed),
         }
 
     def restore(self, snap: dict) -> None:
-        chunks = {b: c.copy() for b, c in snap["chunks"].items()}
-        self.chunks_by_base = chunks
-        self.slots = [[chunks[b] for b in lst] for lst in snap["slots"]]
+        chunks = {k: c.copy() for k, c in snap["chunks"].items()}
+        self.chunks_by_base = {c.base_addr: c for c in chunks.values()
+                               if not c.is_first and not c.is_reserved}
+        self.slots = [[chunks[k] for k in lst] for lst in snap["slots"]]
         (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
          self.atomic_alloc_failed, self._seq, self.nr_created, self.nr_destroyed) = \
             snap["scalars"]
