@@ -52,6 +52,13 @@ _TASK_RE = re.compile(r"^\s*(.*?)[-\s](\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[\d+\]")
 _LOST_TRACECMD_RE = re.compile(r"CPU:\s*(\d+)\s*\[LOST\s+(\d+)\s+EVENTS\]")
 _ENTRIES_RE = re.compile(r"entries-in-buffer/entries-written:\s*(\d+)/(\d+)")
 _HASHED_TOKENS = ("(____ptrval____)", "(ptrval)")
+# an event line of any tracepoint: "[cpu] ... 12.345678: name:" (tracefs, trace-cmd, perf)
+_OTHER_EVENT_RE = re.compile(r"\[\d+\].*\d+\.\d+:\s+\S+:")
+
+
+def s_trim(line: str) -> str:
+    line = line.strip()
+    return line if len(line) <= 70 else line[:67] + "..."
 
 
 class PcpuEvent:
@@ -229,12 +236,17 @@ def iter_events(path: Path | str, stats: dict | None = None,
                     if s.startswith("CPU ") and s.endswith("is empty"):
                         stats["format"] = "trace-cmd"
                         continue
-                    stats["skipped"] += 1
+                    if not _OTHER_EVENT_RE.search(s):
+                        raise LocalmapError(
+                            f"not a trace line (truncated or not ftrace/trace-cmd/perf output): "
+                            f"{s[:60]!r}", spath, lineno)
+                    stats["skipped"] += 1          # another tracepoint's event
                     continue
                 ev = parse_line(line, spath, lineno)
                 if ev is None:
-                    stats["skipped"] += 1
-                    continue
+                    raise LocalmapError(f"percpu line truncated or malformed: {s_trim(line)!r} "
+                                        "(expected 'percpu_<event>: field=value ...')",
+                                        spath, lineno)
                 if "percpu:percpu_" in line:
                     stats["format"] = "perf-script"
                 if ev.kind == ALLOC and not ev.call_site and ev.bytes_alloc < 0:
