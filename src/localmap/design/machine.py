@@ -333,15 +333,15 @@ class BaseMachine:
             self.depopulate(c, s, e)
         self._op = "chunk_destroy"
         self.acct.ops["chunk_destroy"] += 1
-        for a in c.areas:
-            self.vmap.free(a.start)
+        self._free_chunk_areas(c)
         del self.chunks[c.key]
-        self._after_destroy(c)
         if self.checked:
             self.check_invariants_light()
 
-    def _after_destroy(self, c: Chunk) -> None:
-        pass
+    def _free_chunk_areas(self, c: Chunk) -> None:
+        """Give the chunk's virtual areas back (today's kernel: to vmalloc)."""
+        for a in c.areas:
+            self.vmap.free(a.start)
 
     def global_va(self, c: Chunk, cpu: int, page: int) -> int:
         return c.base + self.unit_offsets[cpu] + page * self.page
@@ -681,22 +681,10 @@ class DesignMachine(BaseMachine):
         lo = min(self.unit_offsets)
         return self.window_vmap.pcpu_get_vm_areas([lo], [self.chunk_span - lo], self.page)
 
-    def _after_destroy(self, c: Chunk) -> None:
+    def _free_chunk_areas(self, c: Chunk) -> None:
+        """Give the chunk's slot back to the global window's allocator."""
         for a in c.areas:
             self.window_vmap.free(a.start)
-
-    def destroy_chunk(self, c: Chunk) -> None:
-        if c.is_first:
-            raise LocalmapError("the first chunk is never destroyed")
-        populated = [i for i, p in enumerate(c.populated) if p]
-        for s, e in _runs(populated):
-            self.depopulate(c, s, e)
-        self._op = "chunk_destroy"
-        self.acct.ops["chunk_destroy"] += 1
-        del self.chunks[c.key]
-        self._after_destroy(c)
-        if self.checked:
-            self.check_invariants_light()
 
     # --- sync --------------------------------------------------------------------------------
     def _is_private_entry(self, level: int, idx: int) -> bool:
