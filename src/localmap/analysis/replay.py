@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -371,6 +371,7 @@ class _Engine:
         self.untraced_starts: dict[int, list[int]] = {}
         self.pre_bits: dict[tuple, int] = {}
         self.stopped_at: int | None = None
+        self.recent_frees: deque = deque(maxlen=8)
         self._pos = 0
         self.pre_starts: dict[tuple, set[int]] = {}
         self.progress = progress
@@ -527,7 +528,8 @@ class _Engine:
                 if not self.learn:
                     # look ahead for a racing allocation printed in the other order
                     j = i + 1
-                    if j < n and events[j].kind == ALLOC and events[j].cpu != e.cpu and \
+                    if j < n and events[j].kind == ALLOC and \
+                            (events[j].cpu, events[j].pid) != (e.cpu, e.pid) and \
                             events[j].ts - e.ts <= RACE_WINDOW_S:
                         nxt = events[j]
                 consumed = self._alloc(e, alloc_index, nxt, alloc_index + 1)
@@ -605,37 +607,96 @@ class _Engine:
                 n += 1
         if pred != kern and nxt is not None and pred == (nxt.base_addr, nxt.off):
             # racing pair printed in the other order: replay nxt first, then e
-            snap = p.snapshot()
-            ok = self._try_swap(e, nxt, idx, nidx)
-            if ok:
+            if self._try_swap(e, nxt, idx, nidx):
                 return 2
-            p.restore(snap)
+            chunk = self._chunk(e)          # a trial restores the state with new objects
+        if pred != kern and found is not None and not self.learn:
+            # an allocation that took the lock before a free printed ahead of it
+            if self._try_before_frees(e, idx, found):
+                return 1
             chunk = self._chunk(e)
-            found = self._predict(e)
-            pred = None if found is None else (found[0].base_addr,
-                                               found[1] * PCPU_MIN_ALLOC_SIZE)
         self._score(e, idx, pred, kern, chunk)
         self._apply(e, chunk, found if pred == kern else None)
         return 1
 
-    def _try_swap(self, e, nxt, idx, nidx) -> bool:
+    def _by_key(self, key: tuple[int, bool]) -> PcpuChunk | None:
+        return self.p.find_chunk(key[0], reserved=key[1])
+
+    def _trial(self, steps) -> bool:
+        """Run ``steps`` (callables returning True when the model agrees) on a snapshot that is
+        always restored: trials never reach the listener."""
         p = self.p
-        c2 = self._chunk(nxt)
-        f2 = self._predict(nxt)
-        pred2 = None if f2 is None else (f2[0].base_addr, f2[1] * PCPU_MIN_ALLOC_SIZE)
-        if pred2 != (nxt.base_addr, nxt.off):
+        snap = p.snapshot()
+        try:
+            return all(step() for step in steps)
+        finally:
+            p.restore(snap)
+
+    def _matches(self, e: PcpuEvent) -> bool:
+        f = self._predict(e)
+        if f is None or (f[0].base_addr, f[1] * PCPU_MIN_ALLOC_SIZE) != (e.base_addr, e.off):
             return False
-        self._apply(nxt, c2, f2)
-        c1 = self._chunk(e)
-        f1 = self._predict(e)
-        pred1 = None if f1 is None else (f1[0].base_addr, f1[1] * PCPU_MIN_ALLOC_SIZE)
-        if pred1 != (e.base_addr, e.off):
+        self.p.alloc_area_commit(f[0], f[1], -(-e.size // PCPU_MIN_ALLOC_SIZE))
+        return True
+
+    def _try_swap(self, e, nxt, idx, nidx) -> bool:
+        """Two allocations from different CPUs printed in the other order than taken."""
+        if not self._trial([lambda: self._matches(nxt), lambda: self._matches(e)]):
             return False
-        self._apply(e, c1, f1)
+        for ev, i in ((nxt, nidx), (e, idx)):
+            c = self._chunk(ev)
+            f = self._predict(ev)
+            self._score(ev, i, (f[0].base_addr, f[1] * PCPU_MIN_ALLOC_SIZE),
+                        (ev.base_addr, ev.off), c)
+            self._apply(ev, c, f)
         self.swaps += 1
-        # decisions are written in file order: index idx is e, nidx is nxt
-        self._score(e, idx, pred1, (e.base_addr, e.off), c1, swapped=True)
-        self._score(nxt, nidx, pred2, (nxt.base_addr, nxt.off), c2, swapped=True)
+        return True
+
+    def _try_before_frees(self, e: PcpuEvent, idx: int, found) -> bool:
+        """Frees printed just before ``e`` from other CPUs may have happened after it took the
+        allocator lock (the allocation's tracepoint fires after the lock is dropped). While the
+        model would reuse space such a free released, take that free back; if the model then
+        agrees, replay the allocation first and those frees after it."""
+        p = self.p
+        bits = -(-e.size // PCPU_MIN_ALLOC_SIZE)
+        window = [f for f in self.recent_frees
+                  if f[1] != (e.cpu, e.pid) and 0 <= e.ts - f[0] <= RACE_WINDOW_S]
+        if not window:
+            return False
+        taken: list = []
+
+        def search() -> bool:
+            f = found
+            for _ in range(len(window) + 1):
+                if f is None:
+                    return False
+                if (f[0].base_addr, f[1] * PCPU_MIN_ALLOC_SIZE) == (e.base_addr, e.off):
+                    return bool(taken)
+                hit = [fr for fr in window if fr not in taken and self._by_key(fr[2]) is f[0]
+                       and fr[3] < f[1] + bits and f[1] < fr[3] + fr[4]]
+                if not hit:
+                    return False
+                for fr in hit:
+                    c = self._by_key(fr[2])
+                    if not p.area_is_free(c, fr[3] * PCPU_MIN_ALLOC_SIZE,
+                                          fr[4] * PCPU_MIN_ALLOC_SIZE):
+                        return False
+                    p.alloc_area_commit(c, fr[3], fr[4])
+                    taken.append(fr)
+                f = self._predict(e)
+            return False
+        if not self._trial([search]):
+            return False
+        for fr in taken:
+            p.alloc_area_commit(self._by_key(fr[2]), fr[3], fr[4])
+        c = self._chunk(e)
+        f = self._predict(e)
+        self._score(e, idx, (f[0].base_addr, f[1] * PCPU_MIN_ALLOC_SIZE), (e.base_addr, e.off), c)
+        self._apply(e, c, f)
+        for fr in taken:
+            p.free_in_chunk(self._by_key(fr[2]), fr[3] * PCPU_MIN_ALLOC_SIZE)
+            self.recent_frees.remove(fr)
+        self.swaps += 1
         return True
 
     def _score(self, e, idx, pred, kern, chunk, swapped: bool = False) -> None:
@@ -721,6 +782,9 @@ class _Engine:
         if self.learn and (self.pre_bits.get(_key(chunk), 0) >> bit_off) & 1:
             untraced = True        # an area learned as used before tracing
         size = p.free_in_chunk(chunk, e.off)
+        if not self.learn:
+            self.recent_frees.append((e.ts, (e.cpu, e.pid), _key(chunk),
+                                      bit_off, size // PCPU_MIN_ALLOC_SIZE))
         # an untraced area's extent is a guess: only its start is known for sure, so the rest
         # stays open to later evidence (an allocation that does not use it)
         self._touch(_key(chunk), e.off, PCPU_MIN_ALLOC_SIZE if untraced else size)
