@@ -22,12 +22,14 @@ Steps, in order (each is reported):
    asynchronous); the balance work itself runs as an explicit step when the model schedules it
    and whenever the trace shows it ran. For each ``percpu_alloc_percpu`` the model predicts
    (chunk, offset) first, then applies the kernel's answer so it stays in step.
-5. **Races.** ftrace orders events by timestamp while the allocator serialises under its lock,
-   so two allocations racing on different CPUs can be printed in the other order. When a
-   prediction misses and the next allocation, from another CPU within
-   :data:`RACE_WINDOW_S`, is exactly what the model predicted, the pair is replayed in the
-   allocator's order; both are scored as the model predicts them in that order, and the number
-   of swaps is reported.
+5. **Races.** The allocation tracepoint fires after the allocator drops its lock and ftrace
+   orders events by timestamp, so an allocation can be printed after events that happened
+   after it took its area: another task's allocation, or frees (softirq, or PREEMPT_RT's
+   ``rcuc`` threads preempting the allocating task). When a prediction misses, the replay tries
+   the allocator's order on a snapshot — the next allocation first (another task, within
+   :data:`RACE_WINDOW_S`, exactly the model's prediction), or this allocation before the frees
+   of other tasks printed within :data:`RACE_WINDOW_S` whose space the model would reuse — and
+   keeps it only if the model then agrees; such reorderings are counted (``race_swaps``).
 
 Deliberate differences: the model cannot see when the kernel's balance work really ran; it
 runs it right after the event that scheduled it (and when the trace shows a chunk created or
