@@ -83,6 +83,8 @@ def test_final_state_matches_meminfo(results, name):
                               (SHARED / name / "meminfo.fork").read_text()).group(1))
     assert final["model_bytes"] == percpu_kb * 1024
     assert all(m["ok"] for m in r.meminfo_check)
+    # the pcpu_get_vm_areas areas of /proc/vmallocinfo (read at the end) are the live chunks
+    assert r.vmalloc_check["ok"] and r.vmalloc_check["kernel_areas"] > 0
     # chunk creations/destructions are the trace's; live chunks are what is left
     text = gzip.open(SHARED / name / "trace.gz", "rt").read()
     created = text.count("percpu_create_chunk:")

@@ -129,6 +129,7 @@ class ReplayResult:
     decisions: list[tuple[int, int | None, int | None]]
     timeline: list[tuple[float, int, int, int, int]]   # ts, alloc index, used bytes, chunks, populated pages
     meminfo_check: list[dict]
+    vmalloc_check: dict | None
     base_info: dict
     seconds: float
     parse_seconds: float
@@ -207,6 +208,7 @@ class ReplayResult:
             "reconstruction": self.reconstruction,
             "final_state": self.final_state(),
             "meminfo_check": self.meminfo_check,
+            "vmalloc_check": self.vmalloc_check,
             "seconds": self.seconds, "parse_seconds": self.parse_seconds,
         }
 
@@ -984,10 +986,26 @@ def replay(source: Bundle | Path | str, *, listener=None, progress: bool = False
         nr_nonatomic=eng.n_na, agree_atomic=eng.agree_at, nr_atomic=eng.n_at,
         swaps=eng.swaps, disagreements=eng.disagreements, reconstruction=recon,
         decisions=eng.decisions, timeline=eng.timeline, meminfo_check=meminfo,
+        vmalloc_check=_vmalloc_check(bundle, p),
         base_info={k: (f"{v:x}" if isinstance(v, int) else v) for k, v in addr.items()
                    if k != "uncreated"},
         seconds=time.perf_counter() - t0, parse_seconds=t_parse)
     return res
+
+
+def _vmalloc_check(bundle: Bundle, p: Percpu) -> dict | None:
+    """/proc/vmallocinfo was read at the end: its ``pcpu_get_vm_areas`` areas must be exactly
+    the groups of the dynamic chunks the model still has (base_addr + group offset, size)."""
+    areas = bundle.vmallocinfo
+    if areas is None:
+        return None
+    from localmap.ingest.procfs import percpu_vm_areas
+    kernel = sorted((a.start, a.end - a.start) for a in percpu_vm_areas(areas))
+    model = sorted((c.base_addr + off, size) for c in p.chunks_by_base.values()
+                   for off, size in zip(p.ai.group_offsets, p.ai.group_sizes))
+    return {"kernel_areas": len(kernel), "model_areas": len(model), "ok": kernel == model,
+            "only_kernel": [f"{a:x}+{n}" for a, n in sorted(set(kernel) - set(model))][:8],
+            "only_model": [f"{a:x}+{n}" for a, n in sorted(set(model) - set(kernel))][:8]}
 
 
 def _meminfo_check(bundle: Bundle, p: Percpu, populated_seen: set[int],

@@ -128,6 +128,18 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
                       "-" if m["model_bytes"] is None else f"{m['model_bytes'] // 1024} kB",
                       m["kind"], "ok" if m["ok"] else "MISMATCH")
         out.append(t)
+    vc = res.vmalloc_check
+    if vc is not None:
+        t = Table(title="/proc/vmallocinfo cross-check (read at the end)", title_justify="left",
+                  show_header=False)
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("pcpu_get_vm_areas areas", str(vc["kernel_areas"]))
+        t.add_row("model's live dynamic chunk groups", str(vc["model_areas"]))
+        t.add_row("same addresses and sizes", "yes" if vc["ok"] else
+                  "NO: only in vmallocinfo " + ", ".join(vc["only_kernel"]) +
+                  "; only in the model " + ", ".join(vc["only_model"]))
+        out.append(t)
     return out
 
 
