@@ -296,3 +296,21 @@ def test_properties_against_brute_force(ops, page):
     for c in p.chunks:
         served = c.map_bits * 4 - c.start_offset - c.end_offset
         assert c.free_bytes == served, "all space comes back"
+
+
+def test_early_dynamic_size_follows_the_kernel_version():
+    """Linux 6.1 page mode prints `27 4K pages/cpu s87272 r8192 d15128` (lab capture): only a
+    12K PERCPU_DYNAMIC_EARLY_SIZE explains it (align(87272 + 8192 + 12288, 4K) = 110592);
+    6.2 raised it to 20K, which 6.12's page-mode line d21416 shows."""
+    from localmap.ingest.kconfig import parse_config
+    old = parse_config("#\n# Linux/arm64 6.1.192 Kernel Configuration\n#\n"
+                       "CONFIG_ARM64_4K_PAGES=y\nCONFIG_MODULES=y\n")
+    new = parse_config("# Linux/arm64 6.12.117 Kernel Configuration\n"
+                       "CONFIG_ARM64_4K_PAGES=y\nCONFIG_MODULES=y\n")
+    assert old.version == (6, 1, 192) and new.version == (6, 12, 117)
+    ai = first_chunk_alloc_info("page", 87272, 8, 4096,
+                                dynamic_early_size=old.percpu_dynamic_early_size)
+    assert (ai.reserved_size, ai.dyn_size, ai.unit_size) == (8192, 15128, 27 * 4096)
+    ai = first_chunk_alloc_info("page", S, 2, 4096,
+                                dynamic_early_size=new.percpu_dynamic_early_size)
+    assert (ai.dyn_size, ai.unit_size) == (21416, 32 * 4096)

@@ -38,6 +38,7 @@ destroyed by it).
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections import Counter, deque
@@ -441,7 +442,10 @@ class _Engine:
         return c
 
     def _run_balance(self, create_base: int | None = None) -> PcpuChunk | None:
-        """Run the balance work; creation only with the trace's base, no destruction."""
+        """Run the balance work. It creates a chunk only with the trace's base address, and
+        destroys a chunk only if the next event of the trace about that chunk is its
+        ``percpu_destroy_chunk`` (the kernel frees spare chunks before it reclaims and
+        populates, so the destruction must happen here, in its place)."""
         made = []
 
         def create():
@@ -450,8 +454,37 @@ class _Engine:
                 made.append(c)
                 return c
             return None
-        self.p.balance(create=create, destroy=lambda c: False)
+
+        def destroy(c: PcpuChunk) -> bool:
+            idx = self.touches.get(c.base_addr, ())
+            k = bisect.bisect_right(idx, self._cur)
+            if k < len(idx) and self.events[idx[k]].kind == DESTROY:
+                self.destroyed_early.add(c.base_addr)
+                return True
+            return False
+        self.p.balance(create=create, destroy=destroy)
         return made[0] if made else None
+
+    def _destroy(self, e: PcpuEvent) -> None:
+        """``percpu_destroy_chunk``: the model's balance work may have done it already."""
+        p = self.p
+        if e.base_addr in self.destroyed_early:
+            self.destroyed_early.discard(e.base_addr)
+            return
+        c = p.chunks_by_base.get(e.base_addr)
+        if c is None:
+            what = ("the first or reserved chunk" if p.find_chunk(e.base_addr)
+                    else "not a live chunk")
+            raise LocalmapError(f"percpu_destroy_chunk of {e.base_addr:#x}, which is {what}",
+                                self.path, e.line)
+        if p.balance_pending:
+            self._run_balance()
+        if e.base_addr in self.destroyed_early:
+            self.destroyed_early.discard(e.base_addr)
+            return
+        if c.free_bytes != p.unit_size:
+            self.counts["destroy_not_free"] += 1
+        p.destroy_chunk(c)
 
     # -- events --
     def _prescan_untraced_frees(self) -> None:
@@ -519,9 +552,15 @@ class _Engine:
         i = 0
         alloc_index = 0
         p = self.p
+        self.touches: dict[int, list[int]] = {}
+        for j, ev in enumerate(events):
+            if ev.kind != ALLOC_FAIL:
+                self.touches.setdefault(ev.base_addr, []).append(j)
+        self.destroyed_early: set[int] = set()
         while i < n:
             e = events[i]
             k = e.kind
+            self._cur = i
             if k == ALLOC:
                 nxt = None
                 if self.learn and not (i & 0x1FF) and i:
@@ -560,17 +599,7 @@ class _Engine:
                     self.counts["create_unexpected"] += 1
             elif k == DESTROY:
                 self.counts["destroy"] += 1
-                c = p.chunks_by_base.get(e.base_addr)
-                if c is None:
-                    what = ("the first or reserved chunk" if p.find_chunk(e.base_addr)
-                            else "not a live chunk")
-                    raise LocalmapError(f"percpu_destroy_chunk of {e.base_addr:#x}, which is "
-                                        f"{what}", self.path, e.line)
-                if p.balance_pending:
-                    self._run_balance()
-                if c.free_bytes != p.unit_size:
-                    self.counts["destroy_not_free"] += 1
-                p.destroy_chunk(c)
+                self._destroy(e)
             elif k == ALLOC_FAIL:
                 self.counts["fail"] += 1
                 try:

@@ -8,6 +8,7 @@ architectures are refused with a clear message where the page size is needed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,14 @@ _PAGE_SYMBOLS = {
 }
 
 
+_VERSION_RE = re.compile(r"^# Linux/\S+ (\d+)\.(\d+)(?:\.(\d+))?\S* Kernel Configuration")
+
+
 @dataclass
 class KConfig:
     path: str
     values: dict[str, str] = field(default_factory=dict)
+    version: tuple[int, int, int] | None = None   # from the "# Linux/arm64 X.Y.Z" header
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.values.get(name, default)
@@ -92,6 +97,10 @@ class KConfig:
 
     @property
     def percpu_dynamic_early_size(self) -> int:
+        # 12K before Linux 6.2 (raised to 20K in the 6.2 merge window); a Linux 6.1 page-mode
+        # boot prints d15128 = PFN_ALIGN(s87272 + r8192 + 12K) - s - r, which only 12K explains
+        if self.version is not None and self.version < (6, 2, 0):
+            return 12 << 10
         return 20 << self.percpu_dynamic_size_shift
 
     @property
@@ -104,6 +113,9 @@ def parse_config(text: str, path: str = "<config>") -> KConfig:
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
+            m = _VERSION_RE.match(line)
+            if m:
+                cfg.version = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
             continue
         if "=" not in line or not line.startswith("CONFIG_"):
             raise LocalmapError(f"not a .config line: {line[:60]!r} (expected CONFIG_X=value)",

@@ -140,7 +140,7 @@ def parse_line(line: str, path: str = "<trace>", lineno: int = 0) -> PcpuEvent |
         raise LocalmapError(
             f"unknown percpu event {name!r} (known: {', '.join(KIND_NAMES)})", path, lineno)
     ev = PcpuEvent(kind, lineno)
-    prefix = line[: m.start(1)]
+    prefix = line[: m.start()]         # (perf script puts "percpu:" before the name)
     cm = _CPU_RE.search(prefix)
     if cm:
         ev.cpu = int(cm.group(1))
