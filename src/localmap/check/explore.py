@@ -21,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from localmap.check.model import Machine, Scenario, StepInfo, Violation, World
+from localmap.check.model import Machine, Scenario, StepInfo, Violation
 
 
 @dataclass
@@ -136,7 +136,3 @@ def render(m: Machine, actions: list) -> list[dict]:
     if v is not None and steps:
         steps[-1]["violation"] = f"{v.prop}: {v.message}"
     return steps
-
-
-def _unused(_: World) -> None:  # pragma: no cover - keeps the import explicit for type users
-    return None

@@ -39,8 +39,11 @@ BUNDLE_FILES: dict[str, tuple[str, bool]] = {
     "cpus": ("cpus", False),
     "uname": ("uname", False),
     "cmdline": ("cmdline", False),
+    # lab module phase: "NAME loaded|failed" per insmod, "IFACE up" (--net), then
+    # "NAME unloaded|busy" per rmmod
+    "modules": ("modules", False),
 }
-MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork", "workload")
+MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork", "modules", "modules_del", "workload")
 REQUIRED = ("trace.gz", "dmesg", "cpus", "config.gz")
 
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")

@@ -46,6 +46,15 @@ def register(sub) -> None:
     lc.add_argument("--cpus", type=int, required=True, metavar="N")
     _workload_args(lc, 300, 0, 200)
     lc.add_argument("--percpu-alloc", choices=("page", "embed"), help="first-chunk allocator")
+    lc.add_argument("--modules", metavar="LIST",
+                    help="comma-separated modules of the kernel package to insmod after the fork "
+                    "phase (their dependencies, from each module's .modinfo, first), then rmmod in reverse order; "
+                    "modules with static per-CPU data allocate from the reserved chunk")
+    lc.add_argument("--keep-modules", action="store_true",
+                    help="do not unload the --modules again")
+    lc.add_argument("--net", action="store_true",
+                    help="also load virtio_net and set the interfaces up after the modules (IPv6 "
+                    "autoconfiguration makes GFP_ATOMIC percpu allocations)")
     lc.add_argument("--timeout", type=float, default=1200.0, metavar="SECONDS",
                     help="give up on the boot after this long (default 1200)")
     lc.add_argument("-o", "--output", required=True, metavar="DIR", help="bundle folder to create")
@@ -66,6 +75,8 @@ def _lab_capture(args) -> int:
 
     res = qemu.lab_capture(args.kernel, args.cpus, args.output, memcgs=args.memcgs,
                            remove=args.remove, forks=args.forks, percpu_alloc=args.percpu_alloc,
-                           timeout=args.timeout, config=args.config)
+                           timeout=args.timeout, config=args.config,
+                           modules=[m for m in (args.modules or "").split(",") if m.strip()],
+                           unload_modules=not args.keep_modules, net_up=args.net)
     qemu.print_summary(res)
     return 0

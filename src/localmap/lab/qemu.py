@@ -11,7 +11,9 @@ each workload phase) and split into bundle files, which are then validated.
 
 Deliberate choices: the kernel's ``.config`` is taken from the package's ``boot/config-*``
 (Debian kernels lack ``/proc/config.gz``); KASLR is off (``nokaslr``) so ``kallsyms`` equals the
-image's link addresses.
+image's link addresses. An optional module phase (``--modules``, ``--net``) loads the package's
+own modules, unpacked on the host and shipped in the initramfs, and leaves the command line
+unchanged; the bundle's ``modules`` file records what happened.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class LabKernel:
     image: Path
     config: Path | None
     label: str
+    deb: Path | None = None  # the Debian package it came from (its modules), None for an Image
 
 
 @dataclass
@@ -84,7 +87,7 @@ def resolve_kernel(kernel: str, config: str | None = None) -> LabKernel:
     version = m.group(1)
     deb = debian.fetch_deb(spec)
     image, cfg = debian.extract_members(deb, [f"boot/vmlinuz-{version}", f"boot/config-{version}"])
-    return LabKernel(image, Path(config) if config else cfg, version)
+    return LabKernel(image, Path(config) if config else cfg, version, deb)
 
 
 def busybox_binary() -> Path:
@@ -99,7 +102,10 @@ def busybox_binary() -> Path:
 
 def kernel_cmdline(memcgs: int, remove: int, forks: int, percpu_alloc: str | None,
                    buf: str = "6M") -> str:
-    """The command line of the shared bundles (see shared/data/README.md)."""
+    """The command line of the shared bundles (see shared/data/README.md).
+
+    A module phase adds nothing here: its list rides in the initramfs and the bundle's
+    ``modules`` file says what was loaded and unloaded."""
     parts = ["console=ttyAMA0", "no_hash_pointers", "nokaslr", "trace_event=percpu:*",
              f"trace_buf_size={buf}", f"percpu_alloc={percpu_alloc}" if percpu_alloc else "",
              f"nmemcg={memcgs}", f"ndel={remove}", f"nfork={forks}"]
@@ -125,8 +131,18 @@ def lab_capture(
     timeout: float = 1200.0,
     config: str | None = None,
     progress: bool = True,
+    modules: list[str] | None = None,
+    unload_modules: bool = True,
+    net_up: bool = False,
 ) -> LabResult:
-    """Boot ``kernel`` with ``cpus`` CPUs under QEMU, run the workload and write a bundle to ``out``."""
+    """Boot ``kernel`` with ``cpus`` CPUs under QEMU, run the workload and write a bundle to ``out``.
+
+    ``modules``: names of the kernel package's modules to load (after their dependencies, see
+    :mod:`localmap.lab.modules`) after the fork phase, then to unload in reverse order unless
+    ``unload_modules`` is false (phases ``modules`` and ``modules_del``). ``net_up`` adds the
+    NIC's driver (``virtio_net``, and ``virtio_pci`` where it is not built in) and sets every
+    interface up after loading: IPv6/IPv4 routes of the link then allocate their per-CPU caches
+    with ``GFP_ATOMIC``."""
     if cpus < 1 or memcgs < 0 or forks < 0 or not 0 <= remove <= memcgs:
         raise LocalmapError("need --cpus >= 1, --memcgs/--forks >= 0 and 0 <= --remove <= --memcgs")
     if percpu_alloc not in (None, "page", "embed"):
@@ -147,8 +163,14 @@ def lab_capture(
         k = resolve_kernel(kernel, config)
         bb = busybox_binary()
         script = bundle_io.guest_script()
-        # Debian kernels have no /proc/config.gz: the package's .config rides in the initramfs
-        initrd_bytes = busybox_initramfs(bb.read_bytes(), script, extra=_config_entry(k.config))
+        extra = _config_entry(k.config)  # Debian kernels have no /proc/config.gz
+        modset = None
+        if modules or net_up:
+            bar.update(task, description="resolving modules (dependencies from .modinfo)")
+            # the NIC's driver, and its PCI transport where that is a module too (Linux 6.1)
+            modset = _module_set(k, modules or [], ["virtio_pci", "virtio_net"] if net_up else [])
+            extra += modset.initramfs_entries(unload=unload_modules, net_up=net_up)
+        initrd_bytes = busybox_initramfs(bb.read_bytes(), script, extra=extra)
         work = Path(tempfile.mkdtemp(prefix="run-", dir=_cache()))
         initrd = work / "initrd.gz"
         initrd.write_bytes(initrd_bytes)
@@ -165,6 +187,8 @@ def lab_capture(
     v = bundle_io.validate_bundle(out)
     if k.config is None:
         v.notes.append("no .config found for the kernel image (pass --config)")
+    if modset is not None:
+        _check_modules(out, modset, unload_modules, v)
     if not v.ok:
         raise LocalmapError("capture is not usable: " + "; ".join(v.problems), out)
     # keep only the last good console (runs that failed keep theirs for the error message)
@@ -172,6 +196,40 @@ def lab_capture(
     os.replace(console_log, last)
     shutil.rmtree(work, ignore_errors=True)
     return LabResult(out, v, secs, last)
+
+
+def _module_set(k: LabKernel, names: list[str], optional: list[str] = ()):
+    from localmap import debian
+    from localmap.lab import modules as kmod
+
+    if k.deb is None:
+        raise LocalmapError("--modules needs a Debian linux-image package as --kernel (a raw "
+                            "Image comes without its modules)")
+    return kmod.resolve(debian.extract_deb(k.deb), k.label, names, optional)
+
+
+def _check_modules(out: Path, modset, unload: bool, v: bundle_io.Validation) -> None:
+    """Compare the guest's ``modules`` report with the plan; a module that failed to load is a
+    problem (the capture would not show what was asked), one that stayed loaded is a note."""
+    p = out / "modules"
+    if not p.is_file():
+        v.problems.append("the guest sent no 'modules' report")
+        return
+    status: dict[str, list[str]] = {}
+    for line in p.read_text().splitlines():
+        w = line.split()
+        if len(w) >= 2:
+            status.setdefault(w[0], []).append(w[1])
+    for m in modset.modules:
+        st = status.get(m.name, [])
+        if "loaded" not in st:
+            v.problems.append(f"module {m.name} did not load (insmod failed; see dmesg)")
+        elif unload and "unloaded" not in st:
+            v.notes.append(f"module {m.name} could not be unloaded (in use or no exit function)")
+    loaded = [m for m in modset.modules if "loaded" in status.get(m.name, [])]
+    v.notes.append(f"modules: {len(loaded)} loaded ({sum(modset.percpu[m.name] for m in loaded)} "
+                   f"bytes of .data..percpu in {sum(1 for m in loaded if modset.percpu[m.name])} "
+                   "of them)" + (", then unloaded in reverse order" if unload else ""))
 
 
 def _config_entry(config: Path | None):
@@ -201,6 +259,7 @@ def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar, task) -> b
     timer.start()
     lines_seen = [0]
     phases = {"memcg": "creating memcgs", "memcg_del": "removing memcgs", "fork": "fork+exec loop",
+              "modules": "loading modules", "modules_del": "unloading modules",
               "workload": "running the workload", "collect": "collecting files"}
 
     def lines():

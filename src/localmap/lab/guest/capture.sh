@@ -13,6 +13,11 @@
 #   lm_workload  a shell command to run instead of the memcg/fork phases (host only)
 #   lm_config    a .config file to emit when /proc/config.gz is absent
 #   lm_tracing   1 (host) to enable percpu:* events now; the lab enables them from boot
+#   lm_modlist   a file of "FILE NAME" lines: insmod /lib/modules/FILE in that order after the
+#                fork phase, then (when lm_modunload names an existing file) rmmod NAME in
+#                reverse order; the lab puts both in the initramfs
+#   lm_netup     when it names an existing file: after the insmods, set every network interface
+#                up and wait 5 s (IPv6 autoconfiguration, QEMU's router advertisements)
 #
 # Output protocol (one record per line, nothing else is interpreted):
 #   @@LOCALMAP phase NAME             a workload phase started (progress)
@@ -39,6 +44,9 @@ if [ "$$" = 1 ]; then
 	echo 1 > /proc/sys/kernel/printk
 	# the lab puts the kernel package's .config in the initramfs
 	lm_config=${lm_config:-/config}
+	lm_modlist=${lm_modlist:-/lib/modules/localmap.list}
+	lm_modunload=${lm_modunload:-/lib/modules/localmap.unload}
+	lm_netup=${lm_netup:-/lib/modules/localmap.net}
 else
 	lab=0
 fi
@@ -98,6 +106,34 @@ else
 	i=0
 	while [ $i -lt "$nfork" ]; do /bin/true; i=$((i + 1)); done
 	meminfo fork
+	if [ -n "${lm_modlist:-}" ] && [ -r "$lm_modlist" ]; then
+		# static per-CPU data of modules lives in the first chunk's reserved region
+		phase modules
+		while read -r f n; do
+			[ -n "$n" ] || continue
+			if insmod "/lib/modules/$f" > /dev/null 2>&1; then
+				echo "$n loaded"
+			else
+				echo "$n failed"
+			fi
+		done < "$lm_modlist" > /tmp/localmap.$$.modules
+		if [ -n "${lm_netup:-}" ] && [ -e "$lm_netup" ]; then
+			for d in /sys/class/net/*; do
+				ip link set "${d##*/}" up > /dev/null 2>&1 && echo "${d##*/} up"
+			done >> /tmp/localmap.$$.modules
+			sleep 5
+		fi
+		meminfo modules
+		if [ -n "${lm_modunload:-}" ] && [ -e "$lm_modunload" ]; then
+			phase modules_del
+			rev=
+			for n in $(sed -n 's/ loaded$//p' /tmp/localmap.$$.modules); do rev="$n $rev"; done
+			for n in $rev; do
+				if rmmod "$n" > /dev/null 2>&1; then echo "$n unloaded"; else echo "$n busy"; fi
+			done >> /tmp/localmap.$$.modules
+			meminfo modules_del
+		fi
+	fi
 fi
 # stop recording so that the trace shows the workload, not the collection below
 echo 0 > $T/tracing_on 2>/dev/null
@@ -122,7 +158,7 @@ emitcmd() { # NAME CMD...
 emit trace $T/trace
 emit event_format $T/events/percpu/percpu_alloc_percpu/format
 emitcmd dmesg dmesg
-for p in boot memcg memcg_del fork workload; do
+for p in boot memcg memcg_del fork modules modules_del workload; do
 	[ -f /tmp/localmap.$$.meminfo.$p ] && emit meminfo.$p /tmp/localmap.$$.meminfo.$p
 done
 emit vmallocinfo /proc/vmallocinfo
@@ -134,6 +170,7 @@ elif [ -n "${lm_config:-}" ] && [ -r "$lm_config" ]; then
 else
 	emit config "/boot/config-$(uname -r)"
 fi
+[ -f /tmp/localmap.$$.modules ] && emit modules /tmp/localmap.$$.modules
 {
 	echo "possible $(cat /sys/devices/system/cpu/possible)"
 	echo "online $(cat /sys/devices/system/cpu/online)"
