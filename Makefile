@@ -28,7 +28,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: install
-	$(PY) bench/run_all.py
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
