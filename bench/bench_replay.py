@@ -166,7 +166,7 @@ def main() -> int:
         ]
     if b:
         rows += [
-            (f"(b) synthetic generation (not counted)", f"{b['generate_s']:.1f} s wall", "",
+            ("(b) synthetic generation (not counted)", f"{b['generate_s']:.1f} s wall", "",
              f"{b['events']:,} events, {b['cpus']} CPUs" +
              (" (reused)" if not b["generate_s"] else "")),
             ("(b) replay, fresh child process", f"{b['wall']:.1f} s wall", f"{b['cpu']:.1f} s CPU",

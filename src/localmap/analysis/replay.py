@@ -39,18 +39,16 @@ destroyed by it).
 from __future__ import annotations
 
 import bisect
-import json
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from localmap.errors import LocalmapError
 from localmap.ingest.bundle import Bundle, load_bundle
 from localmap.ingest.trace import ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, PcpuEvent, read_trace
 from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError, PcpuChunk,
-                                bitmap_clear, find_next_bit, first_chunk_alloc_info,
+                                find_next_bit, first_chunk_alloc_info,
                                 pcpu_build_alloc_info)
 
 RACE_WINDOW_S = 0.001
@@ -626,7 +624,6 @@ class _Engine:
         return found
 
     def _alloc(self, e: PcpuEvent, idx: int, nxt: PcpuEvent | None, nidx: int) -> int:
-        p = self.p
         chunk = self._chunk(e)
         found = self._predict(e)
         pred = None if found is None else (found[0].base_addr, found[1] * PCPU_MIN_ALLOC_SIZE)
@@ -1083,7 +1080,6 @@ class _Progress:
             self._p.__enter__()
             total = None
             try:
-                import gzip
                 if self.path.suffix == ".gz":
                     with open(self.path, "rb") as fh:
                         fh.seek(-4, 2)

@@ -62,15 +62,17 @@ def register(sub) -> None:
 
 
 def _capture(args) -> int:
+    from localmap.lab.bundle_io import print_summary
     from localmap.lab import host
 
     res = host.capture(args.output, workload=args.workload, memcgs=args.memcgs,
                        remove=args.remove, forks=args.forks, buffer_kb=args.buffer_kb)
-    host.print_summary(res)
+    print_summary(res.out, res.seconds, res.validation)
     return 0 if res.validation.ok else 1
 
 
 def _lab_capture(args) -> int:
+    from localmap.lab.bundle_io import print_summary
     from localmap.lab import qemu
 
     res = qemu.lab_capture(args.kernel, args.cpus, args.output, memcgs=args.memcgs,
@@ -78,5 +80,5 @@ def _lab_capture(args) -> int:
                            timeout=args.timeout, config=args.config,
                            modules=[m for m in (args.modules or "").split(",") if m.strip()],
                            unload_modules=not args.keep_modules, net_up=args.net)
-    qemu.print_summary(res)
+    print_summary(res.out, res.seconds, res.validation)
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -92,14 +91,3 @@ def capture(out, workload: str | None = None, memcgs: int = 300, remove: int = 0
                        "is absent")
     v.notes.append("tracing started after boot: boot-time allocations are not in the trace")
     return HostResult(out, v, time.monotonic() - t0)
-
-
-def print_summary(res: HostResult, file=sys.stdout) -> None:
-    v = res.validation
-    print(f"bundle written to {res.out} in {res.seconds:.0f} s", file=file)
-    print(f"  first chunk: {v.first_chunk or 'not found'}", file=file)
-    print(f"  percpu events: {v.events}", file=file)
-    for p in v.problems:
-        print(f"  PROBLEM: {p}", file=file)
-    for n in v.notes:
-        print(f"  missing/note: {n}", file=file)

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -321,12 +320,3 @@ def _tail(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1][:200] if lines else "no output"
-
-
-def print_summary(res: LabResult, file=sys.stdout) -> None:
-    v = res.validation
-    print(f"bundle written to {res.out} in {res.seconds:.0f} s", file=file)
-    print(f"  first chunk: {v.first_chunk}", file=file)
-    print(f"  percpu events: {v.events} (none lost)", file=file)
-    for n in v.notes:
-        print(f"  note: {n}", file=file)
