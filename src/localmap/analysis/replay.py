@@ -51,7 +51,7 @@ from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocEr
                                 find_next_bit, first_chunk_alloc_info,
                                 pcpu_build_alloc_info)
 
-RACE_WINDOW_S = 0.001
+RACE_WINDOW_S = 0.010
 
 CAUSES = {
     "race-swap": "two racing allocations printed in the other order (replayed swapped)",
