@@ -147,3 +147,33 @@ def check_module_bundle(out: Path, modules: list[str], kernel: str) -> None:
     # the model's reserved chunk ends with exactly the modules that stayed loaded
     rchunk = [c for c in r.final_state()["chunks"] if c["kind"] == "reserved"]
     assert len(rchunk) == 1 and rchunk[0]["nr_alloc"] == len(left), (rchunk, left)
+
+
+RT_KERNEL = "linux-image-6.12.117+deb12-rt-arm64-unsigned"
+
+
+def test_preempt_rt_capture_replays(tmp_path):
+    """PREEMPT_RT: the allocating task is preemptible between choosing its area and printing
+    it, so rcuc/N frees can be printed before allocations decided earlier. The replay must still
+    meet the thresholds, with every disagreement classified and each reordering counted."""
+    _ensure_tools()
+    from localmap import debian
+    from localmap.analysis.replay import replay
+    from localmap.ingest.bundle import load_bundle
+    from localmap.lab.qemu import lab_capture
+
+    if os.geteuid() != 0 and debian._cached(RT_KERNEL, "arm64", None) is None:
+        pytest.skip("the rt-arm64 kernel package is not cached and apt-get download needs root")
+    out = tmp_path / "rt"
+    res = lab_capture(RT_KERNEL, 3, out, memcgs=150, remove=75, forks=100, timeout=900,
+                      progress=False)
+    assert res.validation.ok, res.validation.problems
+    b = load_bundle(out)
+    assert b.config.preempt_model == "rt" and b.config.preempt_count
+    r = replay(b, progress=False)
+    assert r.geometry.matches_dmesg is True
+    assert r.agreement >= 0.995, r.causes()
+    assert r.agreement_nonatomic >= 0.999, r.causes()
+    assert sum(r.causes().values()) == r.nr_allocs - r.agree
+    assert r.meminfo_check[-1]["ok"] and r.vmalloc_check["ok"]
+    assert r.swaps <= r.nr_allocs // 100          # reorderings stay rare
