@@ -639,7 +639,7 @@ class _Engine:
             # racing pair printed in the other order: replay nxt first, then e
             if self._try_swap(e, nxt, idx, nidx):
                 return 2
-            chunk = self._chunk(e)          # a trial restores the state with new objects
+            chunk = self._chunk(e)
         if pred != kern and found is not None and not self.learn:
             # an allocation that took the lock before a free printed ahead of it
             if self._try_before_frees(e, idx, found):

@@ -352,6 +352,12 @@ class PcpuChunk:
         c.populated = list(self.populated)
         return c
 
+    def load_state(self, other: "PcpuChunk") -> None:
+        """Take every field of ``other`` (a copy made by :meth:`copy`)."""
+        for name in PcpuChunk.__slots__:
+            if name != "__weakref__":
+                setattr(self, name, getattr(other, name))
+
     def areas(self) -> list[tuple[int, int]]:
         """Allocated areas as (bit_off, bits), hidden start/end regions included."""
         out = []
@@ -1231,9 +1237,9 @@ class Percpu:
 
     # ----- state -----------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        chunks = {id(c): c.copy() for c in self.chunks}
+        """The allocator's state, for :meth:`restore` (a replay's trial of an event order)."""
         return {
-            "chunks": chunks,
+            "chunks": {id(c): (c, c.copy()) for c in self.chunks},
             "slots": [[id(c) for c in lst] for lst in self.slots],
             "scalars": (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
                         self.atomic_alloc_failed, self._seq, self.nr_created,
@@ -1241,15 +1247,17 @@ class Percpu:
         }
 
     def restore(self, snap: dict) -> None:
-        chunks = {k: c.copy() for k, c in snap["chunks"].items()}
-        self.chunks_by_base = {c.base_addr: c for c in chunks.values()
+        """Back to ``snap``. Chunk objects keep their identity (listeners key on them)."""
+        objs = {}
+        for key, (obj, saved) in snap["chunks"].items():
+            obj.load_state(saved.copy())
+            objs[key] = obj
+        self.chunks_by_base = {c.base_addr: c for c in objs.values()
                                if not c.is_first and not c.is_reserved}
-        self.slots = [[chunks[k] for k in lst] for lst in snap["slots"]]
+        self.slots = [[objs[k] for k in lst] for lst in snap["slots"]]
         (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
          self.atomic_alloc_failed, self._seq, self.nr_created, self.nr_destroyed) = \
             snap["scalars"]
-        self.first_chunk = next(c for c in chunks.values() if c.is_first)
-        self.reserved_chunk = next((c for c in chunks.values() if c.is_reserved), None)
 
     @property
     def populated_bytes(self) -> int:
