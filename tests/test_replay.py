@@ -265,3 +265,30 @@ def test_free_printed_before_an_allocation_that_preceded_it(tmp_path):
         assert r.agreement == 1.0
         swapped += r.swaps
     assert swapped >= 1
+
+
+@needs_shared
+@pytest.mark.parametrize("name", [b.name for b in BUNDLES])
+def test_final_chunk_contents_equal_the_live_allocations_of_the_trace(results, name):
+    """Per dynamic chunk: used bytes and allocation count at the end equal what the trace text
+    leaves allocated (allocations not freed, sizes rounded to 4 bytes), counted independently."""
+    alloc_re = re.compile(r"percpu_alloc_percpu: .*size=(\d+) align=\d+ base_addr=(\w+) off=(\d+)")
+    free_re = re.compile(r"percpu_free_percpu: base_addr=(\w+) off=(\d+)")
+    live: dict[tuple[str, int], int] = {}
+    with gzip.open(SHARED / name / "trace.gz", "rt") as fh:
+        for line in fh:
+            m = alloc_re.search(line)
+            if m:
+                live[(m.group(2), int(m.group(3)))] = -(-int(m.group(1)) // 4) * 4
+                continue
+            m = free_re.search(line)
+            if m:
+                live.pop((m.group(1), int(m.group(2))), None)
+    fs = results[name].final_state()
+    dynamic = [c for c in fs["chunks"] if c["kind"] == "dynamic"]
+    assert dynamic
+    for c in dynamic:
+        mine = [n for (b, _), n in live.items() if b == c["base_addr"]]
+        assert c["used_bytes"] == sum(mine)
+        assert c["nr_alloc"] == len(mine)
+        assert c["free_bytes"] == c["nr_pages"] * 4096 - sum(mine)
