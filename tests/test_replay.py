@@ -292,3 +292,13 @@ def test_final_chunk_contents_equal_the_live_allocations_of_the_trace(results, n
         assert c["used_bytes"] == sum(mine)
         assert c["nr_alloc"] == len(mine)
         assert c["free_bytes"] == c["nr_pages"] * 4096 - sum(mine)
+
+
+@needs_shared
+def test_unknown_page_size_in_dmesg_is_refused(tmp_path, capsys):
+    b = copy_bundle(tmp_path)
+    (b / "config.gz").unlink()
+    text = (b / "dmesg").read_text().replace("percpu: 32 4K pages", "percpu: 32 8K pages")
+    (b / "dmesg").write_text(text)
+    code, _, err = run_cli(["replay", str(b)], capsys)
+    assert code == 2 and "8K pages" in err and re.search(r"dmesg:\d+: ", err)

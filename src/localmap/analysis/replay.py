@@ -257,6 +257,12 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
         raise LocalmapError("no dmesg first-chunk line: the first chunk's geometry is unknown "
                             "(bundle needs a 'dmesg' with the 'percpu: ... pages/cpu' line)",
                             bundle.path)
+    if fc.page_size is not None and fc.page_size not in (4096, 16384, 65536):
+        raise LocalmapError(f"first-chunk line has {fc.page_size // 1024}K pages; the model knows "
+                            "arm64's 4K, 16K and 64K", bundle.files.get("dmesg"), fc.line)
+    if page_size not in (4096, 16384, 65536):
+        raise LocalmapError(f"unknown page size {page_size} (expected 4K, 16K or 64K)",
+                            bundle.path)
     static = fc.static_size
     kb = bundle.kallsyms_percpu_bounds
     if kb is not None and kb[1] - kb[0] != static:
