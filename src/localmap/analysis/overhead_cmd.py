@@ -16,6 +16,7 @@ import sys
 from localmap.analysis import overhead as ov
 from localmap.arch.arm64.pgtable import VA_BITS_CHOICES, parse_granule
 from localmap.errors import LocalmapError
+from localmap.report.console import stdout_console
 
 GRID_CPUS = (1, 4, 64, 160, 1024, 4096)
 
@@ -45,14 +46,13 @@ def _progress_enabled() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     if args.cpus is None:
         raise LocalmapError("--cpus N is required")
     if args.cpus < 1:
         raise LocalmapError(f"--cpus must be at least 1 (got {args.cpus})")
     window = ov.parse_size(args.window_bytes) if args.window_bytes else None
-    console = Console() if sys.stdout.isatty() else Console(width=140)
+    console = stdout_console()
     if args.bundle:
         if args.unit_size or args.chunks:
             raise LocalmapError("--unit-size and --chunks belong to the synthetic form (no BUNDLE)")

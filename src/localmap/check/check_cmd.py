@@ -12,6 +12,7 @@ import json
 import sys
 
 from localmap.errors import LocalmapError
+from localmap.report.console import stdout_console
 
 
 def register(subparsers) -> None:
@@ -89,7 +90,7 @@ def cmd_check(args) -> int:
         return 0
     from rich.table import Table
 
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    out = stdout_console(highlight=False)
     table = Table(title="localmap check: exhaustive exploration (BFS, shortest counterexamples)")
     for col in ("scenario", "verdict", "cpus", "tasks", "states", "seconds", "states/s",
                 "property"):

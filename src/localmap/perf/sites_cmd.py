@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from localmap.report.console import stdout_console
 
 
 def _resolve(args) -> tuple[str, str | None]:
@@ -34,10 +35,9 @@ def run(args: argparse.Namespace) -> int:
         json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = stdout_console()
     tot = rep.totals()
     con.print(f"[bold]{rep.image}[/bold] ({rep.kind}, symbols: {rep.symbols})", highlight=False)
     con.print(f"preemption model {rep.preempt_model}, preempt count: {rep.preempt_count}; "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from localmap.perf import costs as costs_mod
 from localmap.perf import predict as predict_mod
+from localmap.report.console import stdout_console
 
 TOP_FUNCTIONS = 20
 
@@ -78,10 +79,9 @@ def performance_summary(image: str | Path | None = None, kallsyms: str | Path | 
 
 def render_performance(summary: dict, console=None) -> None:
     """Print the performance section as rich tables."""
-    from rich.console import Console
     from rich.table import Table
 
-    con = console or Console()
+    con = console or stdout_console()
     con.print(f"[bold]this_cpu sites and what the local mapping removes[/bold]  (from {summary['source']})")
     t = Table(show_header=True, header_style="bold")
     for col in ("flavour", "preempt", "text MB", "sites", "replaceable", "protected", "removed instr",

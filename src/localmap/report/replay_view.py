@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from localmap.analysis.replay import CAUSES, ReplayResult
+from localmap.report.console import stdout_console
 
 
 def _kib(n: int) -> str:
@@ -144,7 +145,7 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
 
 
 def print_replay(res: ReplayResult, show: int = 10, console: Console | None = None) -> None:
-    con = console or Console()
+    con = console or stdout_console()
     con.rule(f"[bold]percpu allocator replay: {res.source}")
     if res.partial:
         con.print("[bold yellow]PARTIAL REPLAY[/]: " + "; ".join(res.partial_reasons))

@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from localmap.report.model import Report
+from localmap.report.console import stdout_console
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
-    con = console or Console()
+    con = console or stdout_console()
     con.rule(f"[bold]{report.title}")
     con.print(f"bundle: {report.bundle}")
     for s in report.sections:
