@@ -15,7 +15,7 @@ from localmap.report.console import stdout_console
 
 
 def _kib(n: int) -> str:
-    return f"{n / 1024:,.1f} KiB"
+    return f"{n} B" if n < 1024 else f"{n / 1024:,.1f} KiB"
 
 
 def replay_tables(res: ReplayResult, show: int = 10) -> list:
