@@ -302,3 +302,14 @@ def test_unknown_page_size_in_dmesg_is_refused(tmp_path, capsys):
     (b / "dmesg").write_text(text)
     code, _, err = run_cli(["replay", str(b)], capsys)
     assert code == 2 and "8K pages" in err and re.search(r"dmesg:\d+: ", err)
+
+
+@needs_shared
+def test_trace_with_another_name_beside_its_bundle_files(tmp_path, capsys):
+    b = copy_bundle(tmp_path)
+    (b / "trace.gz").rename(b / "workload-trace.txt.gz")
+    code, out, err = run_cli(["replay", str(b / "workload-trace.txt.gz"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["agreement"]["overall"] == 1.0
+    code, _, err = run_cli(["replay", str(b)], capsys)       # the folder alone has no trace
+    assert code == 2 and "no trace file" in err

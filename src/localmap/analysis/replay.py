@@ -265,6 +265,9 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
                             bundle.path)
     static = fc.static_size
     kb = bundle.kallsyms_percpu_bounds
+    if kb is None and bundle.kallsyms_path is not None:
+        notes.append(f"{bundle.kallsyms_path}: no __per_cpu_start/__per_cpu_end (not a "
+                     "kallsyms of this kernel, or read without root): chunks located without it")
     if kb is not None and kb[1] - kb[0] != static:
         notes.append(f"kallsyms gives a static size of {kb[1] - kb[0]}, dmesg {static}")
     if nr_cpus is None:

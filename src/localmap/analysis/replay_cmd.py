@@ -37,11 +37,9 @@ def open_source(source: str, dmesg: str | None = None, config: str | None = None
                 cpus: str | None = None) -> Bundle:
     """A bundle from a folder or a trace file, with files given on the command line added."""
     path = Path(source)
-    if path.is_file() and (path.parent / "dmesg").exists() or \
-            path.is_file() and (path.parent / "dmesg.gz").exists():
-        bundle = load_bundle(path.parent)
-        bundle.trace_path = path
-        bundle.files["trace"] = path
+    if path.is_file() and any((path.parent / n).exists() for n in ("dmesg", "dmesg.gz",
+                                                                    "dmesg.xz")):
+        bundle = load_bundle(path.parent, trace=path)    # a trace beside its bundle files
     else:
         bundle = load_bundle(path)
     for name, value in (("dmesg", dmesg), ("config", config)):

@@ -134,8 +134,9 @@ _NAMES = ("trace", "dmesg", "vmallocinfo", "kallsyms", "config", "cpus", "uname"
           "event_format")
 
 
-def load_bundle(path: Path | str) -> Bundle:
-    """Open a bundle folder, or a bare trace file as a trace-only bundle."""
+def load_bundle(path: Path | str, trace: Path | str | None = None) -> Bundle:
+    """Open a bundle folder, or a bare trace file as a trace-only bundle. ``trace`` names the
+    folder's trace when it is not called ``trace[.gz|.xz]``."""
     path = Path(path)
     if not path.exists():
         raise LocalmapError("no such bundle folder or trace file", path)
@@ -153,6 +154,8 @@ def load_bundle(path: Path | str) -> Bundle:
                 if phase.endswith(ext):
                     phase = phase[: -len(ext)]
             files["meminfo." + phase] = p
+    if trace is not None:
+        files["trace"] = Path(trace)
     if "trace" not in files:
         raise LocalmapError("bundle has no trace file (expected trace, trace.gz or trace.xz; "
                             "see the bundle layout in the README)", path)
