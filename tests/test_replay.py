@@ -204,6 +204,9 @@ def free_elsewhere(line: str, off: int) -> str:
     (lambda ls: ls + [free_elsewhere(next(
         x for x in reversed(ls) if "percpu_free_percpu" in x and "ffffc1ff" in x), 12)],
      "no area was allocated there"),
+    (lambda ls: ls + [free_elsewhere(next(
+        x for x in ls if "percpu_free_percpu: base_addr=ffff800082b4b000" in x), 100000)],
+     "is outside the first chunk"),
 ])
 def test_bad_traces_give_one_line_errors(tmp_path, capsys, edit, message):
     b = copy_bundle(tmp_path, edit)

@@ -26,8 +26,18 @@ COMMANDS: list[str] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``localmap: replay: argument --show: ...``), exit 2;
+    sub-command parsers inherit it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sub = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        print(f"localmap: {sub}{message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="localmap",
         description="Percpu local mappings through per-CPU kernel page tables: model, replay, "
         "check and measure.",

@@ -442,8 +442,25 @@ class _Engine:
         self.touched[key] = prev | (((1 << n) - 1) << b0)
         return prev
 
+    def _check_off(self, e: PcpuEvent, chunk: PcpuChunk | None) -> None:
+        """An offset outside every chunk at that base_addr is corrupt input, not a new chunk."""
+        p = self.p
+        if chunk is None:
+            for c in (p.first_chunk, p.reserved_chunk):
+                if c is not None and c.base_addr == e.base_addr:
+                    raise LocalmapError(
+                        f"off={e.off} is outside the {'reserved' if c.is_reserved else 'first'}"
+                        f" chunk at base_addr={e.base_addr:x} (it serves offsets "
+                        f"{c.start_offset}..{c.nr_pages * p.page_size - c.end_offset})",
+                        self.path, e.line)
+        elif not 0 <= e.off < chunk.nr_pages * p.page_size or e.off % PCPU_MIN_ALLOC_SIZE:
+            raise LocalmapError(f"off={e.off} is not a 4-byte aligned offset inside the "
+                                f"{p.unit_size}-byte chunk at base_addr={e.base_addr:x}",
+                                self.path, e.line)
+
     def _chunk(self, e: PcpuEvent) -> PcpuChunk:
         c = self.p.find_chunk(e.base_addr, e.off, e.reserved if e.kind == ALLOC else None)
+        self._check_off(e, c)
         if c is None:
             c = self._adopt_chunk(e.base_addr)
         return c
@@ -803,8 +820,10 @@ class _Engine:
         p = self.p
         self.counts["free"] += 1
         chunk = self.p.find_chunk(e.base_addr, e.off)
+        self._check_off(e, chunk)
         if chunk is None:
             chunk = self._adopt_chunk(e.base_addr)
+            self._check_off(e, chunk)
         bit_off = e.off // PCPU_MIN_ALLOC_SIZE
         untraced = False
         is_start = (chunk.bound_map >> bit_off) & 1 and (chunk.alloc_map >> bit_off) & 1

@@ -12,6 +12,13 @@ from localmap.errors import LocalmapError
 from localmap.ingest.bundle import Bundle, load_bundle
 
 
+def _count(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, not {text}")
+    return n
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay", help="replay a percpu trace through the allocator model and score it",
@@ -28,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="kernel .config (default: the bundle's)")
     p.add_argument("--cpus", metavar="LIST_OR_N",
                    help="possible CPUs, as a count or a list like 0-3 (default: the bundle's)")
-    p.add_argument("--show", type=int, default=10, metavar="N",
+    p.add_argument("--show", type=_count, default=10, metavar="N",
                    help="disagreements to list in the terminal report (default 10)")
     p.set_defaults(func=run)
 

@@ -35,6 +35,8 @@ def capture(out, workload: str | None = None, memcgs: int = 300, remove: int = 0
     out = Path(out)
     if memcgs < 0 or forks < 0 or not 0 <= remove <= memcgs:
         raise LocalmapError("need --memcgs/--forks >= 0 and 0 <= --remove <= --memcgs")
+    if buffer_kb < 1:
+        raise LocalmapError(f"--buffer-kb must be at least 1 (per-CPU trace buffer), not {buffer_kb}")
     if root_check and os.geteuid() != 0:
         raise LocalmapError("localmap capture needs root (tracefs, cgroups, kallsyms)")
     if not Path("/sys/kernel/tracing/events/percpu").is_dir() and not Path(

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import sys
 import subprocess
 import tempfile
 import threading
@@ -148,9 +150,18 @@ def lab_capture(
         raise LocalmapError(f"--percpu-alloc must be 'page' or 'embed', not {percpu_alloc!r}")
     if shutil.which(QEMU) is None:
         raise LocalmapError(f"{QEMU} not found: install it with 'apt-get install qemu-system-arm'")
+    if not timeout > 0:
+        raise LocalmapError(f"--timeout must be a positive number of seconds, not {timeout}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise LocalmapError("output folder exists and is not empty", out)
+    try:                                   # before anything boots: a bad -o fails at once
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalmapError(f"cannot create the output folder: {exc.strerror}", out) from None
+    if config is not None:
+        from localmap.ingest.kconfig import read_config
+        read_config(Path(config))          # a garbled .config is refused before the boot
 
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -281,15 +292,22 @@ def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar, task) -> b
         elif kind == "done":
             bar.update(task, description="guest: done, powering off")
 
+    # SIGTERM (e.g. from `timeout`) must not orphan QEMU, which runs in its own session
+    old_term = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         res = bundle_io.split_console(lines(), out, on_event, source=str(console_log))
-    except LocalmapError:
+    except BaseException as exc:
         _terminate(proc)
-        if timed_out.is_set():
+        if isinstance(exc, LocalmapError) and timed_out.is_set():
             raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {console_log})") from None
         raise
     finally:
         timer.cancel()
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:

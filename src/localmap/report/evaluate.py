@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from localmap.errors import LocalmapError
 from localmap.report import sections
 from localmap.report.model import Report
 
@@ -77,6 +78,12 @@ def register(sub) -> None:
 def _run(args) -> int:
     from localmap.report import html, terminal
 
+    if args.html:                          # a folder we cannot write fails before the work
+        try:
+            Path(args.html).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalmapError(f"cannot create the HTML folder: {exc.strerror}",
+                                args.html) from None
     report = evaluate(args.bundle, progress=not args.no_progress and sys.stderr.isatty())
     terminal.print_report(report)
     if args.html:
