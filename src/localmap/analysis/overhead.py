@@ -442,6 +442,7 @@ def overhead_table(
     rows = []
     unit = parse_size(unit_size)
     for page, vab in pairs:
+        page = parse_granule(page)         # 4096 or "4K", as overhead_synthetic takes
         for n in cpus_list:
             u = -(-unit // page) * page
             try:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                 r["talk_local_va_bytes"] = ov.TALK["local_va_bytes"]
                 r["talk_pgtable"] = ov.TALK["pgtable_note"]
         console.print(ov.rich_table(rows, title=f"overhead of {res['bundle']} replayed on {args.cpus} CPUs "
-                                                  f"(local VA = peak {ov.human(res['local_va_peak_bytes'])})"))
+                                                  f"(local VA column: final; peak {ov.human(res['local_va_peak_bytes'])})"))
         console.print(ops_table(res))
         return 0
     missing = [n for n, v in (("--granule", args.granule), ("--va-bits", args.va_bits),

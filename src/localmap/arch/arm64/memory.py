@@ -39,9 +39,10 @@ class KernelLayout:
     def for_geometry(cls, geom: Geometry, vabits_actual: int | None = None) -> "KernelLayout":
         actual = geom.va_bits if vabits_actual is None else vabits_actual
         if actual not in (geom.va_bits, geom.va_bits_min):
+            allowed = sorted({geom.va_bits, geom.va_bits_min})
             raise LocalmapError(
-                f"a {geom.describe()} kernel runs with {geom.va_bits} or {geom.va_bits_min} VA bits, "
-                f"not {actual}"
+                f"a {geom.describe()} kernel runs with "
+                f"{' or '.join(str(a) for a in allowed)} VA bits, not {actual}"
             )
         return cls(geom, actual)
 
