@@ -181,6 +181,25 @@ def test_raw_image_roundtrip_gzip(tmp_path):
         assert rep.preempt_count is None  # no config, no preempt_schedule_notrace symbol
 
 
+def test_kallsyms_without_text_symbol(tmp_path):
+    """Linux 6.1's kallsyms has no _text (a lab capture: _stext ffff800008010000 first); arm64
+    puts .text at the first 64 KiB (SEGMENT_ALIGN) boundary after .head.text, so the Image starts
+    64 KiB below _stext. Checked on the real 6.1.192 Image: 4348 sites, as objdump counts."""
+    code = bytes.fromhex(REF_GET_HEX)
+    text = 0xFFFF800008000000
+    header = bytearray(64)
+    header[56:60] = image_mod.ARM64_IMAGE_MAGIC
+    blob = bytes(header) + b"\0" * (0x10000 - 64) + code
+    ks = tmp_path / "kallsyms"
+    ks.write_text(f"{text + 0x10000:016x} T _stext\n{text + 0x10000:016x} t percpu_ref_get_many\n"
+                  f"{text + 0x10000 + len(code):016x} D _etext\n")
+    p = tmp_path / "Image"
+    p.write_bytes(blob)
+    img = load_image(p, ks)
+    assert img.text == code
+    assert analyse(img).sites == 1
+
+
 def test_cli_bad_image_is_one_line(tmp_path, capsys):
     from localmap.cli import main
     f = tmp_path / "junk"

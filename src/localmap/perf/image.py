@@ -27,6 +27,7 @@ from pathlib import Path
 from localmap.errors import LocalmapError
 
 ARM64_IMAGE_MAGIC = b"ARM\x64"
+ARM64_SEGMENT_ALIGN = 0x10000       # arch/arm64: SEGMENT_ALIGN = SZ_64K
 TEXT_TYPES = frozenset("tTwW")
 
 
@@ -224,9 +225,14 @@ def load_image(path: str | Path, symbols: str | Path | None = None,
     if syms is None:
         raise LocalmapError("a raw Image carries no symbols: give --kallsyms or --system-map", path)
     text_base = syms.get("_text")
-    if text_base is None:
-        raise LocalmapError("symbol file has no _text", syms.source)
     stext, etext = syms.get("_stext"), syms.get("_etext")
+    if stext is None or etext is None:
+        raise LocalmapError("symbol file has no _stext/_etext (not a kernel's kallsyms or "
+                            "System.map?)", syms.source)
+    if text_base is None:
+        # some kallsyms (e.g. Linux 6.1's) omit _text: on arm64 .text starts at the first
+        # SEGMENT_ALIGN (64 KiB) boundary after .head.text, which is far smaller than 64 KiB
+        text_base = stext - ARM64_SEGMENT_ALIGN
     lo, hi = stext - text_base, etext - text_base
     if not (0 <= lo < hi <= len(data)):
         raise LocalmapError(f"symbols do not fit this Image ([_stext, _etext) at file offsets "
