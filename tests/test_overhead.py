@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from localmap.errors import LocalmapError
+
 from localmap.analysis.overhead import closed_form, overhead_bundle, overhead_synthetic, overhead_table
 from localmap.arch.arm64.pgtable import Geometry
 from localmap.cli import main
@@ -102,6 +104,18 @@ def test_replay_on_more_cpus_scales_page_tables():
     assert r16["pgtable_extra_bytes"] > r4["pgtable_extra_bytes"]
     r16_64k = overhead_bundle(b, 16, granule="64K")
     assert r16_64k["granule"] == "64K" and r16_64k["split_level"] == 1
+
+
+def test_one_replay_feeds_several_machines_like_separate_replays():
+    from localmap.analysis.overhead import overhead_bundles
+    b = BUNDLES[-1] if BUNDLES else None
+    if b is None:
+        pytest.skip("no bundles")
+    shared = overhead_bundles(b, [(4, None, None, True), (16, "64K", 48, False),
+                                  (16, "2K", 48, False)])
+    assert shared[0] == overhead_bundle(b, 4)
+    assert shared[1] == overhead_bundle(b, 16, granule="64K", va_bits=48, baseline=False)
+    assert isinstance(shared[2], LocalmapError)       # a bad spec does not sink the others
 
 
 @pytest.mark.parametrize("files,msg", [(("trace.gz", "dmesg", "cpus"), "no kernel .config"),

@@ -381,6 +381,68 @@ def _bundle_geometry(bundle: Any, granule: int | str | None, va_bits: int | None
     return Geometry(page, vab)
 
 
+def overhead_bundles(
+    bundle: Any,
+    specs: Iterable[tuple[int, int | str | None, int | None, bool]],
+    *,
+    checked: bool = False,
+    progress: bool = False,
+    map_global: bool = True,
+) -> list[dict[str, Any] | LocalmapError]:
+    """The bundle's allocation history on several machines at once, from ONE allocator replay.
+
+    ``specs``: ``(cpus, granule, va_bits, baseline)`` each (granule/va_bits ``None`` = the
+    bundle's own). Returns one result per spec (as :func:`overhead_bundle`), or the
+    :class:`LocalmapError` that rules that spec out (e.g. a 16K history at 4K pages)."""
+    from localmap.analysis import replay as replay_mod  # the lead's allocator replay
+    from localmap.ingest.bundle import load_bundle
+
+    if isinstance(bundle, (str, bytes)) or hasattr(bundle, "__fspath__"):
+        bundle = load_bundle(bundle)
+    src_page = getattr(getattr(bundle, "config", None), "page_size", None) or 4096
+    machines: list[tuple[ReplayDriver, ReplayDriver | None] | LocalmapError] = []
+    listeners: list[ReplayDriver] = []
+    for cpus, granule, va_bits, baseline in specs:
+        try:
+            if cpus < 1:
+                raise LocalmapError(f"--cpus must be at least 1 (got {cpus})")
+            geom = _bundle_geometry(bundle, granule, va_bits)
+            kw = dict(src_page_size=src_page, checked=checked, map_global=map_global)
+            driver = ReplayDriver(geom, cpus, **kw)
+            base = ReplayDriver(geom, cpus, machine_cls=BaselineMachine, **kw) if baseline else None
+        except LocalmapError as exc:
+            machines.append(exc)
+            continue
+        machines.append((driver, base))
+        listeners += [driver] + ([base] if base else [])
+    if listeners:
+        replay_mod.replay(bundle, listener=Tee(*listeners), progress=progress)
+    out: list[dict[str, Any] | LocalmapError] = []
+    for entry in machines:
+        if isinstance(entry, LocalmapError):
+            out.append(entry)
+            continue
+        driver, base = entry
+        m = driver.machine
+        if m is None:
+            out.append(LocalmapError("the replay produced no percpu chunk events",
+                                     getattr(bundle, "path", None)))
+            continue
+        if checked:
+            m.check_all()
+        res = _result(m)
+        res["bundle"] = str(getattr(bundle, "path", ""))
+        res["events"] = driver.events
+        res["chunks_created"] = m.acct.ops.get("chunk_create", 0)
+        res["chunks_destroyed"] = m.acct.ops.get("chunk_destroy", 0)
+        if base is not None and base.machine is not None:
+            if checked:
+                base.machine.check_all()
+            res["baseline_ops"] = base.machine.acct.as_dict()
+        out.append(res)
+    return out
+
+
 def overhead_bundle(
     bundle: Any,
     cpus: int,
@@ -394,34 +456,12 @@ def overhead_bundle(
 ) -> dict[str, Any]:
     """The bundle's allocation history replayed on a design machine of ``cpus`` CPUs (and, with
     ``baseline``, on today's machine too: ``baseline_ops`` holds its page-table work)."""
-    from localmap.analysis import replay as replay_mod  # the lead's allocator replay
-    from localmap.ingest.bundle import load_bundle
-
     if cpus < 1:
         raise LocalmapError(f"--cpus must be at least 1 (got {cpus})")
-    if isinstance(bundle, (str, bytes)) or hasattr(bundle, "__fspath__"):
-        bundle = load_bundle(bundle)
-    geom = _bundle_geometry(bundle, granule, va_bits)
-    src_page = getattr(getattr(bundle, "config", None), "page_size", None) or 4096
-    driver = ReplayDriver(geom, cpus, src_page_size=src_page, checked=checked, map_global=map_global)
-    base = ReplayDriver(geom, cpus, src_page_size=src_page, checked=checked, map_global=map_global,
-                        machine_cls=BaselineMachine) if baseline else None
-    rr = replay_mod.replay(bundle, listener=Tee(driver, base) if base else driver, progress=progress)
-    m = driver.machine
-    if m is None:
-        raise LocalmapError("the replay produced no percpu chunk events", getattr(bundle, "path", None))
-    if checked:
-        m.check_all()
-    res = _result(m)
-    res["bundle"] = str(getattr(bundle, "path", ""))
-    res["events"] = driver.events
-    res["chunks_created"] = m.acct.ops.get("chunk_create", 0)
-    res["chunks_destroyed"] = m.acct.ops.get("chunk_destroy", 0)
-    if base is not None and base.machine is not None:
-        if checked:
-            base.machine.check_all()
-        res["baseline_ops"] = base.machine.acct.as_dict()
-    del rr
+    (res,) = overhead_bundles(bundle, [(cpus, granule, va_bits, baseline)], checked=checked,
+                              progress=progress, map_global=map_global)
+    if isinstance(res, LocalmapError):
+        raise res
     return res
 
 
