@@ -295,6 +295,13 @@ def test_final_chunk_contents_equal_the_live_allocations_of_the_trace(results, n
         assert c["used_bytes"] == sum(mine)
         assert c["nr_alloc"] == len(mine)
         assert c["free_bytes"] == c["nr_pages"] * 4096 - sum(mine)
+        # largest free run and fragmentation, from the gaps between the live areas
+        edges = sorted((off, off + n) for (b, off), n in live.items() if b == c["base_addr"])
+        cuts = [0] + [x for a in edges for x in a] + [c["nr_pages"] * 4096]
+        gaps = [cuts[i + 1] - cuts[i] for i in range(0, len(cuts), 2)]
+        assert c["max_free_run"] == max(gaps)
+        if c["free_bytes"]:
+            assert c["fragmentation"] == pytest.approx(1 - max(gaps) / c["free_bytes"])
 
 
 @needs_shared

@@ -54,15 +54,12 @@ from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocEr
 RACE_WINDOW_S = 0.010
 
 CAUSES = {
-    "race-swap": "two racing allocations printed in the other order (replayed swapped)",
     "no-space-in-model": "the model found no space where the kernel did (state diverged)",
     "other-chunk": "the model chose another chunk (slot-list order or chunk state diverged)",
     "other-offset": "same chunk, another offset (hint or occupancy state diverged)",
     "occupied-in-model": "the kernel's area is allocated in the model (state diverged)",
     "pre-trace-area": "the kernel's area overlaps space reconstructed as used before tracing",
     "unknown-chunk": "the kernel used a chunk the trace never showed being created",
-    "failed-in-kernel": "the kernel failed the allocation, the model would have succeeded",
-    "failed-in-model": "the model would fail an allocation the kernel served",
 }
 
 
@@ -117,6 +114,7 @@ class ReplayResult:
     nr_creates: int
     nr_destroys: int
     nr_fails: int
+    nr_fail_disagree: int     # percpu_alloc_percpu_fail the model would have served
     agree: int
     agree_nonatomic: int
     nr_nonatomic: int
@@ -193,7 +191,8 @@ class ReplayResult:
             "addresses": self.base_info,
             "events": {"total": self.nr_events, "alloc": self.nr_allocs, "free": self.nr_frees,
                        "create_chunk": self.nr_creates, "destroy_chunk": self.nr_destroys,
-                       "alloc_fail": self.nr_fails},
+                       "alloc_fail": self.nr_fails,
+                       "alloc_fail_model_would_serve": self.nr_fail_disagree},
             "agreement": {
                 "overall": self.agreement, "agree": self.agree, "total": self.nr_allocs,
                 "nonatomic": self.agreement_nonatomic, "nonatomic_agree": self.agree_nonatomic,
@@ -423,24 +422,21 @@ class _Engine:
         return chunk
 
     def _force_area(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
+        """Allocate exactly [bit_off, bit_off + bits), freeing any model area in the way (but
+        never the areas that hide the first chunk's start and end)."""
         p = self.p
-        m = chunk.alloc_map
-        if (m >> bit_off) & ((1 << bits) - 1):
-            # overlap with what the model has: free the overlapping model areas first
+        if (chunk.alloc_map >> bit_off) & ((1 << bits) - 1):
+            end_hidden = chunk.map_bits - chunk.end_offset // PCPU_MIN_ALLOC_SIZE
             for a_off, a_bits in chunk.areas():
-                if a_off < bit_off + bits and bit_off < a_off + a_bits and \
-                        not (a_off == 0 and chunk.start_offset) and \
-                        a_off * 4 < chunk.map_bits * 4 - chunk.end_offset:
+                hidden = (a_off == 0 and chunk.start_offset) or a_off >= end_hidden
+                if a_off < bit_off + bits and bit_off < a_off + a_bits and not hidden:
                     p.free_area(chunk, a_off * PCPU_MIN_ALLOC_SIZE)
         p.alloc_area_commit(chunk, bit_off, bits)
 
-    def _touch(self, key: tuple, off: int, size: int) -> int:
-        """Mark bytes as seen in the trace; return the previous touched-bitmap."""
-        b0 = off // 4
-        n = -(-size // 4)
-        prev = self.touched.get(key, 0)
-        self.touched[key] = prev | (((1 << n) - 1) << b0)
-        return prev
+    def _touch(self, key: tuple, off: int, size: int) -> None:
+        """Mark bytes as seen in the trace."""
+        n = -(-size // PCPU_MIN_ALLOC_SIZE)
+        self.touched[key] = self.touched.get(key, 0) | (((1 << n) - 1) << (off // 4))
 
     def _check_off(self, e: PcpuEvent, chunk: PcpuChunk | None) -> None:
         """An offset outside every chunk at that base_addr is corrupt input, not a new chunk."""
@@ -755,7 +751,7 @@ class _Engine:
         self.swaps += 1
         return True
 
-    def _score(self, e, idx, pred, kern, chunk, swapped: bool = False) -> None:
+    def _score(self, e, idx, pred, kern, chunk) -> None:
         if self.learn:
             return
         self.decisions.append((idx, None if pred is None else pred[0],
@@ -1018,7 +1014,7 @@ def replay(source: Bundle | Path | str, *, listener=None, progress: bool = False
             "created in the trace: their occupancy and population are reconstructed from the "
             "events only")
     first_ts = events[0].ts if events else 0.0
-    if first_ts > 5.0 and not any(e.kind == CREATE for e in events[:1]):
+    if first_ts > 5.0:
         partial_reasons.append(f"trace starts {first_ts:.1f}s after boot")
     recon = {
         "method": "emptiest start consistent with the trace: an area counts as allocated "
@@ -1036,7 +1032,7 @@ def replay(source: Bundle | Path | str, *, listener=None, progress: bool = False
         partial_reasons=partial_reasons, nr_events=len(events),
         nr_allocs=eng.n_na + eng.n_at, nr_frees=eng.counts["free"],
         nr_creates=eng.counts["create"], nr_destroys=eng.counts["destroy"],
-        nr_fails=eng.counts["fail"], agree=eng.agree, agree_nonatomic=eng.agree_na,
+        nr_fails=eng.counts["fail"], nr_fail_disagree=eng.counts["fail_disagree"], agree=eng.agree, agree_nonatomic=eng.agree_na,
         nr_nonatomic=eng.n_na, agree_atomic=eng.agree_at, nr_atomic=eng.n_at,
         swaps=eng.swaps, disagreements=eng.disagreements, reconstruction=recon,
         decisions=eng.decisions, timeline=eng.timeline, meminfo_check=meminfo,

@@ -82,7 +82,9 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
               f"{ag['atomic']:.4%}" if ag["atomic_total"] else "-", "atomic")
     t.caption = (f"{ag['race_swaps']} racing pair(s) replayed in the allocator's order; "
                  f"{res.nr_events} events ({res.nr_allocs} alloc, {res.nr_frees} free, "
-                 f"{res.nr_creates} create, {res.nr_destroys} destroy, {res.nr_fails} fail)")
+                 f"{res.nr_creates} create, {res.nr_destroys} destroy, {res.nr_fails} fail"
+                 + (f", {res.nr_fail_disagree} of them the model would have served"
+                    if res.nr_fail_disagree else "") + ")")
     out.append(t)
 
     if res.disagreements:
