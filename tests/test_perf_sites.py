@@ -161,16 +161,26 @@ def test_load_image_rejects_non_arm64(tmp_path):
         load_image(f)
 
 
-def test_raw_image_roundtrip_gzip(tmp_path):
-    """A tiny synthetic Image (arm64 header + code) with a System.map, raw and gzip-compressed."""
+def synthetic_image(stext_off: int) -> tuple[bytes, bytes]:
+    """An arm64 Image: the 64-byte header, zeros up to ``stext_off``, then a real function."""
     code = bytes.fromhex(REF_GET_HEX)
-    text = 0xFFFF800080000000
     header = bytearray(64)
     header[56:60] = image_mod.ARM64_IMAGE_MAGIC
-    blob = bytes(header) + b"\0" * (0x100 - 64) + code
+    return bytes(header) + b"\0" * (stext_off - 64) + code, code
+
+
+def symbols(text: int | None, stext: int, code: bytes) -> str:
+    head = f"{text:016x} T _text\n" if text is not None else ""
+    return (head + f"{stext:016x} T _stext\n{stext:016x} t percpu_ref_get_many\n"
+            f"{stext + len(code):016x} D _etext\n")
+
+
+def test_raw_image_roundtrip_gzip(tmp_path):
+    """A tiny synthetic Image (arm64 header + code) with a System.map, raw and gzip-compressed."""
+    text = 0xFFFF800080000000
+    blob, code = synthetic_image(0x100)
     smap = tmp_path / "System.map"
-    smap.write_text(f"{text:016x} T _text\n{text + 0x100:016x} T _stext\n{text + 0x100:016x} t percpu_ref_get_many\n"
-                    f"{text + 0x100 + len(code):016x} D _etext\n")
+    smap.write_text(symbols(text, text + 0x100, code))
     for name, data in (("Image", blob), ("Image.gz", gzip.compress(blob))):
         p = tmp_path / name
         p.write_bytes(data)
@@ -185,14 +195,10 @@ def test_kallsyms_without_text_symbol(tmp_path):
     """Linux 6.1's kallsyms has no _text (a lab capture: _stext ffff800008010000 first); arm64
     puts .text at the first 64 KiB (SEGMENT_ALIGN) boundary after .head.text, so the Image starts
     64 KiB below _stext. Checked on the real 6.1.192 Image: 4348 sites, as objdump counts."""
-    code = bytes.fromhex(REF_GET_HEX)
     text = 0xFFFF800008000000
-    header = bytearray(64)
-    header[56:60] = image_mod.ARM64_IMAGE_MAGIC
-    blob = bytes(header) + b"\0" * (0x10000 - 64) + code
+    blob, code = synthetic_image(0x10000)
     ks = tmp_path / "kallsyms"
-    ks.write_text(f"{text + 0x10000:016x} T _stext\n{text + 0x10000:016x} t percpu_ref_get_many\n"
-                  f"{text + 0x10000 + len(code):016x} D _etext\n")
+    ks.write_text(symbols(None, text + 0x10000, code))
     p = tmp_path / "Image"
     p.write_bytes(blob)
     img = load_image(p, ks)
