@@ -20,7 +20,7 @@ from pathlib import Path
 
 from localmap.errors import LocalmapError
 from localmap.ingest import kconfig, procfs
-from localmap.ingest.textfile import read_text
+from localmap.ingest.textfile import open_text, read_text
 
 MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork")
 
@@ -115,7 +115,6 @@ class Bundle:
         if p is None:
             return None
         start = end = None
-        from localmap.ingest.textfile import open_text
         with open_text(p) as fh:
             for line in fh:
                 if "__per_cpu_" not in line:
