@@ -71,7 +71,7 @@ from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocEr
                                 first_chunk_alloc_info, pcpu_build_alloc_info)
 
 RACE_WINDOW_S = 0.010       # how far apart two racing events can be printed
-CHECKPOINT_EVERY = 512      # events between allocator checkpoints (race trials restart there)
+CHECKPOINT_EVERY = 1024     # events between allocator checkpoints (race trials restart there)
 LOOKAHEAD = 64              # records read ahead (chunk events of one work run, racing pair)
 PREFIX_EVENTS = 4096        # events read before the first chunk is located (no kallsyms)
 MAX_RACE_CANDIDATES = 24    # positions tried for one allocation
@@ -466,8 +466,12 @@ class _Engine:
         self.partial_chunks: set[tuple] = set()
         # scoring
         self.decisions = Decisions()
+        self.dec_base, self.dec_off = self.decisions.base, self.decisions.off
         self.disagreements: list[Disagreement] = []
-        self.agree = self.agree_na = self.n_na = self.agree_at = self.n_at = 0
+        self.n_na = self.n_at = self.miss_na = self.miss_at = self.n_free = 0
+        self.unit_size = p.unit_size
+        self.async_off = async_ts is not None
+        self.last_populated = p.nr_populated
         self.counts: Counter = Counter()
         self.timeline: list = []
         self.used = 0
@@ -481,6 +485,7 @@ class _Engine:
         self.applied: list[tuple] = []           # (record, agreed) in applied order
         self.ckpts: list[tuple[int, dict]] = []  # (index into applied, snapshot)
         self.replaying = False
+        self.slow = async_ts is not None    # every record through _step (see run)
         self.pending_task: tuple | None = None   # who scheduled the pending balance work
         self._barrier()
 
@@ -501,20 +506,93 @@ class _Engine:
         return self.ahead[k]
 
     def run(self) -> None:
-        ahead = self.ahead
+        """Replay every record. The loop handles the two hot cases itself (an allocation the
+        model agrees with, a plain free, in a dynamic chunk born in the trace, no balance work
+        pending); everything else goes through :meth:`_step`."""
         step = self._step
-        fill = self._fill
-        while True:
-            if not ahead and not fill(1):
-                break
-            step(ahead.popleft())
+        p = self.p
+        by_base = p.chunks_by_base          # (updated in place by restore)
+        search = p.pcpu_alloc_search
+        commit = p.commit_alloc
+        free_in = p.free_in_chunk
+        applied = self.applied              # (cleared in place by _barrier)
+        dec_base = self.dec_base.append
+        dec_off = self.dec_off.append
+        unit_size = self.unit_size
+        delta = self.ptr_delta
+        timeline = self.timeline
+        fc = p.first_chunk
+        fc_base, fc_lo, fc_hi = fc.base_addr, fc.start_offset, \
+            fc.nr_pages * p.page_size - fc.end_offset
+        for rec in self._records():
+            kind, line, base, off, size, align, reserved, atomic, ptr, _, _, _, _ = rec
+            chunk = by_base.get(base)
+            if chunk is None and base == fc_base and fc_lo <= off < fc_hi and \
+                    not reserved and fc not in self.touched:
+                chunk = fc                 # (its reconstruction is complete: see _prune)
+            if kind > FREE or chunk is None or p.balance_pending or self.slow or \
+                    off >= unit_size or off & 3 or (ptr - base - off) & MASK64 != delta:
+                step(rec)
+            else:
+                self.nr_events += 1
+                if kind == ALLOC:
+                    try:
+                        found = search(size, align, reserved, atomic)
+                    except PcpuAllocError as exc:
+                        raise LocalmapError(exc.message, self.path, line) from None
+                    if found is not None and found[0] is chunk and found[1] << 2 == off:
+                        commit(chunk, found[1], size, atomic)
+                        self.used += (size + 3) & ~3
+                        dec_base(base)
+                        dec_off(off)
+                        if atomic:
+                            self.n_at += 1
+                        else:
+                            self.n_na += 1
+                        self.alloc_index += 1
+                        applied.append(rec)
+                    else:
+                        self._miss(rec, chunk, found)
+                else:
+                    try:
+                        self.used -= free_in(chunk, off)
+                    except LocalmapError:
+                        self._bad_free(rec)
+                    self.n_free += 1
+                    applied.append(rec)
+                if p.balance_pending:
+                    self._after(rec)
+                if p.nr_populated != self.last_populated:
+                    self.last_populated = p.nr_populated
+                    self.populated_seen.add(p.nr_populated)
+                self.to_ckpt -= 1
+                if not self.to_ckpt:
+                    self._checkpoint()
+                if not self.nr_events & 0x3F:
+                    timeline.append((record_ts(rec), self.alloc_index, self.used,
+                                     p.nr_chunks, p.nr_populated))
         self._end()
+
+    def _records(self) -> Iterator[tuple]:
+        """The records in order: those read ahead first, then the stream."""
+        ahead, src = self.ahead, self.src
+        while True:
+            while ahead:
+                yield ahead.popleft()
+            for rec in src:
+                yield rec
+                if ahead:
+                    break
+            else:
+                return
 
     # -- checkpoints --
     def _barrier(self) -> None:
         """Forget the trial history: later trials cannot reorder across this point."""
-        self.applied = []
+        self.applied.clear()
+        self.missed = set()
         self.ckpts = [(0, self._snap())]
+        self.to_ckpt = CHECKPOINT_EVERY
 
     def _snap(self) -> tuple:
         return self.p.snapshot(), self.pending_task
@@ -523,42 +601,62 @@ class _Engine:
         self.p.restore(snap[0], keep)
         self.pending_task = snap[1]
 
-    def _note(self, rec: tuple, agreed: bool) -> None:
+    def _prune(self) -> None:
+        """A chunk older than the trace whose free space has all been touched by traced
+        events has nothing left to reveal: stop tracking it."""
+        for chunk, t in list(self.touched.items()):
+            if chunk.is_reserved or chunk.free_bytes > chunk.map_bits * 4:
+                continue             # (reserved: module loads may come at any time)
+            mb = chunk.map_bits
+            if not (~chunk.alloc_map & ((1 << mb) - 1)) & ~t:
+                del self.touched[chunk]
+                self.slow = bool(self.async_off or any(
+                    _key(c) in self.partial_chunks for c in self.touched))
+
+    def _checkpoint(self) -> None:
+        """Every CHECKPOINT_EVERY records: a snapshot; the records before the older of the
+        two kept are dropped."""
+        self._prune()
         applied = self.applied
-        applied.append((rec, agreed))
-        if len(applied) - self.ckpts[-1][0] >= CHECKPOINT_EVERY:
-            if len(self.ckpts) >= 2:
-                cut = self.ckpts[1][0]
-                del applied[:cut]
-                self.ckpts = [(i - cut, s) for i, s in self.ckpts[1:]]
-            self.ckpts.append((len(applied), self._snap()))
+        if len(self.ckpts) >= 2:
+            cut = self.ckpts[1][0]
+            del applied[:cut]
+            self.ckpts = [(i - cut, s) for i, s in self.ckpts[1:]]
+            self.missed = {ln for ln in self.missed if ln >= applied[0][R_LINE]} \
+                if applied else set()
+        self.ckpts.append((len(applied), self._snap()))
+        self.to_ckpt = CHECKPOINT_EVERY
 
     # -- one record --
     def _step(self, rec: tuple) -> None:
         kind = rec[R_KIND]
+        p = self.p
         self.nr_events += 1
-        if not self.p.async_enabled and record_ts(rec) > self.async_ts:
+        if self.async_off and record_ts(rec) > self.async_ts:
             self._enable_async()
-        if self.p.balance_pending and kind != CREATE and kind != DESTROY:
+        if p.balance_pending and kind <= ALLOC_FAIL:
             self._before(rec)
         if kind == ALLOC:
             self._alloc(rec)
         elif kind == FREE:
             self._free(rec)
-            self._note(rec, True)
+            self.applied.append(rec)
         elif kind == CREATE:
             self._create(rec)
         elif kind == DESTROY:
             self._destroy(rec)
         else:
             self._fail(rec)
-            self._note(rec, True)
-        p = self.p
+            self.applied.append(rec)
         if p.balance_pending:
             self._after(rec)
-        if p.nr_populated not in self.populated_seen:
+        if p.nr_populated != self.last_populated:
+            self.last_populated = p.nr_populated
             self.populated_seen.add(p.nr_populated)
-        if self.nr_events & 0x3F == 0:
+        self.to_ckpt -= 1
+        if not self.to_ckpt:
+            self._checkpoint()
+        if not self.nr_events & 0x3F:
             self.timeline.append((record_ts(rec), self.alloc_index, self.used, p.nr_chunks,
                                   p.nr_populated))
 
@@ -609,20 +707,24 @@ class _Engine:
         p.populate(chunk, 0, chunk.nr_pages)
         self.partial_chunks.add(_key(chunk))
         self.touched[chunk] = 0
+        self.slow = True            # events of adopted chunks feed the reconstruction
         self._barrier()
         return chunk
 
     # -- allocations --
     def _alloc(self, rec: tuple) -> None:
+        _, line, base, off, size, align, reserved, atomic, ptr = rec[:9]
         p = self.p
-        self._check_ptr(rec)
-        reserved, atomic = rec[R_RESERVED], rec[R_ATOMIC]
-        chunk = self._chunk(rec, reserved)
+        if (ptr - base - off) & MASK64 != self.ptr_delta:
+            self._check_ptr(rec)
+        chunk = p.chunks_by_base.get(base)
+        if chunk is None or off >= self.unit_size or off & 3:
+            chunk = self._chunk(rec, reserved)
         try:
-            found = p.pcpu_alloc_search(rec[R_SIZE], rec[R_ALIGN], reserved, atomic)
+            found = p.pcpu_alloc_search(size, align, reserved, atomic)
         except PcpuAllocError as exc:
-            raise LocalmapError(exc.message, self.path, rec[R_LINE]) from None
-        if found is not None and found[0] is chunk and found[1] << 2 == rec[R_OFF]:
+            raise LocalmapError(exc.message, self.path, line) from None
+        if found is not None and found[0] is chunk and found[1] << 2 == off:
             self._commit(rec, chunk, found[1], True)
             return
         if self.replaying:
@@ -632,27 +734,27 @@ class _Engine:
     def _commit(self, rec: tuple, chunk: PcpuChunk, bit_off: int, agreed: bool,
                 reintegrate: bool = True) -> None:
         """Apply the kernel's answer (at ``bit_off``), score it, remember it for trials."""
-        p = self.p
         size = rec[R_SIZE]
-        p.commit_alloc(chunk, bit_off, size, rec[R_ATOMIC], reintegrate)
+        atomic = rec[R_ATOMIC]
+        self.p.commit_alloc(chunk, bit_off, size, atomic, reintegrate)
         if self.replaying:
             return
-        t = self.touched.get(chunk)
-        if t is not None:
-            self.touched[chunk] = t | (((1 << ((size + 3) >> 2)) - 1) << (rec[R_OFF] >> 2))
+        if self.touched:
+            t = self.touched.get(chunk)
+            if t is not None:
+                self.touched[chunk] = t | (((1 << ((size + 3) >> 2)) - 1) << (rec[R_OFF] >> 2))
         self.used += (size + 3) & ~3
-        self.counts["alloc"] += 1
         if agreed:
-            self.decisions.append((chunk.base_addr, rec[R_OFF]))
-            if rec[R_ATOMIC]:
-                self.n_at += 1
-                self.agree_at += 1
-            else:
-                self.n_na += 1
-                self.agree_na += 1
-            self.agree += 1
+            self.dec_base.append(chunk.base_addr)
+            self.dec_off.append(rec[R_OFF])
+        else:
+            self.missed.add(rec[R_LINE])
+        if atomic:
+            self.n_at += 1
+        else:
+            self.n_na += 1
         self.alloc_index += 1
-        self._note(rec, agreed)
+        self.applied.append(rec)
 
     def _predict(self, rec: tuple):
         try:
@@ -691,9 +793,9 @@ class _Engine:
     def _score_miss(self, rec: tuple, chunk: PcpuChunk, pred) -> None:
         self.decisions.append(pred)
         if rec[R_ATOMIC]:
-            self.n_at += 1
+            self.miss_at += 1
         else:
-            self.n_na += 1
+            self.miss_na += 1
         p = self.p
         off, size = rec[R_OFF], rec[R_SIZE]
         kern = (rec[R_BASE], off)
@@ -765,7 +867,7 @@ class _Engine:
         p.listener = self.listener
         if self.listener is not None:        # tell the listener what changed in population
             for obj, saved in before[0]["chunks"]:
-                for i, (was, now) in enumerate(zip(saved.populated, obj.populated)):
+                for i, (was, now) in enumerate(zip(saved[9], obj.populated)):
                     if was != now:
                         p.listener.pages_populated(obj, i, i + 1) if now else \
                             p.listener.pages_depopulated(obj, i, i + 1)
@@ -855,7 +957,7 @@ class _Engine:
         ts = record_ts(rec)
         first = len(applied)
         while first > 0 and len(applied) - first < MAX_RACE_CANDIDATES:
-            r, _ = applied[first - 1]
+            r = applied[first - 1]
             if r[R_KIND] not in (ALLOC, FREE) or _task(r) == me or \
                     ts - record_ts(r) > RACE_WINDOW_S:
                 break
@@ -870,14 +972,15 @@ class _Engine:
         found_at = None
         try:
             self._restore(ck[1])
-            for r, agreed in applied[ck[0]:first]:
-                self._replay_apply(r, agreed)
+            missed = self.missed
+            for r in applied[ck[0]:first]:
+                self._replay_apply(r, r[R_LINE] not in missed)
             base = self._snap()
             for j in range(len(applied) - 1, first - 1, -1):
                 self._restore(base)
                 try:
-                    for r, agreed in applied[first:j]:
-                        self._replay_apply(r, agreed)
+                    for r in applied[first:j]:
+                        self._replay_apply(r, r[R_LINE] not in missed)
                     if p.balance_pending:
                         self._before(rec)
                     c = self._chunk(rec, rec[R_RESERVED])
@@ -887,8 +990,8 @@ class _Engine:
                     p.commit_alloc(c, f[1], rec[R_SIZE], rec[R_ATOMIC])
                     if p.balance_pending:
                         self._after(rec)
-                    for r, agreed in applied[j:]:
-                        self._replay_apply(r, agreed)
+                    for r in applied[j:]:
+                        self._replay_apply(r, r[R_LINE] not in missed)
                 except _Trial:
                     continue
                 found_at = j
@@ -906,17 +1009,13 @@ class _Engine:
         if t is not None:
             self.touched[c] = t | (((1 << ((size + 3) >> 2)) - 1) << (rec[R_OFF] >> 2))
         self.used += (size + 3) & ~3
-        self.counts["alloc"] += 1
         self.decisions.append((c.base_addr, rec[R_OFF]))
         if rec[R_ATOMIC]:
             self.n_at += 1
-            self.agree_at += 1
         else:
             self.n_na += 1
-            self.agree_na += 1
-        self.agree += 1
         self.alloc_index += 1
-        moved = [r for r, _ in applied[found_at:]]
+        moved = applied[found_at:]
         self._reordered(rec, moved[0], "allocation before " + ", ".join(
             f"{'free' if r[R_KIND] == FREE else 'alloc'} line {r[R_LINE]}" for r in moved))
         self._barrier()
@@ -928,35 +1027,43 @@ class _Engine:
 
     # -- frees, failures --
     def _free(self, rec: tuple) -> None:
+        _, line, base, off, _, _, _, _, ptr = rec[:9]
         p = self.p
-        self._check_ptr(rec)
-        self.counts["free"] += 1
-        base, off = rec[R_BASE], rec[R_OFF]
-        chunk = self._chunk(rec, None)
+        if (ptr - base - off) & MASK64 != self.ptr_delta:
+            self._check_ptr(rec)
+        self.n_free += 1
+        chunk = p.chunks_by_base.get(base)
+        if chunk is None or off >= self.unit_size or off & 3:
+            chunk = self._chunk(rec, None)
         bit_off = off >> 2
+        t = self.touched.get(chunk) if self.touched else None
+        if t is None:
+            if not chunk.is_area_start(bit_off):
+                self._bad_free(rec)
+            self.used -= p.free_in_chunk(chunk, off)
+            return
         untraced = False
-        t = self.touched.get(chunk)
         if not chunk.is_area_start(bit_off):
-            if t is not None and not (t >> bit_off) & 1:
-                self._learn_free(chunk, bit_off)
-                untraced = True
-            else:
-                raise LocalmapError(
-                    f"free of base_addr={base:x} off={off}: no area was allocated "
-                    "there (never allocated in the trace, or freed twice)", self.path,
-                    rec[R_LINE])
-        elif t is not None and (self.pre_bits.get(_key(chunk), 0) >> bit_off) & 1:
+            if (t >> bit_off) & 1:
+                self._bad_free(rec)
+            self._learn_free(chunk, bit_off)
+            untraced = True
+        elif (self.pre_bits.get(_key(chunk), 0) >> bit_off) & 1:
             untraced = True        # an area learned as used before tracing
         size = p.free_in_chunk(chunk, off)
-        if t is not None:
-            # an untraced area's extent is a guess: only its start is known for sure, so the
-            # rest stays open to later evidence (an allocation that does not use it)
-            n = 1 if untraced else size >> 2
-            self.touched[chunk] = self.touched[chunk] | (((1 << n) - 1) << bit_off)
+        # an untraced area's extent is a guess: only its start is known for sure, so the
+        # rest stays open to later evidence (an allocation that does not use it)
+        n = 1 if untraced else size >> 2
+        self.touched[chunk] = self.touched[chunk] | (((1 << n) - 1) << bit_off)
         if untraced:
             self._barrier()
         else:
             self.used -= size
+
+    def _bad_free(self, rec: tuple) -> None:
+        raise LocalmapError(
+            f"free of base_addr={rec[R_BASE]:x} off={rec[R_OFF]}: no area was allocated "
+            "there (never allocated in the trace, or freed twice)", self.path, rec[R_LINE])
 
     def _fail(self, rec: tuple) -> None:
         """``percpu_alloc_percpu_fail``: the search ran and found nothing (the model may
@@ -1006,8 +1113,9 @@ class _Engine:
             self.work["runs"] += 1
 
     def _enable_async(self) -> None:
-        if not self.p.async_enabled:
-            self.p.async_enabled = True
+        self.p.async_enabled = True
+        self.async_off = False
+        self.slow = bool(self.partial_chunks)
 
     def _create(self, rec: tuple) -> None:
         """``percpu_create_chunk``: by ``pcpu_alloc`` (its task's next allocation finds no
@@ -1314,11 +1422,12 @@ def replay(source: Bundle | Path | str, *, listener=None,
     res = ReplayResult(
         source=str(bundle.path), geometry=geo, percpu=p, partial=bool(partial_reasons),
         partial_reasons=partial_reasons, nr_events=eng.nr_events,
-        nr_allocs=eng.n_na + eng.n_at, nr_frees=eng.counts["free"],
+        nr_allocs=eng.n_na + eng.n_at, nr_frees=eng.n_free,
         nr_creates=eng.counts["create"], nr_destroys=eng.counts["destroy"],
         nr_fails=eng.counts["fail"], nr_fail_disagree=eng.counts["fail_disagree"],
-        agree=eng.agree, agree_nonatomic=eng.agree_na, nr_nonatomic=eng.n_na,
-        agree_atomic=eng.agree_at, nr_atomic=eng.n_at, reorders=eng.reorders,
+        agree=eng.n_na + eng.n_at - eng.miss_na - eng.miss_at,
+        agree_nonatomic=eng.n_na - eng.miss_na, nr_nonatomic=eng.n_na,
+        agree_atomic=eng.n_at - eng.miss_at, nr_atomic=eng.n_at, reorders=eng.reorders,
         disagreements=eng.disagreements, reconstruction=recon, decisions=eng.decisions,
         timeline=eng.timeline, meminfo_check=meminfo, vmalloc_check=_vmalloc_check(bundle, p),
         base_info={k: (f"{v:x}" if isinstance(v, int) else v) for k, v in addr.items()

@@ -319,7 +319,11 @@ def iter_records(path: Path | str, stats: dict | None = None,
             if "percpu_alloc_percpu: " in line:
                 m = fast_alloc(line)
                 if m is not None:
-                    rec = _alloc_record(lineno, m.groups())
+                    # (as _alloc_record, inlined: this is the hottest line of the replay)
+                    head, cs, res, atom, size, align, base, off, ptr, ba, gfp = m.groups()
+                    rec = (ALLOC, lineno, int(base, 16), int(off), int(size), int(align),
+                           res == "1", atom == "1", int(ptr, 16), head, cs,
+                           -1 if ba is None else int(ba), gfp or "")
                     if not checked:
                         _check_pointers(rec, spath)
                         checked = True
@@ -328,7 +332,9 @@ def iter_records(path: Path | str, stats: dict | None = None,
             elif "percpu_free_percpu: " in line:
                 m = fast_free(line)
                 if m is not None:
-                    rec = _free_record(lineno, m.groups())
+                    head, base, off, ptr = m.groups()
+                    rec = (FREE, lineno, int(base, 16), int(off), 0, 0, False, False,
+                           int(ptr, 16), head, "", -1, "")
                     if not checked:
                         _check_pointers(rec, spath)
                         checked = True

@@ -38,6 +38,7 @@ Deliberate differences from the kernel:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
@@ -358,6 +359,19 @@ def _clear_bits(blocks: list[int], shift: int, start: int, n: int) -> None:
     blocks[j] &= ~((1 << (((end - 1) & bm) + 1)) - 1)
 
 
+@functools.lru_cache(maxsize=8)
+def _slot_table(map_bits: int, unit_size: int, free_slot: int) -> list[int]:
+    """``pcpu_chunk_slot`` by contig hint (in 4-byte units), 0..map_bits (shared, read-only)."""
+    out = [0]
+    for hint in range(1, map_bits + 1):
+        size = hint << PCPU_MIN_ALLOC_SHIFT
+        if size == unit_size:
+            out.append(free_slot)
+        else:
+            out.append(max(size.bit_length() - PCPU_SLOT_BASE_SHIFT + 2, 1))
+    return out
+
+
 def _join(blocks: list[int], shift: int) -> int:
     out = 0
     for i in range(len(blocks) - 1, -1, -1):
@@ -500,20 +514,33 @@ class PcpuChunk:
     def range_is_free(self, bit_off: int, bits: int) -> bool:
         return _next_set(self.amap, self.block_shift, bit_off, bit_off + bits) >= bit_off + bits
 
+    def save(self) -> tuple:
+        """The chunk's mutable state (lists copied), for :meth:`load`."""
+        return (self.amap[:], self.bmap[:], self.sh[:], self.shs[:], self.ch[:], self.chs[:],
+                self.lf[:], self.rf[:], self.ff[:], self.populated[:], self.free_bytes,
+                self.nr_populated, self.nr_empty_pop_pages, self.isolated, self.slot,
+                self.base_addr, self.seq)
+
+    def load(self, state: tuple, keep: bool = True) -> None:
+        """Back to a state from :meth:`save` (which stays usable unless ``keep`` is false)."""
+        (amap, bmap, sh, shs, ch, chs, lf, rf, ff, pop, self.free_bytes, self.nr_populated,
+         self.nr_empty_pop_pages, self.isolated, self.slot, self.base_addr, self.seq) = state
+        if keep:
+            self.amap, self.bmap, self.sh, self.shs, self.ch, self.chs = \
+                amap[:], bmap[:], sh[:], shs[:], ch[:], chs[:]
+            self.lf, self.rf, self.ff, self.populated = lf[:], rf[:], ff[:], pop[:]
+        else:
+            self.amap, self.bmap, self.sh, self.shs, self.ch, self.chs = \
+                amap, bmap, sh, shs, ch, chs
+            self.lf, self.rf, self.ff, self.populated = lf, rf, ff, pop
+
     def copy(self) -> "PcpuChunk":
         c = PcpuChunk.__new__(PcpuChunk)
         for name in PcpuChunk.__slots__:
             if name != "__weakref__":
                 setattr(c, name, getattr(self, name))
-        for name in PcpuChunk._LISTS:
-            setattr(c, name, getattr(self, name)[:])
+        c.load(self.save(), keep=False)
         return c
-
-    def load_state(self, other: "PcpuChunk") -> None:
-        """Take every field of ``other`` (a copy made by :meth:`copy`, not shared after)."""
-        for name in PcpuChunk.__slots__:
-            if name != "__weakref__":
-                setattr(self, name, getattr(other, name))
 
     def areas(self) -> list[tuple[int, int]]:
         """Allocated areas as (bit_off, bits), hidden start/end regions included."""
@@ -610,6 +637,9 @@ class Percpu:
         self.to_depopulate_slot = self.free_slot + 1
         self.nr_slots = self.to_depopulate_slot + 1
         self.page_slot = self.size_to_slot(self.page_size)
+        self.slot_of_hint = self._slot_table(max(self.unit_pages, pfn_align(
+            ai.static_size + ai.reserved_size + ai.dyn_size + self.page_size, self.page_size)
+            >> self.page_shift) * self.block_bits)
         self.slots: list[list[PcpuChunk]] = [[] for _ in range(self.nr_slots)]
         self.nr_empty_pop_pages = 0
         self.nr_populated = 0
@@ -644,14 +674,13 @@ class Percpu:
         return _size_to_slot_raw(size)
 
     def chunk_slot(self, chunk: PcpuChunk) -> int:
-        hint = chunk.ch[chunk.nr_pages]
-        if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE or hint == 0:
+        """``pcpu_chunk_slot`` (from a table of slot by contig hint)."""
+        if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE:
             return 0
-        size = hint << PCPU_MIN_ALLOC_SHIFT
-        if size == self.unit_size:
-            return self.free_slot
-        s = size.bit_length() - PCPU_SLOT_BASE_SHIFT + 2
-        return s if s > 1 else 1
+        return self.slot_of_hint[chunk.ch[chunk.nr_pages]]
+
+    def _slot_table(self, map_bits: int) -> list[int]:
+        return _slot_table(map_bits, self.unit_size, self.free_slot)
 
     @property
     def chunks(self) -> list[PcpuChunk]:
@@ -723,7 +752,8 @@ class Percpu:
     def chunk_relocate(self, chunk: PcpuChunk, oslot: int) -> None:
         if chunk.isolated:
             return
-        nslot = self.chunk_slot(chunk)
+        nslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else \
+            self.slot_of_hint[chunk.ch[chunk.nr_pages]]
         if oslot != nslot and chunk is not self.reserved_chunk:
             self._list_move(chunk, nslot, oslot < nslot)
 
@@ -824,23 +854,49 @@ class Percpu:
         return bit_off, bits
 
     def chunk_refresh_hint(self, chunk: PcpuChunk, full_scan: bool) -> None:
+        """``pcpu_chunk_refresh_hint``: the chunk md rebuilt from the blocks' hints (the
+        free-region walk of ``pcpu_next_md_free_region`` is inlined)."""
         n = chunk.nr_pages
-        sh = chunk.sh
+        ch, chs, sh, lf, rf = chunk.ch, chunk.chs, chunk.sh, chunk.lf, chunk.rf
         if not full_scan and sh[n]:
             bit_off = chunk.shs[n] + sh[n]
-            chunk.chs[n] = chunk.shs[n]
-            chunk.ch[n] = sh[n]
+            chs[n] = chunk.shs[n]
+            ch[n] = sh[n]
             sh[n] = 0
         else:
             bit_off = chunk.ff[n]
-            chunk.ch[n] = 0
+            ch[n] = 0
+        bb = self.block_bits
+        shift = self.block_shift
         map_bits = chunk.map_bits
         upd = self.block_update
-        nxt = self.next_md_free_region
-        bit_off, bits = nxt(chunk, bit_off)
-        while bit_off < map_bits:
+        while True:
+            # pcpu_next_md_free_region(chunk, &bit_off, &bits)
+            i = bit_off >> shift
+            block_off = bit_off & (bb - 1)
+            bits = 0
+            while i < n:
+                if bits:
+                    left = lf[i]
+                    bits += left
+                    if left == bb:
+                        i += 1
+                        continue
+                    break
+                b = ch[i]
+                start = chs[i]
+                if b and start >= block_off and b + start < bb:
+                    bit_off = (i << shift) + start
+                    bits = b
+                    break
+                block_off = 0
+                bits = rf[i]
+                bit_off = ((i + 1) << shift) - bits
+                i += 1
+            if bit_off >= map_bits:
+                return
             upd(chunk, n, bit_off, bit_off + bits, map_bits)
-            bit_off, bits = nxt(chunk, bit_off + bits + 1)
+            bit_off += bits + 1
 
     def block_refresh_hint(self, chunk: PcpuChunk, index: int) -> None:
         bb = self.block_bits
@@ -1065,15 +1121,37 @@ class Percpu:
         """``pcpu_find_zero_area``: (index, largest_off, largest_bits) like the kernel's."""
         amap = chunk.amap
         shift = self.block_shift
+        bm = self.block_bits - 1
+        full = (1 << self.block_bits) - 1
         largest_off = largest_bits = 0
         while True:
-            index = _next_zero(amap, shift, start, size)
+            # index = find_next_zero_bit(map, size, start), within the block when it can
+            if start >= size:
+                index = size
+            else:
+                x = (amap[start >> shift] ^ full) >> (start & bm)
+                if x:
+                    index = start + (x & -x).bit_length() - 1
+                    if index > size:
+                        index = size
+                else:
+                    index = _next_zero(amap, shift, ((start >> shift) + 1) << shift, size)
             index = (index + align_mask) & ~align_mask
             area_off = index
             end = index + nr
             if end > size:
                 return end, largest_off, largest_bits
-            i = _next_set(amap, shift, index, end)
+            # i = find_next_bit(map, end, index)
+            bi = index >> shift
+            x = amap[bi] >> (index & bm)
+            if x:
+                i = index + (x & -x).bit_length() - 1
+                if i > end:
+                    i = end
+            elif (end - 1) >> shift == bi:
+                i = end
+            else:
+                i = _next_set(amap, shift, (bi + 1) << shift, end)
             if i < end:
                 area_bits = i - area_off
                 if area_bits > largest_bits or (
@@ -1102,39 +1180,60 @@ class Percpu:
 
     def alloc_area_commit(self, chunk: PcpuChunk, bit_off: int, alloc_bits: int) -> int:
         """The commit half of ``pcpu_alloc_area``; returns the byte offset."""
-        oslot = self.chunk_slot(chunk)
+        n = chunk.nr_pages
+        oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[chunk.ch[n]]
         shift = self.block_shift
-        _set_bits(chunk.amap, shift, bit_off, alloc_bits)
-        bmap = chunk.bmap
         bm = self.block_bits - 1
-        bmap[bit_off >> shift] |= 1 << (bit_off & bm)
-        if alloc_bits > 1:
-            _clear_bits(bmap, shift, bit_off + 1, alloc_bits - 1)
         end = bit_off + alloc_bits
+        amap, bmap = chunk.amap, chunk.bmap
+        i = bit_off >> shift
+        so = bit_off & bm
+        if i == (end - 1) >> shift:
+            mask = ((1 << alloc_bits) - 1) << so
+            amap[i] |= mask
+            bmap[i] = (bmap[i] & ~mask) | (1 << so)
+        else:
+            _set_bits(amap, shift, bit_off, alloc_bits)
+            bmap[i] |= 1 << so
+            _clear_bits(bmap, shift, bit_off + 1, alloc_bits - 1)
         bmap[end >> shift] |= 1 << (end & bm)
         chunk.free_bytes -= alloc_bits << PCPU_MIN_ALLOC_SHIFT
-        n = chunk.nr_pages
         if bit_off == chunk.ff[n]:
-            chunk.ff[n] = _next_zero(chunk.amap, shift, end, chunk.map_bits)
+            e = end >> shift
+            x = ((amap[e] ^ ((1 << (bm + 1)) - 1)) >> (end & bm)) if e < n else 0
+            chunk.ff[n] = end + (x & -x).bit_length() - 1 if x else \
+                _next_zero(amap, shift, end, chunk.map_bits)
         self.block_update_hint_alloc(chunk, bit_off, alloc_bits)
-        self.chunk_relocate(chunk, oslot)
+        if not chunk.isolated:                     # pcpu_chunk_relocate(chunk, oslot)
+            nslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else \
+                self.slot_of_hint[chunk.ch[n]]
+            if oslot != nslot and chunk is not self.reserved_chunk:
+                self._list_move(chunk, nslot, oslot < nslot)
         return bit_off << PCPU_MIN_ALLOC_SHIFT
 
     def free_area(self, chunk: PcpuChunk, off: int) -> int:
         """``pcpu_free_area``: frees the area starting at byte ``off``; returns bytes freed."""
-        oslot = self.chunk_slot(chunk)
+        n = chunk.nr_pages
+        oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[chunk.ch[n]]
         shift = self.block_shift
         bit_off = off >> PCPU_MIN_ALLOC_SHIFT
         end = _next_set(chunk.bmap, shift, bit_off + 1, chunk.map_bits)
         bits = end - bit_off
-        _clear_bits(chunk.amap, shift, bit_off, bits)
+        amap = chunk.amap
+        i = bit_off >> shift
+        if i == (end - 1) >> shift:
+            amap[i] &= ~(((1 << bits) - 1) << (bit_off & (self.block_bits - 1)))
+        else:
+            _clear_bits(amap, shift, bit_off, bits)
         freed = bits << PCPU_MIN_ALLOC_SHIFT
         chunk.free_bytes += freed
-        n = chunk.nr_pages
         if bit_off < chunk.ff[n]:
             chunk.ff[n] = bit_off
         self.block_update_hint_free(chunk, bit_off, bits)
-        self.chunk_relocate(chunk, oslot)
+        if not chunk.isolated:                     # pcpu_chunk_relocate(chunk, oslot)
+            nslot = self.slot_of_hint[chunk.ch[n]]
+            if oslot != nslot and chunk is not self.reserved_chunk:
+                self._list_move(chunk, nslot, oslot < nslot)
         return freed
 
     # ----- chunk lifecycle -------------------------------------------------------------------
@@ -1274,8 +1373,10 @@ class Percpu:
             off = self.alloc_area_search(chunk, bits, bit_align, off)
             return (chunk, off) if off >= 0 else None
         slots = self.slots
-        slot = self.size_to_slot(size)
-        while slot <= self.free_slot:
+        free_slot = self.free_slot
+        slot = free_slot if size == self.unit_size else \
+            max(size.bit_length() - PCPU_SLOT_BASE_SHIFT + 2, 1)      # pcpu_size_to_slot
+        while slot <= free_slot:
             lst = slots[slot]
             if lst:
                 for chunk in lst[:] if slot < PCPU_SLOT_FAIL_THRESHOLD else lst:
@@ -1379,8 +1480,10 @@ class Percpu:
     def free_in_chunk(self, chunk: PcpuChunk, off: int) -> int:
         """``free_percpu`` once the chunk is known; returns the bytes freed."""
         bit = off >> PCPU_MIN_ALLOC_SHIFT
+        shift = self.block_shift
         if off & (PCPU_MIN_ALLOC_SIZE - 1) or not 0 <= bit < chunk.map_bits or \
-                not chunk.is_area_start(bit):
+                not (chunk.amap[bit >> shift] & chunk.bmap[bit >> shift]) >> \
+                (bit & (self.block_bits - 1)) & 1:
             raise LocalmapError(f"free of off={off} in chunk {chunk.base_addr:#x}: no area "
                                 "starts there")
         size = self.free_area(chunk, off)
@@ -1522,7 +1625,11 @@ class Percpu:
             def destroy(chunk: PcpuChunk) -> bool:
                 wanted.append(chunk)
                 return False
-            snap = self.snapshot()
+            touched = set(self.slots[self.to_depopulate_slot]) | \
+                set(self.slots[self.free_slot])
+            for slot in range(self.page_slot, self.free_slot + 1):
+                touched.update(c for c in self.slots[slot] if c.nr_populated < c.nr_pages)
+            snap = self.snapshot(touched)
             listener, self.listener = self.listener, None
             try:
                 self.balance(create=create, destroy=destroy)
@@ -1546,10 +1653,14 @@ class Percpu:
                    PCPU_EMPTY_POP_PAGES_HIGH)
 
     # ----- state -----------------------------------------------------------------------------
-    def snapshot(self) -> dict:
-        """The allocator's state, for :meth:`restore` (a replay's trial of an event order)."""
+    def snapshot(self, chunks: Iterable[PcpuChunk] | None = None) -> dict:
+        """The allocator's state, for :meth:`restore` (a replay's trial of an event order).
+        ``chunks`` limits the saved chunk states to those (the caller knows the others will
+        not change before the restore); slot lists and counters are always saved."""
         return {
-            "chunks": [(c, c.copy()) for c in self.chunks],
+            "chunks": [(c, c.save()) for c in (self.chunks if chunks is None else chunks)],
+            "all": chunks is None,
+            "live": dict(self.chunks_by_base),
             "slots": [lst[:] for lst in self.slots],
             "scalars": (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
                         self.atomic_alloc_failed, self.async_enabled, self._seq,
@@ -1560,10 +1671,10 @@ class Percpu:
         """Back to ``snap`` (which stays usable unless ``keep`` is false). Chunk objects keep
         their identity (listeners key on them); chunks created since are dropped."""
         for obj, saved in snap["chunks"]:
-            obj.load_state(saved.copy() if keep else saved)
-        self.chunks_by_base = {obj.base_addr: obj for obj, _ in snap["chunks"]
-                               if not obj.is_first and not obj.is_reserved}
-        self.slots = [lst[:] for lst in snap["slots"]]
+            obj.load(saved, keep)
+        self.chunks_by_base.clear()
+        self.chunks_by_base.update(snap["live"])
+        self.slots[:] = [lst[:] for lst in snap["slots"]] if keep else snap["slots"]
         (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
          self.atomic_alloc_failed, self.async_enabled, self._seq, self.nr_created,
          self.nr_destroyed, self._vm_next_top) = snap["scalars"]
