@@ -55,6 +55,7 @@ runs it at the earliest point the kernel could (see step 5).
 
 from __future__ import annotations
 
+import itertools
 import time
 from array import array
 from collections import Counter, deque
@@ -68,12 +69,14 @@ from localmap.ingest.trace import (ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, R_A
                                    R_BASE, R_CALL_SITE, R_KIND, R_LINE, R_OFF, R_PTR,
                                    R_RESERVED, R_SIZE, iter_records, record_head, record_ts)
 from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError, PcpuChunk,
-                                first_chunk_alloc_info, pcpu_build_alloc_info)
+                                _notify, first_chunk_alloc_info, pcpu_build_alloc_info)
 
 RACE_WINDOW_S = 0.010       # how far apart two racing events can be printed
 CHECKPOINT_EVERY = 1024     # events between allocator checkpoints (race trials restart there)
 LOOKAHEAD = 64              # records read ahead (chunk events of one work run, racing pair)
 PREFIX_EVENTS = 4096        # events read before the first chunk is located (no kallsyms)
+LEARN_PREFIX = 32768        # at most this many events in the reconstruction pass
+MAX_RESTARTS = 16           # replays from the start after a revision of the reconstruction
 MAX_RACE_CANDIDATES = 24    # positions tried for one allocation
 WORK_POLICY = "task"
 ASYNC_RULE = ("the balance work is off (percpu_enable_async not yet run) until the trace "
@@ -412,6 +415,28 @@ def _addresses(prefix: list[tuple], geo: Geometry, bundle: Bundle, path: str) ->
 # the replay engine
 # ---------------------------------------------------------------------------------------------
 
+def _untraced_starts(records) -> dict[int, list[int]]:
+    """Offsets (in 4-byte units) that ``records`` free before ever allocating them, per
+    base_addr of a chunk they do not create: each starts an area allocated before tracing, and
+    bounds the area before it."""
+    created: set[int] = set()
+    allocated: set[tuple[int, int]] = set()
+    out: dict[int, list[int]] = {}
+    for rec in records:
+        kind, base = rec[R_KIND], rec[R_BASE]
+        if kind == CREATE:
+            created.add(base)
+        elif base in created:
+            continue
+        elif kind == ALLOC:
+            allocated.add((base, rec[R_OFF]))
+        elif kind == FREE and (base, rec[R_OFF]) not in allocated:
+            out.setdefault(base, []).append(rec[R_OFF] // PCPU_MIN_ALLOC_SIZE)
+    for v in out.values():
+        v.sort()
+    return out
+
+
 def _key(chunk: PcpuChunk) -> tuple[int, bool]:
     """Identifies a chunk (the reserved and first chunk may share base_addr)."""
     return (chunk.base_addr, chunk.is_reserved)
@@ -427,12 +452,56 @@ class _Trial(Exception):
     """A trial order failed (raised inside a trial, never escapes the engine)."""
 
 
+class _Restart(Exception):
+    """The reconstruction was revised early in the trace: replay again from the start."""
+
+
+class _Recorder:
+    """Keeps listener calls until the replay can no longer restart."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args: self.calls.append((name, args))
+
+
+class _Rewindable:
+    """The record stream, keeping what it yields until ``forget`` (so a replay can restart)."""
+
+    def __init__(self, head: list[tuple], src: Iterator[tuple]):
+        self.kept = head
+        self.src = src
+        self.keeping = True
+
+    def __iter__(self) -> Iterator[tuple]:
+        yield from self.kept[:]
+        for rec in self.src:
+            if self.keeping:
+                self.kept.append(rec)
+            yield rec
+
+    def forget(self) -> None:
+        self.keeping = False
+        self.kept = []
+
+
 class _Engine:
     """One streaming pass: the model, the scoring, the reconstruction, the race trials."""
 
     def __init__(self, records: Iterator[tuple], geo: Geometry, bundle: Bundle, path: str,
-                 listener=None, async_ts: float | None = None):
+                 listener=None, async_ts: float | None = None, learner: "_Engine | None" = None,
+                 restart_window: int = 0):
         self.src = records
+        self.learn_mode = False
+        # until restart_window events, a revision of the reconstruction restarts the replay
+        # from the start (_Restart); the listener hears nothing before that window is over
+        self.restart_window = restart_window
+        self.real_listener = listener
+        if listener is not None and restart_window:
+            listener = _Recorder()
         self.ahead: deque = deque()
         self.geo = geo
         self.path = path
@@ -464,6 +533,22 @@ class _Engine:
         self.pre_starts: dict[tuple, set[int]] = {}
         self.learned: list[dict] = []
         self.partial_chunks: set[tuple] = set()
+        self.pending_pretrace: dict[tuple, list[tuple[int, int]]] = {}
+        self.untraced_starts: dict[int, list[int]] = {}
+        self.learn_prefix_events = 0
+        if learner is not None:             # start from what the reconstruction pass learned
+            self.untraced_starts = learner.untraced_starts
+            self.still_learnable = learner.still_learnable
+            self.pre_bits = dict(learner.pre_bits)
+            self.pre_starts = {k: set(v) for k, v in learner.pre_starts.items()}
+            self.learned = list(learner.learned)
+            # past the reconstruction pass's bound there may be more to learn, inline
+            self.learn_prefix_events = learner.learn_prefix_events or (
+                learner.nr_events if learner.still_learnable else 0)
+            self.pending_pretrace = learner.learned_areas()
+            for c in p.chunks:
+                for bit_off, bits in self.pending_pretrace.pop(_key(c), ()):
+                    self._force_area(c, bit_off, bits)
         # scoring
         self.decisions = Decisions()
         self.dec_base, self.dec_off = self.decisions.base, self.decisions.off
@@ -573,6 +658,36 @@ class _Engine:
                                      p.nr_chunks, p.nr_populated))
         self._end()
 
+    def learn_prefix(self) -> list[tuple]:
+        """The reconstruction pass: replay (applying the kernel's answers, scoring nothing)
+        until no chunk older than the trace has free space no traced event touched (nothing
+        left to learn) or LEARN_PREFIX records; returns the records it read, which the scoring
+        pass replays again from the reconstructed start."""
+        self.learn_mode = True
+        self.p.listener = self.listener = None
+        self.slow = True
+        self._fill(LEARN_PREFIX)
+        self.untraced_starts = _untraced_starts(self.ahead)
+        step = self._step
+        buf: list[tuple] = []
+        for rec in self._records():
+            buf.append(rec)
+            step(rec)
+            if not len(buf) & 0x1FF and (len(buf) >= LEARN_PREFIX or not self._learnable()):
+                break
+        self.still_learnable = len(buf) >= LEARN_PREFIX and self._learnable()
+        return buf
+
+    def _learnable(self) -> bool:
+        """Whether a chunk older than the trace (not the reserved chunk: module loads come at
+        any time, and are learned as they come) still has free space no event touched."""
+        for chunk, t in self.touched.items():
+            if chunk.is_reserved:
+                continue
+            if (~chunk.alloc_map & ((1 << chunk.map_bits) - 1)) & ~t:
+                return True
+        return False
+
     def _records(self) -> Iterator[tuple]:
         """The records in order: those read ahead first, then the stream."""
         ahead, src = self.ahead, self.src
@@ -616,6 +731,8 @@ class _Engine:
     def _checkpoint(self) -> None:
         """Every CHECKPOINT_EVERY records: a snapshot; the records before the older of the
         two kept are dropped."""
+        if self.restart_window and self.nr_events > self.restart_window:
+            self._go_live()
         self._prune()
         applied = self.applied
         if len(self.ckpts) >= 2:
@@ -707,6 +824,8 @@ class _Engine:
         p.populate(chunk, 0, chunk.nr_pages)
         self.partial_chunks.add(_key(chunk))
         self.touched[chunk] = 0
+        for bit_off, bits in self.pending_pretrace.pop(_key(chunk), ()):
+            self._force_area(chunk, bit_off, bits)
         self.slow = True            # events of adopted chunks feed the reconstruction
         self._barrier()
         return chunk
@@ -768,14 +887,16 @@ class _Engine:
         return None if found is None else (found[0].base_addr, found[1] << 2)
 
     def _miss(self, rec: tuple, chunk: PcpuChunk, found) -> None:
-        """The model's search disagreed with the kernel: learn what was allocated before
-        tracing, try the allocator's order for racing events, else score a miss and force the
-        kernel's answer."""
+        """The model's search disagreed with the kernel. In a chunk older than the trace, while
+        the reconstruction learns (its own pass, or past that pass's bound), learn what was
+        allocated before tracing; when scoring, try the allocator's order for racing events;
+        else score a miss and apply the kernel's answer."""
         kern = (rec[R_BASE], rec[R_OFF])
-        old = self.touched.get(chunk) is not None
-        if old:
-            if self._carve_for(rec, chunk):
-                found = self._predict(rec)
+        learning = self.touched.get(chunk) is not None and (
+            self.learn_mode or self.nr_events > self.learn_prefix_events > 0)
+        if not self.learn_mode and self._try_next_first(rec, found):
+            return
+        if learning:
             n = 0
             while found is not None and n < 64 and self._pred(found) != kern and \
                     self._learn(rec, found):
@@ -784,10 +905,13 @@ class _Engine:
             if found is not None and found[0] is chunk and self._pred(found) == kern:
                 self._commit(rec, chunk, found[1], True)
                 return
-        if self._try_next_first(rec, found) or self._try_earlier(rec):
-            return
-        chunk = self._chunk(rec, rec[R_RESERVED])
-        self._score_miss(rec, chunk, self._pred(found))
+        if not self.learn_mode:
+            if self._try_earlier(rec):
+                return
+            chunk = self._chunk(rec, rec[R_RESERVED])
+            self._score_miss(rec, chunk, self._pred(found))
+        if learning:
+            self._carve_for(rec, chunk)
         self._force(rec, chunk)
 
     def _score_miss(self, rec: tuple, chunk: PcpuChunk, pred) -> None:
@@ -941,6 +1065,8 @@ class _Engine:
             self._commit(r, c, f[1], True)
             if self.p.balance_pending:
                 self._after(r)
+        for arr in (self.dec_base, self.dec_off):       # decisions stay in file order
+            arr[-2], arr[-1] = arr[-1], arr[-2]
         self._reordered(rec, nxt, "next allocation first")
         self._barrier()
         return True
@@ -1023,7 +1149,9 @@ class _Engine:
 
     def _reordered(self, rec: tuple, other: tuple, how: str) -> None:
         self.reorders.append({"line": rec[R_LINE], "other_line": other[R_LINE],
-                              "index": self.alloc_index - 1, "how": how})
+                              "index": len(self.dec_off) - 1 if other[R_KIND] != ALLOC or
+                              other[R_LINE] < rec[R_LINE] else len(self.dec_off) - 2,
+                              "how": how})
 
     # -- frees, failures --
     def _free(self, rec: tuple) -> None:
@@ -1081,6 +1209,11 @@ class _Engine:
         p.alloc_failed(rec[R_ATOMIC])
 
     # -- the balance work --
+    def _kept(self, chunk: PcpuChunk) -> bool:
+        """Chunks older than the trace look empty to the model (what they held before is
+        unknown): the model never destroys them, only the trace does."""
+        return _key(chunk) in self.partial_chunks
+
     def _before(self, rec: tuple) -> None:
         """The balance work is pending as ``rec`` comes: does it run first?"""
         if WORK_POLICY == "immediate":
@@ -1103,7 +1236,7 @@ class _Engine:
         the run would create or destroy a chunk (the trace would show that, and shows it
         elsewhere: the run happens there)."""
         p = self.p
-        if p.balance_is_traced():
+        if p.balance_is_traced(self._kept):
             if not self.replaying:
                 self.work["deferred_to_trace"] += 1
             return
@@ -1229,9 +1362,10 @@ class _Engine:
         self._barrier()
 
     def _end(self) -> None:
+        self._go_live()
         p = self.p
         if p.balance_pending:
-            if p.balance_is_traced():
+            if p.balance_is_traced(self._kept):
                 self.work["pending_at_end"] += 1
             else:
                 p.balance(create=lambda: None, destroy=lambda c: False)
@@ -1277,10 +1411,13 @@ class _Engine:
         hi = u + 1
         while hi < end and not (touched >> hi) & 1:
             hi += 1
-        self._record(chunk, lo, hi - lo, f"alloc at off={rec[R_OFF]} did not use it",
-                     rec[R_LINE])
-        p.alloc_area_commit(chunk, lo, hi - lo)
-        self._barrier()
+        edges = [lo] + [x for x in self.untraced_starts.get(chunk.base_addr, ())
+                        if lo < x < hi] + [hi]
+        for a, b in zip(edges, edges[1:]):       # areas the trace frees start apart
+            self._record(chunk, a, b - a, f"alloc at off={rec[R_OFF]} did not use it",
+                         rec[R_LINE])
+            p.alloc_area_commit(chunk, a, b - a)
+        self._revised()
         return True
 
     def _carve_for(self, rec: tuple, chunk: PcpuChunk) -> bool:
@@ -1313,16 +1450,18 @@ class _Engine:
                              "off": bit_off * 4, "size": -bits * 4,
                              "evidence": "allocated by the kernel: was free after all",
                              "line": rec[R_LINE]})
-        self._barrier()
+        self._revised()
         return True
 
     def _learn_free(self, chunk: PcpuChunk, bit_off: int) -> None:
         """A free of an untraced area: an area began there; it ends at the next known edge
-        (the next allocated or traced byte, the end of the chunk). Inside an area learned
-        earlier, that area is split there."""
+        (the next offset the trace frees without allocating it, the next allocated or traced
+        byte, the end of the chunk). Inside an area learned earlier, that area is split."""
         p = self.p
         key = _key(chunk)
         touched = self.touched.get(chunk, 0)
+        cuts = [bit_off] + [u for u in self.untraced_starts.get(chunk.base_addr, ())
+                            if u > bit_off]
         if chunk.test_bit(bit_off):
             start = bit_off
             while start > 0 and not (chunk.bmap[start >> chunk.block_shift] >>
@@ -1330,23 +1469,48 @@ class _Engine:
                 start -= 1
             end = chunk.next_bound(bit_off + 1)
             p.free_area(chunk, start * PCPU_MIN_ALLOC_SIZE)
-            p.alloc_area_commit(chunk, start, bit_off - start)
-            p.alloc_area_commit(chunk, bit_off, end - bit_off)
-            self.pre_starts.setdefault(key, set()).add(bit_off)
+            edges = [start] + [c for c in cuts if start < c < end] + [end]
+            for lo, hi in zip(edges, edges[1:]):
+                p.alloc_area_commit(chunk, lo, hi - lo)
+            self.pre_starts.setdefault(key, set()).update(edges[1:-1])
             self.learned.append({"base_addr": f"{chunk.base_addr:x}",
                                  "reserved": chunk.is_reserved, "off": bit_off * 4,
-                                 "size": (end - bit_off) * 4,
+                                 "size": (edges[edges.index(bit_off) + 1] - bit_off) * 4,
                                  "evidence": "free of an area never allocated in the trace",
                                  "line": None})
+            self._revised()
             return
         end = chunk.next_allocated(bit_off + 1)
         t_end = touched >> (bit_off + 1)
         if t_end:
             end = min(end, bit_off + 1 + (t_end & -t_end).bit_length() - 1)
         end = min(end, chunk.map_bits - chunk.end_offset // PCPU_MIN_ALLOC_SIZE)
+        for c in cuts[1:]:
+            if c < end:
+                end = c
+                break
         self._record(chunk, bit_off, end - bit_off,
                      "free of an area never allocated in the trace", None)
         p.alloc_area_commit(chunk, bit_off, end - bit_off)
+        self._revised()
+
+    def _revised(self) -> None:
+        """The reconstruction changed. Within the restart window the replay starts over from
+        the revised start (what a separate reconstruction pass would have given); later the
+        revision applies from here on."""
+        self._barrier()
+        if not self.learn_mode and self.restart_window and \
+                self.nr_events <= self.restart_window:
+            raise _Restart()
+
+    def _go_live(self) -> None:
+        """Past the restart window: the listener hears what happened so far, then the rest."""
+        self.restart_window = 0
+        rec = self.listener
+        if isinstance(rec, _Recorder):
+            self.listener = self.p.listener = self.real_listener
+            for name, args in rec.calls:
+                _notify(self.real_listener, name, *args)
 
     def learned_areas(self) -> dict[tuple, list[tuple[int, int]]]:
         """The reconstruction: runs of bits learned as used before tracing, split where the
@@ -1386,7 +1550,12 @@ def replay(source: Bundle | Path | str, *, listener=None,
     records = iter_records(bundle.trace_path, stats,
                            progress if callable(progress) else None)
     async_ts = _async_enable_ts(bundle)
-    eng = _Engine(records, geo, bundle, path, listener, async_ts)
+    learner = _Engine(records, geo, bundle, path, None, async_ts)
+    prefix = learner.learn_prefix()
+    rest = itertools.chain(prefix, list(learner.ahead), learner.src)
+    del prefix
+    eng = _Engine(rest, geo, bundle, path, listener, async_ts, learner=learner)
+    eng.run()
     addr = eng.addr
     if addr["kallsyms_per_cpu_start"] is not None and \
             addr["kallsyms_per_cpu_start"] != addr["per_cpu_start"]:

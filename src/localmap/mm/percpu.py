@@ -1610,10 +1610,12 @@ class Percpu:
         self.balance_free(True, destroy, run)
         return run
 
-    def balance_is_traced(self) -> bool:
+    def balance_is_traced(self, keep: Callable[[PcpuChunk], bool] | None = None) -> bool:
         """Whether running the balance work now would create or destroy a chunk (events the
-        trace shows), computed without running it."""
-        if len(self.slots[self.free_slot]) > 1:
+        trace shows), computed without running it. ``keep(chunk)`` true: the caller vetoes
+        destroying that chunk (its destruction would not count)."""
+        spare = self.slots[self.free_slot][1:]
+        if any(keep is None or not keep(c) for c in spare):
             return True                       # pcpu_balance_free(false) destroys spare chunks
         if self.slots[self.to_depopulate_slot]:
             # reclaim may empty a chunk for the final pcpu_balance_free: try it on a snapshot
@@ -1623,7 +1625,8 @@ class Percpu:
                 wanted.append(None)
 
             def destroy(chunk: PcpuChunk) -> bool:
-                wanted.append(chunk)
+                if keep is None or not keep(chunk):
+                    wanted.append(chunk)
                 return False
             touched = set(self.slots[self.to_depopulate_slot]) | \
                 set(self.slots[self.free_slot])
