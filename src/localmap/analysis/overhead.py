@@ -386,7 +386,7 @@ def overhead_bundles(
     specs: Iterable[tuple[int, int | str | None, int | None, bool]],
     *,
     checked: bool = False,
-    progress: bool = False,
+    progress: Any = None,
     map_global: bool = True,
 ) -> list[dict[str, Any] | LocalmapError]:
     """The bundle's allocation history on several machines at once, from ONE allocator replay.
@@ -416,7 +416,8 @@ def overhead_bundles(
         machines.append((driver, base))
         listeners += [driver] + ([base] if base else [])
     if listeners:
-        replay_mod.replay(bundle, listener=Tee(*listeners), progress=progress)
+        replay_mod.replay(bundle, listener=Tee(*listeners),
+                          progress=progress if callable(progress) else None)
     out: list[dict[str, Any] | LocalmapError] = []
     for entry in machines:
         if isinstance(entry, LocalmapError):
@@ -450,7 +451,7 @@ def overhead_bundle(
     va_bits: int | None = None,
     *,
     checked: bool = False,
-    progress: bool = False,
+    progress: Any = None,
     map_global: bool = True,
     baseline: bool = True,
 ) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from localmap.analysis import overhead as ov
 from localmap.arch.arm64.pgtable import VA_BITS_CHOICES, parse_granule
@@ -41,8 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _progress_enabled() -> bool:
-    return sys.stderr.isatty()
+def _replay_progress():
+    """A progress bar on stderr for the bundle's replay (a context manager whose value is the
+    replay's callback, or None when stderr is not a terminal)."""
+    from contextlib import contextmanager
+
+    from localmap.analysis.replay_cmd import TerminalProgress
+
+    @contextmanager
+    def bar():
+        with TerminalProgress("replaying the bundle's trace") as prog:
+            yield prog if prog.enabled else None
+    return bar()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         if args.unit_size or args.chunks:
             raise LocalmapError("--unit-size and --chunks belong to the synthetic form (no BUNDLE)")
         if args.json:
-            res = ov.overhead_bundle(args.bundle, args.cpus, args.granule, args.va_bits,
-                                     checked=args.check, progress=_progress_enabled())
+            with _replay_progress() as prog:
+                res = ov.overhead_bundle(args.bundle, args.cpus, args.granule, args.va_bits,
+                                         checked=args.check, progress=prog)
             print(json.dumps(res, indent=2))
             return 0
         # the other granules side by side, all fed by the same single replay
@@ -68,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
             if vab is not None and vab not in VA_BITS_CHOICES[parse_granule(g)]:
                 vab = 48
             specs.append((args.cpus, g, vab, False))
-        results = ov.overhead_bundles(args.bundle, specs, checked=args.check,
-                                      progress=_progress_enabled())
+        with _replay_progress() as prog:
+            results = ov.overhead_bundles(args.bundle, specs, checked=args.check,
+                                          progress=prog)
         if isinstance(results[0], LocalmapError):
             raise results[0]
         res = results[0]

@@ -63,10 +63,41 @@ def open_source(source: str, dmesg: str | None = None, config: str | None = None
     return bundle
 
 
+class TerminalProgress:
+    """A progress bar on stderr for the replay's ``progress(done, total)`` callback (bytes of
+    the trace file read); nothing when stderr is not a terminal."""
+
+    def __init__(self, label: str, enabled: bool | None = None):
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._p = self._task = None
+
+    def __enter__(self) -> "TerminalProgress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                                       TimeElapsedColumn)
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(),
+                               TaskProgressColumn(), TimeElapsedColumn(),
+                               console=Console(stderr=True), transient=True)
+            self._p.__enter__()
+            self._task = self._p.add_task(self.label, total=None)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=done, total=total)
+
+
 def run(args: argparse.Namespace) -> int:
     from localmap.analysis.replay import replay
     bundle = open_source(args.source, args.dmesg, args.config, args.cpus)
-    res = replay(bundle, progress=sys.stderr.isatty())
+    with TerminalProgress(f"replaying {bundle.trace_path.name}") as prog:
+        res = replay(bundle, progress=prog if prog.enabled else None)
     if args.decisions:
         try:
             res.write_decisions(args.decisions)

@@ -1376,22 +1376,54 @@ class Percpu:
         free_slot = self.free_slot
         slot = free_slot if size == self.unit_size else \
             max(size.bit_length() - PCPU_SLOT_BASE_SHIFT + 2, 1)      # pcpu_size_to_slot
+        try_chunk = self._search_chunk
         while slot <= free_slot:
             lst = slots[slot]
             if lst:
                 for chunk in lst[:] if slot < PCPU_SLOT_FAIL_THRESHOLD else lst:
                     if chunk.slot != slot:
                         continue
-                    off = fit(chunk, bits, bit_align, atomic)
-                    if off < 0:
-                        if slot < PCPU_SLOT_FAIL_THRESHOLD:
-                            self.chunk_move(chunk, 0)
-                        continue
-                    off = self.alloc_area_search(chunk, bits, bit_align, off)
+                    off = try_chunk(chunk, bits, bit_align, atomic)
                     if off >= 0:
                         return chunk, off
+                    if off == -1 and slot < PCPU_SLOT_FAIL_THRESHOLD:
+                        self.chunk_move(chunk, 0)
             slot += 1
         return None
+
+    def _search_chunk(self, chunk: PcpuChunk, bits: int, align: int, atomic: bool) -> int:
+        """``pcpu_find_block_fit`` then ``pcpu_alloc_area``'s search in one chunk (their
+        common path inlined: the replay's hottest code): bit offset, -1 when the block fit
+        fails, -2 when the area search does."""
+        n = chunk.nr_pages
+        start = chunk.chs[n]
+        if ((start + align - 1) & -align) - start + bits > chunk.ch[n]:
+            return -1                                       # pcpu_check_block_hint
+        s = chunk.sh[n]
+        if s and start > chunk.shs[n] and bits > s:         # pcpu_next_hint
+            bit_off = chunk.shs[n] + s
+        else:
+            bit_off = chunk.ff[n]
+        map_bits = chunk.map_bits
+        bit_off, fit_bits = self.next_fit_region(chunk, bits, align, bit_off)
+        if atomic:
+            while bit_off < map_bits:
+                ok, next_off = self._is_populated(chunk, bit_off, fit_bits)
+                if ok:
+                    break
+                bit_off, fit_bits = self.next_fit_region(chunk, bits, align, next_off)
+        if bit_off >= map_bits:
+            return -1
+        # pcpu_alloc_area's search: pcpu_find_zero_area in [bit_off, bit_off + bits + bb)
+        end = bit_off + bits + self.block_bits
+        if end > map_bits:
+            end = map_bits
+        off, area_off, area_bits = self.find_zero_area(chunk, end, bit_off, bits, align - 1)
+        if off >= end:
+            return -2
+        if area_bits:
+            self.block_update_scan(chunk, area_off, area_bits)
+        return off
 
     def commit_alloc(self, chunk: PcpuChunk, bit_off: int, size: int, atomic: bool,
                      reintegrate: bool = True) -> int:
@@ -1492,7 +1524,9 @@ class Percpu:
                 if pos is not chunk:
                     self.schedule_balance_work()
                     break
-        elif self.should_reclaim_chunk(chunk):
+        elif ((chunk.isolated and chunk.nr_empty_pop_pages) or self.nr_empty_pop_pages >
+                PCPU_EMPTY_POP_PAGES_HIGH + chunk.nr_empty_pop_pages) and \
+                self.should_reclaim_chunk(chunk):
             self.isolate_chunk(chunk)
             self.schedule_balance_work()
         return size
