@@ -1,10 +1,11 @@
 """Replay of a real percpu trace through the allocator model, predicting every decision.
 
-The trace is read and replayed as one stream (:func:`localmap.ingest.trace.iter_records`): a
-record is replayed as soon as it is read and then dropped, except a short look-ahead (chunk
-events, a racing pair) and the records since the last allocator checkpoint (the race trials
-below). Memory follows the allocator's live state, not the trace's length; per-allocation
-results are kept as two machine-word arrays.
+The trace is read and replayed as a stream (:func:`localmap.ingest.trace.iter_records`): a
+record is replayed as it is read and then dropped. What is kept: a short look-ahead (the chunk
+events of one run of the balance work, a racing pair), the records since the last allocator
+checkpoint (for the race trials, at most 2 x :data:`CHECKPOINT_EVERY`), the records of the
+reconstruction pass (at most :data:`LEARN_PREFIX`), and per allocation two machine words (the
+model's prediction). Memory follows the allocator's live state, not the trace's length.
 
 Steps (each is reported):
 
@@ -17,40 +18,49 @@ Steps (each is reported):
    ``ptr`` when kallsyms is there; otherwise the first chunk is the lowest chunk address used
    without a ``percpu_create_chunk`` in the first :data:`PREFIX_EVENTS` events (embed: linear
    map; page: near VMALLOC_START; dynamic chunks are placed top-down from VMALLOC_END).
-3. **Starting occupancy**, learned as the replay goes (no separate pass, no free parameter).
-   Allocations made before tracing started never appear; the model starts from the emptiest
-   state and, in a chunk older than the trace, records an area as allocated before tracing only
-   when (a) the trace frees an offset it never allocated (an area starts there), or (b) the
-   kernel placed an allocation above free space the model would have used first, and no traced
-   event ever touched that space; an allocation inside such an area later shows it was free
-   after all and cuts it out again. The prediction that revealed an area is made again with
-   the area in place.
-4. **Replay.** Chunk creation and destruction come from the trace. For each
-   ``percpu_alloc_percpu`` the model predicts (chunk, offset) first, then applies the kernel's
-   answer so it stays in step.
-5. **The balance work as the kernel runs it.** Scheduling sets a pending flag (coalesced, as
-   ``schedule_work`` of a pending work; nothing before ``percpu_enable_async``, i.e. before the
-   first chunk event of the work in the trace, see :data:`ASYNC_RULE`; an atomic failure sets
-   ``pcpu_atomic_alloc_failed``). The work runs at the next point where it can take
-   ``pcpu_alloc_mutex``: before the next non-atomic allocation (which needs the mutex) when
-   that run creates and destroys nothing, since a run that does shows in the trace; a run that
-   does runs where the trace shows its ``percpu_destroy_chunk`` / ``percpu_create_chunk``. A
-   ``percpu_create_chunk`` is ``pcpu_alloc``'s own when the creating task's next allocation
-   finds no space in the model without it; otherwise it is the work's.
+3. **Starting occupancy.** Allocations made before tracing started never appear. The model
+   starts from the emptiest state consistent with the trace: in a chunk older than the trace an
+   area counts as allocated before tracing only when (a) the trace frees an offset it never
+   allocated (an area starts there), or (b) the kernel placed an allocation above free space the
+   model would have used first, and that space is untouched by any earlier traced event (an
+   allocation inside such an area later shows it was free after all). No free parameter. These
+   areas are learned by a reconstruction pass (kernel answers applied, nothing scored) that
+   stops as soon as no chunk older than the trace has untouched free space left, or after
+   :data:`LEARN_PREFIX` events; the scoring pass then replays from the reconstructed start
+   (the pass's records again from memory, then the rest of the stream). Past that bound, the
+   same learning goes on inline.
+4. **Replay.** For each ``percpu_alloc_percpu`` the model predicts (chunk, offset) first, then
+   applies the kernel's answer so it stays in step. Chunk creation and destruction are the
+   trace's.
+5. **The balance work as the kernel runs it.** Scheduling it (an allocation leaving fewer than
+   2 empty populated pages, a free leaving a second fully free chunk or a chunk to isolate, an
+   atomic failure, which also sets ``pcpu_atomic_alloc_failed``) sets a pending flag: requests
+   coalesce as ``schedule_work`` of a pending work does, and count for nothing before
+   ``percpu_enable_async`` (a ``subsys_initcall``; the bound is the boot log's
+   ``clocksource: Switched to clocksource`` line, printed by an ``fs_initcall``, on the trace's
+   clock). The work then runs when its kworker can take ``pcpu_alloc_mutex``: once the task
+   that scheduled it lets the CPU go (the next event is another task's) or before the next
+   non-atomic allocation (which needs the mutex), unless that run would create or destroy a
+   chunk: such a run shows in the trace, so it runs where the trace shows its
+   ``percpu_destroy_chunk`` / ``percpu_create_chunk`` (with the destructions the same kworker
+   prints next). A ``percpu_create_chunk`` is ``pcpu_alloc``'s own when the creating task's
+   next allocation finds no space in the model without the new chunk; else it is the work's.
 6. **Races.** The allocation tracepoint fires after the allocator drops its lock and ftrace
    orders events by timestamp, so an allocation can be printed after events that happened
    after it took its area. On a miss, the replay tries the allocator's order: the next
    allocation first (another task, within :data:`RACE_WINDOW_S`, exactly the model's
-   prediction), or this allocation before any of the frees and allocations by other tasks
-   printed within :data:`RACE_WINDOW_S` before it (nearest first), whatever those changed
-   (space, hints, slot, isolation, population, the balance work), by re-running the events
-   from the last allocator checkpoint in that order. An order is kept only if the model then
-   agrees on the allocation and on every replayed allocation it agreed on before; each one
-   kept is reported with its lines (``reorders``). An answer the kernel could not have taken
-   from a chunk the model has isolated does not put the chunk back.
+   prediction), or this allocation before the frees and allocations other tasks printed within
+   :data:`RACE_WINDOW_S` before it (nearest position first), whatever they changed (space,
+   hints, slot, isolation, population, the balance work): the events since the last
+   checkpoint are re-run in that order. An order is kept only if the model then agrees on the
+   allocation and on every re-run allocation it agreed on; each one kept is reported with its
+   lines (``reorders``). When no order explains a miss, the kernel's answer is applied; it does
+   not put back a chunk the model holds isolated (the kernel cannot have taken the area from
+   it: the model's list state is what is off).
 
 Deliberate differences: when the trace shows nothing of a run of the balance work, the model
-runs it at the earliest point the kernel could (see step 5).
+runs it at the earliest point the kernel could (step 5); a free that races the balance work's
+own depopulation (the work drops ``pcpu_lock`` around it) cannot be seen and is not modelled.
 """
 
 from __future__ import annotations
@@ -69,19 +79,15 @@ from localmap.ingest.trace import (ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, R_A
                                    R_BASE, R_CALL_SITE, R_KIND, R_LINE, R_OFF, R_PTR,
                                    R_RESERVED, R_SIZE, iter_records, record_head, record_ts)
 from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError, PcpuChunk,
-                                _notify, first_chunk_alloc_info, pcpu_build_alloc_info)
+                                first_chunk_alloc_info, pcpu_build_alloc_info)
 
 RACE_WINDOW_S = 0.010       # how far apart two racing events can be printed
 CHECKPOINT_EVERY = 1024     # events between allocator checkpoints (race trials restart there)
 LOOKAHEAD = 64              # records read ahead (chunk events of one work run, racing pair)
 PREFIX_EVENTS = 4096        # events read before the first chunk is located (no kallsyms)
 LEARN_PREFIX = 32768        # at most this many events in the reconstruction pass
-MAX_RESTARTS = 16           # replays from the start after a revision of the reconstruction
 MAX_RACE_CANDIDATES = 24    # positions tried for one allocation
 WORK_POLICY = "task"
-ASYNC_RULE = ("the balance work is off (percpu_enable_async not yet run) until the trace "
-              "shows a task other than the boot CPU's idle task (pid 0) or a chunk event of "
-              "the work")
 
 CAUSES = {
     "no-space-in-model": "the model found no space where the kernel did (state diverged)",
@@ -452,56 +458,13 @@ class _Trial(Exception):
     """A trial order failed (raised inside a trial, never escapes the engine)."""
 
 
-class _Restart(Exception):
-    """The reconstruction was revised early in the trace: replay again from the start."""
-
-
-class _Recorder:
-    """Keeps listener calls until the replay can no longer restart."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, tuple]] = []
-
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return lambda *args: self.calls.append((name, args))
-
-
-class _Rewindable:
-    """The record stream, keeping what it yields until ``forget`` (so a replay can restart)."""
-
-    def __init__(self, head: list[tuple], src: Iterator[tuple]):
-        self.kept = head
-        self.src = src
-        self.keeping = True
-
-    def __iter__(self) -> Iterator[tuple]:
-        yield from self.kept[:]
-        for rec in self.src:
-            if self.keeping:
-                self.kept.append(rec)
-            yield rec
-
-    def forget(self) -> None:
-        self.keeping = False
-        self.kept = []
-
-
 class _Engine:
     """One streaming pass: the model, the scoring, the reconstruction, the race trials."""
 
     def __init__(self, records: Iterator[tuple], geo: Geometry, bundle: Bundle, path: str,
-                 listener=None, async_ts: float | None = None, learner: "_Engine | None" = None,
-                 restart_window: int = 0):
+                 listener=None, async_ts: float | None = None, learner: "_Engine | None" = None):
         self.src = records
         self.learn_mode = False
-        # until restart_window events, a revision of the reconstruction restarts the replay
-        # from the start (_Restart); the listener hears nothing before that window is over
-        self.restart_window = restart_window
-        self.real_listener = listener
-        if listener is not None and restart_window:
-            listener = _Recorder()
         self.ahead: deque = deque()
         self.geo = geo
         self.path = path
@@ -731,8 +694,6 @@ class _Engine:
     def _checkpoint(self) -> None:
         """Every CHECKPOINT_EVERY records: a snapshot; the records before the older of the
         two kept are dropped."""
-        if self.restart_window and self.nr_events > self.restart_window:
-            self._go_live()
         self._prune()
         applied = self.applied
         if len(self.ckpts) >= 2:
@@ -1362,7 +1323,6 @@ class _Engine:
         self._barrier()
 
     def _end(self) -> None:
-        self._go_live()
         p = self.p
         if p.balance_pending:
             if p.balance_is_traced(self._kept):
@@ -1495,22 +1455,8 @@ class _Engine:
         self._revised()
 
     def _revised(self) -> None:
-        """The reconstruction changed. Within the restart window the replay starts over from
-        the revised start (what a separate reconstruction pass would have given); later the
-        revision applies from here on."""
+        """The reconstruction changed: no race trial reorders across this point."""
         self._barrier()
-        if not self.learn_mode and self.restart_window and \
-                self.nr_events <= self.restart_window:
-            raise _Restart()
-
-    def _go_live(self) -> None:
-        """Past the restart window: the listener hears what happened so far, then the rest."""
-        self.restart_window = 0
-        rec = self.listener
-        if isinstance(rec, _Recorder):
-            self.listener = self.p.listener = self.real_listener
-            for name, args in rec.calls:
-                _notify(self.real_listener, name, *args)
 
     def learned_areas(self) -> dict[tuple, list[tuple[int, int]]]:
         """The reconstruction: runs of bits learned as used before tracing, split where the
@@ -1560,7 +1506,6 @@ def replay(source: Bundle | Path | str, *, listener=None,
     if addr["kallsyms_per_cpu_start"] is not None and \
             addr["kallsyms_per_cpu_start"] != addr["per_cpu_start"]:
         geo.notes.append("kallsyms __per_cpu_start differs from the trace's pointers")
-    eng.run()
     if stats.get("lost"):
         partial_reasons.append(f"{stats['lost']} events lost by the tracer: "
                                + "; ".join(stats["lost_detail"][:3]))
