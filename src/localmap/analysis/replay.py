@@ -82,7 +82,7 @@ from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocEr
                                 first_chunk_alloc_info, pcpu_build_alloc_info)
 
 RACE_WINDOW_S = 0.010       # how far apart two racing events can be printed
-CHECKPOINT_EVERY = 1024     # events between allocator checkpoints (race trials restart there)
+CHECKPOINT_EVERY = 4096     # events between allocator checkpoints (race trials restart there)
 LOOKAHEAD = 64              # records read ahead (chunk events of one work run, racing pair)
 PREFIX_EVENTS = 4096        # events read before the first chunk is located (no kallsyms)
 LEARN_PREFIX = 32768        # at most this many events in the reconstruction pass
