@@ -18,6 +18,8 @@
     under ``${XDG_CACHE_HOME:-~/.cache}/localmap/bench``), replayed in a fresh child process:
     wall and CPU time, and peak RSS (``VmHWM`` of the child, so it includes the interpreter).
     Targets: < 20 s and < 300 MB.
+(d) (a) in instructions (valgrind callgrind, when installed; about two minutes), a measure
+    other load on the machine does not move.
 (c) where the time of (a) goes: the reading and parsing alone (``iter_records``), the
     reconstruction pass (records it replays twice), and, from a cProfile run, the allocator's
     search (``pcpu_alloc_search``), commit with its bitmap and hint updates (``commit_alloc``)
@@ -218,9 +220,43 @@ def bench_c() -> dict:
             "shares": {k: v / total for k, v in cum.items()}, "profile": s.getvalue()}
 
 
+_CG_SCRIPTS = {
+    "import": "import sys; sys.path.insert(0, {bench!r}); import bench_replay, "
+              "localmap.analysis.replay",
+    "tight": "import sys; sys.path.insert(0, {bench!r}); import bench_replay, "
+             "localmap.analysis.replay; bench_replay.tight_parse({trace!r})",
+    "replay": "import sys; sys.path.insert(0, {bench!r}); import bench_replay, "
+              "localmap.analysis.replay as r; r.replay({bundle!r})",
+}
+
+
+def bench_instructions() -> dict | None:
+    """(a) counted in instructions (valgrind's callgrind), which other load on the machine
+    does not change: the replay and the tight parse, each less the imports they share."""
+    import shutil
+    if shutil.which("valgrind") is None:
+        return None
+    from localmap.ingest.bundle import load_bundle
+    bundle = _s1()
+    trace = str(load_bundle(bundle).trace_path)
+    counts = {}
+    for name, code in _CG_SCRIPTS.items():
+        print(f"  (d) callgrind: {name}", file=sys.stderr, flush=True)
+        code = code.format(bench=str(Path(__file__).parent), trace=trace, bundle=str(bundle))
+        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                              sys.executable, "-c", code], capture_output=True, text=True)
+        m = re.search(r"Collected : (\d+)", out.stderr)
+        if out.returncode or not m:
+            return None
+        counts[name] = int(m.group(1))
+    tight = counts["tight"] - counts["import"]
+    rep = counts["replay"] - counts["import"]
+    return {"tight": tight, "replay": rep, "ratio": rep / tight}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=("a", "b", "c"))
+    ap.add_argument("--only", choices=("a", "b", "c", "d"))
     ap.add_argument("--runs", type=int, default=7, help="repetitions for (a) (default 7)")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--cpus", type=int, default=64)
@@ -242,6 +278,7 @@ def main() -> int:
         b = bench_b(args.events, args.cpus, args.seed, args.reuse)
     if args.only in (None, "c"):
         c = bench_c()
+    d = bench_instructions() if args.only in (None, "d") else None
     print(cmd.rstrip())
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
           f"python {sys.version.split()[0]}")
@@ -281,6 +318,12 @@ def main() -> int:
             ("(c) allocator search / commit / free", f"{sh.get('pcpu_alloc_search', 0):.0%} / "
              f"{sh.get('commit_alloc', 0):.0%} / {sh.get('free_in_chunk', 0):.0%}", "",
              "shares of the replay under cProfile (commit = bitmaps + hints + population)"),
+        ]
+    if d:
+        rows += [
+            ("(d) s1 instructions: tight parse / replay", f"{d['tight'] / 1e9:.2f} G",
+             f"{d['replay'] / 1e9:.2f} G", f"replay / tight parse {d['ratio']:.2f}x "
+             "(callgrind; imports subtracted)"),
         ]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

@@ -1435,7 +1435,37 @@ class Percpu:
         """
         size = (size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
         bits = size >> PCPU_MIN_ALLOC_SHIFT
-        off = self.alloc_area_commit(chunk, bit_off, bits)
+        # pcpu_alloc_area's commit (as alloc_area_commit, inlined for the common case: an area
+        # within one block)
+        shift = self.block_shift
+        bm = self.block_bits - 1
+        end = bit_off + bits
+        i = bit_off >> shift
+        if i != (end - 1) >> shift:
+            off = self.alloc_area_commit(chunk, bit_off, bits)
+        else:
+            n = chunk.nr_pages
+            ch = chunk.ch
+            oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
+            so = bit_off & bm
+            mask = ((1 << bits) - 1) << so
+            amap, bmap = chunk.amap, chunk.bmap
+            amap[i] |= mask
+            bmap[i] = (bmap[i] & ~mask) | (1 << so)
+            bmap[end >> shift] |= 1 << (end & bm)
+            chunk.free_bytes -= size
+            ff = chunk.ff
+            if bit_off == ff[n]:
+                e = end >> shift
+                x = ((amap[e] ^ ((1 << (bm + 1)) - 1)) >> (end & bm)) if e < n else 0
+                ff[n] = end + (x & -x).bit_length() - 1 if x else \
+                    _next_zero(amap, shift, end, chunk.map_bits)
+            self.block_update_hint_alloc(chunk, bit_off, bits)
+            if not chunk.isolated:                 # pcpu_chunk_relocate(chunk, oslot)
+                nslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
+                if oslot != nslot and chunk is not self.reserved_chunk:
+                    self._list_move(chunk, nslot, oslot < nslot)
+            off = bit_off << PCPU_MIN_ALLOC_SHIFT
         if reintegrate and chunk.isolated and chunk is not self.reserved_chunk:
             self.reintegrate_chunk(chunk)
         if not atomic:
@@ -1518,7 +1548,27 @@ class Percpu:
                 (bit & (self.block_bits - 1)) & 1:
             raise LocalmapError(f"free of off={off} in chunk {chunk.base_addr:#x}: no area "
                                 "starts there")
-        size = self.free_area(chunk, off)
+        # pcpu_free_area (as free_area, inlined)
+        n = chunk.nr_pages
+        ch = chunk.ch
+        oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
+        end = _next_set(chunk.bmap, shift, bit + 1, chunk.map_bits)
+        bits = end - bit
+        amap = chunk.amap
+        i = bit >> shift
+        if i == (end - 1) >> shift:
+            amap[i] &= ~(((1 << bits) - 1) << (bit & (self.block_bits - 1)))
+        else:
+            _clear_bits(amap, shift, bit, bits)
+        size = bits << PCPU_MIN_ALLOC_SHIFT
+        chunk.free_bytes += size
+        if bit < chunk.ff[n]:
+            chunk.ff[n] = bit
+        self.block_update_hint_free(chunk, bit, bits)
+        if not chunk.isolated:                     # pcpu_chunk_relocate(chunk, oslot)
+            nslot = self.slot_of_hint[ch[n]]
+            if oslot != nslot and chunk is not self.reserved_chunk:
+                self._list_move(chunk, nslot, oslot < nslot)
         if not chunk.isolated and chunk.free_bytes == self.unit_size:
             for pos in self.slots[self.free_slot]:
                 if pos is not chunk:
