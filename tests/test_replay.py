@@ -409,3 +409,14 @@ def test_balance_work_waits_for_percpu_enable_async():
     r = replay(b)
     assert f"{ts:.6f} s" in r.balance["percpu_enable_async_by"]
     assert subsys_initcalls_done_ts("[    0.000000] Booting Linux\n") is None
+
+
+def test_terminal_report_of_a_replay(capsys):
+    """The command's own report (not --json): every section, reorders and balance work, no
+    traceback."""
+    code = main(["replay", str(default_bundle_path())])
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err
+    for text in ("First chunk geometry", "Agreement with the kernel's allocation decisions",
+                 "Balance work:", "Final allocator state", "read and replayed in"):
+        assert text in out

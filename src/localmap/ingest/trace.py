@@ -18,8 +18,8 @@ tuple, fields at the ``R_*`` indices) per event, holding nothing else; the repla
 as they come. The two lines that make up almost every trace (``percpu_alloc_percpu`` and
 ``percpu_free_percpu`` in the tracefs/trace-cmd layout) go through one anchored regular
 expression each, whose groups are exactly the fields (numbers and addresses are checked by the
-expression itself; a field check of its own belongs in :func:`_alloc_record` /
-:func:`_free_record`); every other line takes the general path (:func:`parse_line`). The line
+expression itself; a field check of its own belongs in the two blocks of :func:`iter_records`
+that build those records); every other line takes the general path (:func:`parse_line`). The line
 prefix (task, pid, CPU, timestamp) of a fast-path record is kept as text and parsed on demand by
 :func:`record_head` (its shape was checked by the expression). :func:`read_trace` and
 :class:`PcpuEvent` are the whole-file, object-per-event view of the same records.
@@ -81,18 +81,6 @@ _FAST_FREE = re.compile(
     _HEAD + r": percpu_free_percpu: base_addr=([0-9a-f]+) off=(\d+) ptr=([0-9a-f]+)$").match
 _HEAD_FIELDS = re.compile(
     r" *(.*?)-(\d+) +(?:\( *[-\d]+\) +)?\[(\d+)\] +(?:\S+ +)?(\d+\.\d+)$").match
-
-
-def _alloc_record(lineno: int, g: tuple) -> tuple:
-    head, cs, res, atom, size, align, base, off, ptr, ba, gfp = g
-    return (ALLOC, lineno, int(base, 16), int(off), int(size), int(align), res == "1",
-            atom == "1", int(ptr, 16), head, cs, -1 if ba is None else int(ba), gfp or "")
-
-
-def _free_record(lineno: int, g: tuple) -> tuple:
-    head, base, off, ptr = g
-    return (FREE, lineno, int(base, 16), int(off), 0, 0, False, False, int(ptr, 16), head, "",
-            -1, "")
 
 
 def record_head(rec: tuple) -> tuple[str, int, int, float]:
@@ -319,7 +307,7 @@ def iter_records(path: Path | str, stats: dict | None = None,
             if "percpu_alloc_percpu: " in line:
                 m = fast_alloc(line)
                 if m is not None:
-                    # (as _alloc_record, inlined: this is the hottest line of the replay)
+                    # the record of an allocation (the replay's hottest line)
                     head, cs, res, atom, size, align, base, off, ptr, ba, gfp = m.groups()
                     rec = (ALLOC, lineno, int(base, 16), int(off), int(size), int(align),
                            res == "1", atom == "1", int(ptr, 16), head, cs,

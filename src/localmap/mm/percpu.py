@@ -1019,7 +1019,7 @@ class Percpu:
                 nr_empty_pages += 1
             upd(chunk, e_index, 0, end, bb)
             nr_empty_pages += e_index - s_index - 1
-            sh, shs, lf, rf, ff = chunk.sh, chunk.shs, chunk.lf, chunk.rf, chunk.ff
+            sh, lf, rf, ff = chunk.sh, chunk.lf, chunk.rf, chunk.ff
             for k in range(s_index + 1, e_index):
                 ff[k] = 0
                 sh[k] = 0

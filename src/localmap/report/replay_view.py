@@ -172,4 +172,4 @@ def print_replay(res: ReplayResult, show: int = 10, console: Console | None = No
     for r in replay_tables(res, show):
         con.print(r)
         con.print()
-    con.print(f"replayed in {res.seconds:.2f} s (parsing {res.parse_seconds:.2f} s)")
+    con.print(f"read and replayed in {res.seconds:.2f} s")

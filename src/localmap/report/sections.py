@@ -181,7 +181,7 @@ def build_replay(ctx: Context, title: str) -> Section:
         ("allocations predicted", f"{100 * ag['overall']:.2f} % ({ag['agree']:,} of {ag['total']:,})"),
         ("  non-atomic / atomic", f"{100 * ag['nonatomic']:.2f} % of {ag['nonatomic_total']:,} / "
                                   f"{100 * ag['atomic']:.2f} % of {ag['atomic_total']:,}"),
-        ("racing pairs replayed swapped", str(ag["race_swaps"])),
+        ("allocations replayed in the allocator's order", str(ag["race_swaps"])),
         ("final state", f"{fs['nr_chunks']} chunks of {fs['nr_units']} x {human_bytes(fs['unit_size'])}, "
                         f"{fs['populated_pages']} pages populated per unit "
                         f"({human_bytes(fs['populated_bytes'])} over all units)"),
