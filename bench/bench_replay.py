@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_replay.py                 # (a), (b) and (c)
     .venv/bin/python bench/bench_replay.py --only a        # s1: tight parse vs replay
-    .venv/bin/python bench/bench_replay.py --only b --reuse  # 10^6 events, 64 CPUs
+    .venv/bin/python bench/bench_replay.py --only b        # 10^6 events, 64 CPUs
     .venv/bin/python bench/bench_replay.py --only c        # where the replay's time goes
 
 (a) ``s1_612_4k_smp4`` (31,170 events): a tight regex parse of every percpu event's fields
@@ -15,7 +15,8 @@
     their ratio. Target: replay <= 3x the parse (goal 2x).
 (b) a synthetic bundle of 1,000,000 events on a 64-CPU machine
     (``localmap.analysis.synthetic.make_synthetic_bundle``, generated first and not timed,
-    under ``${XDG_CACHE_HOME:-~/.cache}/localmap/bench``), replayed in a fresh child process:
+    cached under ``${XDG_CACHE_HOME:-~/.cache}/localmap/bench`` by generator source and
+    arguments), replayed in a fresh child process:
     wall and CPU time, and peak RSS (``VmHWM`` of the child, so it includes the interpreter).
     Targets: < 20 s and < 300 MB.
 (d) (a) in instructions (valgrind callgrind, when installed; about two minutes), a measure
@@ -129,9 +130,12 @@ def bench_a(runs: int) -> dict:
 def make_synthetic(events: int, cpus: int, seed: int, reuse: bool) -> tuple[Path, float]:
     from localmap.analysis.synthetic import make_synthetic_bundle
 
-    out = CACHE / f"synthetic_{cpus}cpu_{events}ev_seed{seed}"
+    import hashlib
+    import localmap.analysis.synthetic as syn
+    version = hashlib.sha1(Path(syn.__file__).read_bytes()).hexdigest()[:8]
+    out = CACHE / f"synthetic_{cpus}cpu_{events}ev_seed{seed}_{version}"
     if reuse and (out / "trace").exists() and (out / "meminfo.fork").exists():
-        return out, 0.0
+        return out, 0.0         # (same generator source, same arguments: the same bytes)
     t = time.perf_counter()
     last = [0.0]
 
@@ -261,8 +265,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--cpus", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--reuse", action="store_true",
-                    help="reuse a synthetic bundle generated earlier with the same arguments")
+    ap.add_argument("--regenerate", action="store_true",
+                    help="generate the synthetic bundle even if one made by the same generator "
+                    "source with the same arguments is cached")
     ap.add_argument("--profile", action="store_true", help="also print (c)'s cProfile table")
     ap.add_argument("--child", metavar="BUNDLE", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -275,7 +280,7 @@ def main() -> int:
     if args.only in (None, "a"):
         a = bench_a(args.runs)
     if args.only in (None, "b"):
-        b = bench_b(args.events, args.cpus, args.seed, args.reuse)
+        b = bench_b(args.events, args.cpus, args.seed, not args.regenerate)
     if args.only in (None, "c"):
         c = bench_c()
     d = bench_instructions() if args.only in (None, "d") else None
