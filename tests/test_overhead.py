@@ -33,7 +33,7 @@ def test_cli_synthetic_human_table_has_talk_column(capsys):
                "--chunks", "2"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "960K" in out and "couple of MB" in out  # the talk's figures beside the 4K/160 row
+    assert "960 KiB" in out and "couple of MB" in out  # the talk's figures beside the 4K/160 row
     assert "16K/48" in out and "64K/48" in out
 
 

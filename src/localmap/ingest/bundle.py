@@ -22,7 +22,8 @@ from localmap.errors import LocalmapError
 from localmap.ingest import kconfig, procfs
 from localmap.ingest.textfile import open_text, read_text
 
-MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork")
+# the workload phases after which Percpu: is read, in the order the capture script runs them
+MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork", "modules", "modules_del", "workload")
 
 
 def _find(folder: Path, name: str) -> Path | None:

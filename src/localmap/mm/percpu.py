@@ -36,7 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
+from localmap.arch.arm64.pgtable import GRANULES
 from localmap.errors import LocalmapError
+from localmap.units import MASK64
 
 PCPU_MIN_ALLOC_SHIFT = 2
 PCPU_MIN_ALLOC_SIZE = 1 << PCPU_MIN_ALLOC_SHIFT
@@ -44,8 +46,7 @@ PCPU_SLOT_BASE_SHIFT = 5
 PCPU_SLOT_FAIL_THRESHOLD = 3
 PCPU_EMPTY_POP_PAGES_LOW = 2
 PCPU_EMPTY_POP_PAGES_HIGH = 4
-PAGE_SIZES = (4096, 16384, 65536)
-MASK64 = (1 << 64) - 1
+PAGE_SIZES = tuple(GRANULES.values())
 
 
 def _check_page_size(page_size: int) -> int:

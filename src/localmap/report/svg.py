@@ -10,16 +10,9 @@ from __future__ import annotations
 import math
 from html import escape
 
+from localmap.units import fmt_bytes
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def human_bytes(n: float) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" or n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"  # unreachable
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -52,7 +45,7 @@ def line_chart(
     ylabel: str,
     xlog: bool = False,
     ylog: bool = False,
-    yfmt=human_bytes,
+    yfmt=fmt_bytes,
     xfmt=lambda v: f"{v:g}",
     width: int = 660,
     height: int = 330,
