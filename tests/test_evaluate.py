@@ -5,19 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from localmap.cli import main
 
-DATA = Path(os.environ.get("LOCALMAP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-S2 = DATA / "bundles" / "s2_612_4k_smp2_page"
 
-
-@pytest.mark.skipif(not S2.is_dir(), reason=f"shared captures not found at {DATA}")
-def test_evaluate_cli_on_a_shared_bundle(tmp_path, capsys):
-    assert main(["evaluate", str(S2), "--html", str(tmp_path / "r"), "--no-progress"]) == 0
+def test_evaluate_cli_on_a_shared_bundle(s2, tmp_path, capsys):
+    assert main(["evaluate", str(s2), "--html", str(tmp_path / "r"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "percpu: 32 4K pages/cpu s101464 r8192 d21416" in out
     assert "2 possible, 2 online" in out

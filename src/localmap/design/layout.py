@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from localmap.arch.arm64.memory import KernelLayout
 from localmap.arch.arm64.pgtable import Geometry
 from localmap.errors import LocalmapError
-from localmap.units import MASK64
 
 
 def split_level(geom: Geometry) -> int:
