@@ -1,4 +1,4 @@
-"""Benchmark: the exhaustive checker's default scenario set (issue 4 asks < 60 s on 2 cores).
+"""Benchmark: the exhaustive checker's default scenario set (target: < 60 s on 2 cores).
 
 Runs the 15 default scenarios at the default size, then with --cpus +1 and with --tasks +1,
 and prints states, seconds and states/s per configuration (and per scenario with -v).

@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_overhead.py synthetic  # 4096 CPUs, 64 chunks, 4K/16K/64K
     .venv/bin/python bench/bench_overhead.py replay     # s1_612_4k_smp4 on 160 CPUs, every table built
 
-Targets (issue 3): synthetic 4096-CPU 64-chunk case < 5 s; the 160-CPU replay < 30 s and < 2 GB.
+Targets: synthetic 4096-CPU 64-chunk case < 5 s; the 160-CPU replay < 30 s and < 2 GB.
 The replay runs in a child process so its peak RSS is its own.
 """
 

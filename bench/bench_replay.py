@@ -1,4 +1,4 @@
-"""Speed of the percpu replay (issue 2's acceptance), measured in one run. A plain script.
+"""Speed of the percpu replay (against its targets), measured in one run. A plain script.
 
     .venv/bin/python bench/bench_replay.py                 # (a) and (b)
     .venv/bin/python bench/bench_replay.py --only a        # s1 parse vs replay only

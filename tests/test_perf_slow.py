@@ -1,6 +1,6 @@
 """Slow tests on Debian's real 6.12.117 arm64 and rt-arm64 images (download ~1.2 GB, cached).
 
-They check the acceptance criteria of issue 5: ``sites`` equals an independent count by
+They check the site analysis's acceptance criteria: ``sites`` equals an independent count by
 ``aarch64-linux-gnu-objdump`` over ``[_stext, _etext)``, and each site's function agrees with
 kallsyms/System.map (attributed here with a separate, plain bisect).
 """

@@ -10,7 +10,7 @@ Two sources of figures, which the tests hold equal:
   derived from that shared structure, which the tests prove equal to full materialisation).
 
 :func:`overhead_synthetic` (K live chunks, every page populated, one group, all CPUs online) and
-:func:`overhead_bundle` (a capture's allocation history replayed through the lead's allocator
+:func:`overhead_bundle` (a capture's allocation history replayed through the allocator
 model, driving a design machine of N CPUs through the listener protocol) return dicts with the
 same keys; :func:`overhead_table` gives the grid across granules and CPU counts.
 

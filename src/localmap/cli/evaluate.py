@@ -27,7 +27,7 @@ def register(sub) -> None:
                    help="bundle folder or trace file (default: the shipped bundle)")
     p.add_argument("--html", metavar="DIR", help="also write the report to DIR/index.html")
     p.add_argument("--json", action="store_true",
-                   help="print the report as JSON (facts, tables, figure data) instead of tables")
+                   help="print the result as JSON (the report's facts, tables and figure data)")
     p.set_defaults(func=run)
 
 

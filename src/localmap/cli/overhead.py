@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 from localmap.analysis import overhead as ov
 from localmap.arch.arm64.pgtable import GRANULES, VA_BITS_CHOICES, parse_granule
@@ -29,16 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(
         subparsers, "overhead",
         help="VA, page-table memory and page-table work of the design (synthetic or a replayed bundle)",
-        description="What the per-CPU page tables and the local mapping cost: local virtual "
-        "address space, extra page-table memory and page-table work, for a synthetic machine or "
-        "for a bundle's allocation history replayed on N CPUs.\n" + EXAMPLES,
+        description=textwrap.fill(
+            "What the per-CPU page tables and the local mapping cost: local virtual address "
+            "space, extra page-table memory and page-table work, for a synthetic machine or for "
+            "a bundle's allocation history replayed on N CPUs.", 78) + "\n" + EXAMPLES,
         raw=True,
     )
     p.add_argument("bundle", nargs="?", metavar="BUNDLE",
                    help="capture bundle to replay; omit for the synthetic form")
     p.add_argument("--granule", help="page size: 4K, 16K or 64K (synthetic form: required)")
-    p.add_argument("--va-bits", type=int, help="CONFIG_ARM64_VA_BITS (39/48/52 with 4K, 36/47/48/52 with 16K, 42/48/52 with 64K)")
-    p.add_argument("--vabits-actual", type=int, help="VA bits the CPU runs with (52-bit kernels fall back to 48/47 without LPA2)")
+    p.add_argument("--va-bits", type=int, metavar="N", help="CONFIG_ARM64_VA_BITS (39/48/52 with 4K, 36/47/48/52 with 16K, 42/48/52 with 64K)")
+    p.add_argument("--vabits-actual", type=int, metavar="N", help="VA bits the CPU runs with (52-bit kernels fall back to 48/47 without LPA2)")
     p.add_argument("--cpus", type=int, metavar="N", help="number of CPUs of the machine (all online)")
     p.add_argument("--unit-size", default=None, metavar="SIZE",
                    help="percpu unit size, e.g. 192K (synthetic form)")
@@ -46,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="live chunks, the first included (synthetic form)")
     p.add_argument("--window-bytes", default=None, metavar="SIZE",
                    help="size of each window (default: one split-level entry)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--check", action="store_true", help="check invariants I1-I5 after every step (slower)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--check", action="store_true", help="check the design's invariants after every step (slower)")
     p.set_defaults(func=run)
 
 

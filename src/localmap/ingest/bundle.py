@@ -158,7 +158,7 @@ def load_bundle(path: Path | str, trace: Path | str | None = None) -> Bundle:
         files["trace"] = Path(trace)
     if "trace" not in files:
         raise LocalmapError("bundle has no trace file (expected trace, trace.gz or trace.xz; "
-                            "see the bundle layout in the README)", path)
+                            "see the bundle layout in docs/formats.md)", path)
     return Bundle(path=path, trace_path=files["trace"], files=files)
 
 

@@ -775,7 +775,7 @@ class Percpu:
             # As in 6.12: the start is made chunk-relative but ``end`` is passed block-relative,
             # so outside block 0 the chunk hint only learns first_free from this free (the
             # negative "contig" changes nothing else). The model keeps that quirk: it decides
-            # which chunks stay on slot 0 (see README, "kernel quirks the model keeps").
+            # which chunks stay on slot 0 (see docs/replay.md, "A kernel quirk the model keeps").
             self.block_update(chunk.chunk_md, s_index * bb + start, end)
 
     # ----- search ----------------------------------------------------------------------------
