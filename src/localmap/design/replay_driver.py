@@ -92,22 +92,25 @@ class ReplayDriver:
             entry = self.map[id(chunk)]
         return m, entry[1]
 
-    def pages_populated(self, chunk: Any, page_start: int, page_end: int) -> None:
+    def _pages(self, chunk: Any):
+        """(design machine, design chunk, the replay pages populated) for a page event, or
+        None when the event is about the first chunk (always populated in the design)."""
         self.events += 1
         m, c = self._chunk(chunk)
-        if c is None:
+        return None if c is None else (m, c, self.src_populated[id(chunk)])
+
+    def pages_populated(self, chunk: Any, page_start: int, page_end: int) -> None:
+        if (target := self._pages(chunk)) is None:
             return
-        pop = self.src_populated[id(chunk)]
+        m, c, pop = target
         pop.update(range(page_start, page_end))
         lo, hi = page_start // self.scale, -(-page_end // self.scale)
         m.populate(c, lo, hi)  # already-populated design pages are left alone
 
     def pages_depopulated(self, chunk: Any, page_start: int, page_end: int) -> None:
-        self.events += 1
-        m, c = self._chunk(chunk)
-        if c is None:
+        if (target := self._pages(chunk)) is None:
             return
-        pop = self.src_populated[id(chunk)]
+        m, c, pop = target
         pop.difference_update(range(page_start, page_end))
         sc = self.scale
         empty = [gp for gp in range(page_start // sc, -(-page_end // sc))

@@ -47,6 +47,11 @@ PCPU_SLOT_FAIL_THRESHOLD = 3
 PCPU_EMPTY_POP_PAGES_LOW = 2
 PCPU_EMPTY_POP_PAGES_HIGH = 4
 PAGE_SIZES = tuple(GRANULES.values())
+# include/linux/percpu.h on 64-bit with the default size shift (ingest.kconfig derives a
+# kernel's own values from its .config)
+PERCPU_MODULE_RESERVE = 8 << 10
+PERCPU_DYNAMIC_RESERVE = 28 << 10
+PERCPU_DYNAMIC_EARLY_SIZE = 20 << 10
 
 
 def _check_page_size(page_size: int) -> int:
@@ -181,7 +186,7 @@ class PcpuAllocInfo:
 def pcpu_build_alloc_info(static_size: int, reserved_size: int, dyn_size: int, atom_size: int,
                           possible_cpus: int | Iterable[int], page_size: int = 4096,
                           cpu_to_node: Callable[[int], int] | None = None,
-                          dynamic_early_size: int = 20 << 10) -> PcpuAllocInfo:
+                          dynamic_early_size: int = PERCPU_DYNAMIC_EARLY_SIZE) -> PcpuAllocInfo:
     """The kernel's ``pcpu_build_alloc_info``: unit size, units per allocation and groups.
 
     ``cpu_to_node`` groups CPUs like ``pcpu_cpu_distance`` (same node = LOCAL_DISTANCE);
@@ -250,8 +255,9 @@ def pcpu_build_alloc_info(static_size: int, reserved_size: int, dyn_size: int, a
 
 
 def first_chunk_alloc_info(mode: str, static_size: int, possible_cpus: int | Iterable[int],
-                           page_size: int = 4096, *, module_reserve: int = 8 << 10,
-                           dynamic_reserve: int = 28 << 10, dynamic_early_size: int = 20 << 10,
+                           page_size: int = 4096, *, module_reserve: int = PERCPU_MODULE_RESERVE,
+                           dynamic_reserve: int = PERCPU_DYNAMIC_RESERVE,
+                           dynamic_early_size: int = PERCPU_DYNAMIC_EARLY_SIZE,
                            atom_size: int | None = None,
                            cpu_to_node: Callable[[int], int] | None = None) -> PcpuAllocInfo:
     """Geometry of the first chunk as arm64's ``setup_per_cpu_areas`` builds it.
@@ -388,6 +394,20 @@ def _notify(listener, name: str, *args) -> None:
 
 class PcpuAllocError(LocalmapError):
     """An allocation the model refuses as the kernel would (bad size/alignment, no space)."""
+
+
+
+def _restart_contig_hint(md: "PcpuBlockMd", use_scan_hint: bool) -> int:
+    """The start of a hint refresh (both chunk and block refreshes begin so): the scan hint
+    becomes the contiguous hint and the scan continues after it, or, without one (or when a full
+    scan is asked for), the contiguous hint is cleared and the scan starts at first_free."""
+    if use_scan_hint and md.scan_hint:
+        md.contig_hint_start = md.scan_hint_start
+        md.contig_hint = md.scan_hint
+        md.scan_hint = 0
+        return md.contig_hint_start + md.contig_hint
+    md.contig_hint = 0
+    return md.first_free
 
 
 class Percpu:
@@ -603,41 +623,35 @@ class Percpu:
         s_off = 0 if s_off == l_bit else l_bit + 1
         self.block_update(block, s_off, e_off)
 
+    def _blocks_from(self, chunk: PcpuChunk, bit_off: int):
+        """The metadata blocks a region scan visits from ``bit_off`` on: (index, block, offset
+        within the block where the scan starts: ``bit_off``'s in the first block, 0 after)."""
+        bb = self.block_bits
+        first = bit_off // bb
+        blocks = chunk.md_blocks
+        for i in range(first, chunk.nr_pages):
+            yield i, blocks[i], (bit_off & (bb - 1)) if i == first else 0
+
     def next_md_free_region(self, chunk: PcpuChunk, bit_off: int) -> tuple[int, int]:
         bb = self.block_bits
-        i = bit_off // bb
-        block_off = bit_off & (bb - 1)
         bits = 0
-        nr_blocks = chunk.nr_pages
-        blocks = chunk.md_blocks
-        while i < nr_blocks:
-            block = blocks[i]
+        for i, block, block_off in self._blocks_from(chunk, bit_off):
             if bits:
                 bits += block.left_free
                 if block.left_free == bb:
-                    i += 1
                     continue
                 return bit_off, bits
             bits = block.contig_hint
             if bits and block.contig_hint_start >= block_off and \
                     bits + block.contig_hint_start < bb:
                 return i * bb + block.contig_hint_start, bits
-            block_off = 0
             bits = block.right_free
             bit_off = (i + 1) * bb - block.right_free
-            i += 1
         return bit_off, bits
 
     def chunk_refresh_hint(self, chunk: PcpuChunk, full_scan: bool) -> None:
         md = chunk.chunk_md
-        if not full_scan and md.scan_hint:
-            bit_off = md.scan_hint_start + md.scan_hint
-            md.contig_hint_start = md.scan_hint_start
-            md.contig_hint = md.scan_hint
-            md.scan_hint = 0
-        else:
-            bit_off = md.first_free
-            md.contig_hint = 0
+        bit_off = _restart_contig_hint(md, use_scan_hint=not full_scan)
         map_bits = chunk.map_bits
         bit_off, bits = self.next_md_free_region(chunk, bit_off)
         while bit_off < map_bits:
@@ -648,14 +662,7 @@ class Percpu:
         block = chunk.md_blocks[index]
         bb = self.block_bits
         m = self._block_map(chunk, index)
-        if block.scan_hint:
-            start = block.scan_hint_start + block.scan_hint
-            block.contig_hint_start = block.scan_hint_start
-            block.contig_hint = block.scan_hint
-            block.scan_hint = 0
-        else:
-            start = block.first_free
-            block.contig_hint = 0
+        start = _restart_contig_hint(block, use_scan_hint=True)
         block.right_free = 0
         s = find_next_zero_bit(m, bb, start)
         while s < bb:
@@ -663,17 +670,22 @@ class Percpu:
             self.block_update(block, s, e)
             s = find_next_zero_bit(m, bb, e + 1)
 
-    def block_update_hint_alloc(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
+    def _block_span(self, chunk: PcpuChunk, bit_off: int, bits: int):
+        """The blocks an area ``[bit_off, bit_off + bits)`` touches: first and last block index,
+        the area's start in the first and its end in the last (1..block_bits), both blocks."""
         bb = self.block_bits
-        md = chunk.chunk_md
-        nr_empty_pages = 0
         s_index = bit_off // bb
         e_index = (bit_off + bits - 1) // bb
         s_off = bit_off & (bb - 1)
         e_off = ((bit_off + bits - 1) & (bb - 1)) + 1
+        return s_index, e_index, s_off, e_off, chunk.md_blocks[s_index], chunk.md_blocks[e_index]
+
+    def block_update_hint_alloc(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
+        bb = self.block_bits
+        md = chunk.chunk_md
+        nr_empty_pages = 0
+        s_index, e_index, s_off, e_off, s_block, e_block = self._block_span(chunk, bit_off, bits)
         blocks = chunk.md_blocks
-        s_block = blocks[s_index]
-        e_block = blocks[e_index]
 
         if s_block.contig_hint == bb:
             nr_empty_pages += 1
@@ -729,13 +741,8 @@ class Percpu:
     def block_update_hint_free(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
         bb = self.block_bits
         nr_empty_pages = 0
-        s_index = bit_off // bb
-        e_index = (bit_off + bits - 1) // bb
-        s_off = bit_off & (bb - 1)
-        e_off = ((bit_off + bits - 1) & (bb - 1)) + 1
+        s_index, e_index, s_off, e_off, s_block, e_block = self._block_span(chunk, bit_off, bits)
         blocks = chunk.md_blocks
-        s_block = blocks[s_index]
-        e_block = blocks[e_index]
 
         start = s_off
         if s_off == s_block.contig_hint + s_block.contig_hint_start:
@@ -795,19 +802,13 @@ class Percpu:
     def next_fit_region(self, chunk: PcpuChunk, alloc_bits: int, align: int,
                         bit_off: int) -> tuple[int, int]:
         bb = self.block_bits
-        i = bit_off // bb
-        block_off = bit_off & (bb - 1)
         bits = 0
-        blocks = chunk.md_blocks
-        nr_blocks = chunk.nr_pages
-        while i < nr_blocks:
-            block = blocks[i]
+        for i, block, block_off in self._blocks_from(chunk, bit_off):
             if bits:
                 bits += block.left_free
                 if bits >= alloc_bits:
                     return bit_off, bits
                 if block.left_free == bb:
-                    i += 1
                     continue
             chs = block.contig_hint_start
             bits = ((chs + align - 1) & -align) - chs
@@ -816,13 +817,11 @@ class Percpu:
                 start = self._next_hint(block, alloc_bits)
                 bits += alloc_bits + chs - start
                 return i * bb + start, bits
-            block_off = 0
             off = (bb - block.right_free + align - 1) & -align
             bits = bb - off
             bit_off = i * bb + off
             if bits >= alloc_bits:
                 return bit_off, bits
-            i += 1
         return chunk.map_bits, bits
 
     def _is_populated(self, chunk: PcpuChunk, bit_off: int, bits: int) -> tuple[bool, int]:
@@ -997,27 +996,25 @@ class Percpu:
 
     def populate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
         """``pcpu_populate_chunk`` + ``pcpu_chunk_populated``."""
-        nr = page_end - page_start
-        if nr <= 0:
-            return
-        for i in range(page_start, page_end):
-            chunk.populated[i] = True
-        chunk.nr_populated += nr
-        self.nr_populated += nr
-        self.update_empty_pages(chunk, nr)
-        _notify(self.listener, "pages_populated", chunk, page_start, page_end)
+        self._set_populated(chunk, page_start, page_end, True)
 
     def depopulate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
         """``pcpu_depopulate_chunk`` + ``pcpu_chunk_depopulated``."""
+        self._set_populated(chunk, page_start, page_end, False)
+
+    def _set_populated(self, chunk: PcpuChunk, page_start: int, page_end: int,
+                       populated: bool) -> None:
         nr = page_end - page_start
         if nr <= 0:
             return
         for i in range(page_start, page_end):
-            chunk.populated[i] = False
-        chunk.nr_populated -= nr
-        self.nr_populated -= nr
-        self.update_empty_pages(chunk, -nr)
-        _notify(self.listener, "pages_depopulated", chunk, page_start, page_end)
+            chunk.populated[i] = populated
+        delta = nr if populated else -nr
+        chunk.nr_populated += delta
+        self.nr_populated += delta
+        self.update_empty_pages(chunk, delta)
+        _notify(self.listener, "pages_populated" if populated else "pages_depopulated",
+                chunk, page_start, page_end)
 
     # ----- pcpu_alloc / free_percpu -----------------------------------------------------------
     def check_request(self, size: int, align: int) -> tuple[int, int, int, int]:

@@ -37,6 +37,11 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return [2.0 ** e for e in range(a, b + 1, step)]
 
 
+def _axis_ticks(lo: float, hi: float, log: bool) -> list[float]:
+    """The ticks of one axis that fall inside ``[lo, hi]``."""
+    return [t for t in (_log_ticks(lo, hi) if log else _nice_ticks(lo, hi)) if lo <= t <= hi]
+
+
 def line_chart(
     figure_id: str,
     series: list[tuple[str, list[tuple[float, float]]]],
@@ -85,15 +90,11 @@ def line_chart(
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'font-family="sans-serif" font-size="11">']
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>')
-    for t in (_log_ticks(ylo, yhi) if ylog else _nice_ticks(ylo, yhi)):
-        if t < ylo or t > yhi:
-            continue
+    for t in _axis_ticks(ylo, yhi, ylog):
         y = fy(t)
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{escape(yfmt(t))}</text>')
-    for t in (_log_ticks(xlo, xhi) if xlog else _nice_ticks(xlo, xhi)):
-        if t < xlo or t > xhi:
-            continue
+    for t in _axis_ticks(xlo, xhi, xlog):
         x = fx(t)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#eee"/>')
         out.append(f'<text x="{x:.1f}" y="{top + ph + 14}" text-anchor="middle">{escape(xfmt(t))}</text>')
