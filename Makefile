@@ -28,7 +28,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: install
-	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/report.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
