@@ -292,7 +292,7 @@ def build_overhead(ctx: Context, title: str) -> Section:
                           ["granule/VA", "CPUs", "local VA", "extra page tables", "private tables/CPU"], tab))
     if talk_rows:
         r = talk_rows[0]
-        s.notes.append(f"Talk, {TALK_CPUS} CPUs, 4K, Fedora config: {fmt_bytes(r['talk_local_va_bytes'])} local VA; "
+        s.notes.append(f"Talk: {fmt_bytes(r['talk_local_va_bytes'])} local VA, page tables "
                        f"{r['talk_pgtable']}. Model with this bundle's chunks: "
                        f"{fmt_bytes(r['local_va_bytes'])} VA, {fmt_bytes(r['pgtable_extra_bytes'])} page tables.")
     s.notes.extend(errors)
