@@ -60,24 +60,24 @@ def run_json(argv: list[str]):
 
 def report_outline() -> dict:
     """What ``make run`` shows, independent of how sizes are spelled: the sections in order,
-    their fact names, table titles, headers and row counts, figures and the numbers drawn."""
-    from localmap.report.evaluate import evaluate
-
-    rep = evaluate(None, progress=False)
-    return _clean({
+    their fact names, table titles, headers and row counts, figures and the numbers drawn
+    (from ``localmap evaluate --json``; recorded through the report API before that existed)."""
+    rep = run_json(["evaluate", "--json", "--no-progress"])
+    return {
         "sections": [{
-            "id": s.id, "title": s.title, "facts": [k for k, _ in s.facts],
-            "tables": [{"title": t.title, "headers": t.headers, "rows": len(t.rows)} for t in s.tables],
-            "figures": [{"id": f.id, "title": f.title, "data": f.data} for f in s.figures],
-            "notes": len(s.notes),
-        } for s in rep.sections],
-        "omitted": [t for t, _ in rep.omitted],
-    })
+            "id": s["id"], "title": s["title"], "facts": [k for k, _ in s["facts"]],
+            "tables": [{"title": t["title"], "headers": t["headers"], "rows": len(t["rows"])}
+                       for t in s["tables"]],
+            "figures": [{"id": f["id"], "title": f["title"], "data": f["data"]} for f in s["figures"]],
+            "notes": len(s["notes"]),
+        } for s in rep["sections"]],
+        "omitted": [t for t, _ in rep["omitted"]],
+    }
 
 
 def collect() -> dict:
     out = {name: run_json(argv) for name, argv in _commands().items()}
-    out["evaluate"] = json.loads(json.dumps(report_outline()))
+    out["evaluate"] = report_outline()
     return out
 
 
