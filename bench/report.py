@@ -68,6 +68,7 @@ def main() -> int:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
     load0 = os.getloadavg()[0]
     started = datetime.datetime.now(datetime.timezone.utc)
+    commit = _commit()                     # the tree the scripts run, taken before they run
     sections, failed = [], []
     for script in scripts:
         print(f"== {script.relative_to(ROOT)}", file=sys.stderr, flush=True)
@@ -81,7 +82,7 @@ def main() -> int:
             rows = []
         if proc.returncode != 0 and not rows:       # a missed target is reported, not fatal
             failed.append(script.name)
-        doc = (script.read_text().split('"""')[1].strip().split("\n")[0]).rstrip(".")
+        doc = script.read_text().split('"""')[1].strip().split("\n")[0].rstrip(".").replace("``", "`")
         sections.append((script, doc, rows, proc.returncode, secs))
     lines = [
         "# Benchmarks",
@@ -93,7 +94,7 @@ def main() -> int:
         f"- machine: {_cpu_model()}, {os.cpu_count()} CPUs, {_memory()} RAM, "
         f"{platform.system()} {platform.release()}; load average {load0:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (the machine may be shared: figures vary with load)",
-        f"- Python {platform.python_version()}, localmap {_version()}, commit {_commit()}",
+        f"- Python {platform.python_version()}, localmap {_version()}, commit {commit}",
         "- command: `make bench`; each row names the script run that measured it",
         "",
     ]
