@@ -1,6 +1,7 @@
 # localmap: two entry points for a fresh Debian machine with Python 3.11:
 #   make run   -- set up .venv and run the main job on the embedded default bundle
 #   make test  -- set up .venv and run the test suite
+# (make test-slow: the long tests; make bench: measure and regenerate docs/benchmarks.md)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
