@@ -5,6 +5,7 @@ and only the command layer (``localmap.cli``) imports ``rich`` or ``argparse``."
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def imports_of(path: Path, src: Path = SRC) -> set[str]:
     package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
     out: set[str] = set()
     for node in ast.walk(tree):
-        if _under_type_checking(node, parents):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or _under_type_checking(node, parents):
             continue
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
@@ -64,6 +65,7 @@ def part_of(path: Path, src: Path = SRC) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
+@functools.lru_cache(maxsize=None)
 def package_graph(src: Path = SRC) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """(part -> localmap parts it imports, part -> third-party top-level modules it imports)."""
     internal: dict[str, set[str]] = {}
