@@ -623,30 +623,31 @@ class Percpu:
         s_off = 0 if s_off == l_bit else l_bit + 1
         self.block_update(block, s_off, e_off)
 
-    def _blocks_from(self, chunk: PcpuChunk, bit_off: int):
-        """The metadata blocks a region scan visits from ``bit_off`` on: (index, block, offset
-        within the block where the scan starts: ``bit_off``'s in the first block, 0 after)."""
+    def _scan_start(self, chunk: PcpuChunk, bit_off: int):
+        """The state a region scan of the metadata blocks starts in at ``bit_off``: block bits,
+        block index, offset within that block, free bits carried over (none yet), the blocks
+        and their number."""
         bb = self.block_bits
-        first = bit_off // bb
-        blocks = chunk.md_blocks
-        for i in range(first, chunk.nr_pages):
-            yield i, blocks[i], (bit_off & (bb - 1)) if i == first else 0
+        return bb, bit_off // bb, bit_off & (bb - 1), 0, chunk.md_blocks, chunk.nr_pages
 
     def next_md_free_region(self, chunk: PcpuChunk, bit_off: int) -> tuple[int, int]:
-        bb = self.block_bits
-        bits = 0
-        for i, block, block_off in self._blocks_from(chunk, bit_off):
+        bb, i, block_off, bits, blocks, nr_blocks = self._scan_start(chunk, bit_off)
+        while i < nr_blocks:
+            block = blocks[i]
             if bits:
                 bits += block.left_free
                 if block.left_free == bb:
+                    i += 1
                     continue
                 return bit_off, bits
             bits = block.contig_hint
             if bits and block.contig_hint_start >= block_off and \
                     bits + block.contig_hint_start < bb:
                 return i * bb + block.contig_hint_start, bits
+            block_off = 0
             bits = block.right_free
             bit_off = (i + 1) * bb - block.right_free
+            i += 1
         return bit_off, bits
 
     def chunk_refresh_hint(self, chunk: PcpuChunk, full_scan: bool) -> None:
@@ -801,14 +802,15 @@ class Percpu:
 
     def next_fit_region(self, chunk: PcpuChunk, alloc_bits: int, align: int,
                         bit_off: int) -> tuple[int, int]:
-        bb = self.block_bits
-        bits = 0
-        for i, block, block_off in self._blocks_from(chunk, bit_off):
+        bb, i, block_off, bits, blocks, nr_blocks = self._scan_start(chunk, bit_off)
+        while i < nr_blocks:
+            block = blocks[i]
             if bits:
                 bits += block.left_free
                 if bits >= alloc_bits:
                     return bit_off, bits
                 if block.left_free == bb:
+                    i += 1
                     continue
             chs = block.contig_hint_start
             bits = ((chs + align - 1) & -align) - chs
@@ -817,11 +819,13 @@ class Percpu:
                 start = self._next_hint(block, alloc_bits)
                 bits += alloc_bits + chs - start
                 return i * bb + start, bits
+            block_off = 0
             off = (bb - block.right_free + align - 1) & -align
             bits = bb - off
             bit_off = i * bb + off
             if bits >= alloc_bits:
                 return bit_off, bits
+            i += 1
         return chunk.map_bits, bits
 
     def _is_populated(self, chunk: PcpuChunk, bit_off: int, bits: int) -> tuple[bool, int]:
