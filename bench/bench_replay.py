@@ -1,6 +1,6 @@
 """Speed and memory of the percpu replay against its targets, measured in one run.
 
-    .venv/bin/python bench/bench_replay.py                 # (a), (b) and (c)
+    .venv/bin/python bench/bench_replay.py                 # (a) to (d)
     .venv/bin/python bench/bench_replay.py --only a        # s1: tight parse vs replay
     .venv/bin/python bench/bench_replay.py --only b        # 10^6 events, 64 CPUs
     .venv/bin/python bench/bench_replay.py --only c        # where the replay's time goes
@@ -29,7 +29,6 @@
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import gzip
 import io
@@ -44,7 +43,9 @@ import sys
 import time
 from pathlib import Path
 
-S1 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bundles" / "s1_612_4k_smp4"
+from benchlib import Row, main, s1_bundle
+from localmap.units import fmt_bytes, fmt_count, fmt_percent, fmt_seconds
+
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "localmap" / "bench"
 
 # the reference: a tight regex parse of every percpu event's fields. The task field may hold
@@ -85,13 +86,6 @@ def tight_parse(path: Path, ev: re.Pattern = _EV) -> int:
     return n
 
 
-def _s1() -> Path:
-    if S1.is_dir():
-        return S1
-    from localmap.ingest.bundle import default_bundle_path   # the shipped copy of s1
-    return default_bundle_path()
-
-
 def _timed(fn):
     w, c = time.perf_counter(), time.process_time()
     out = fn()
@@ -102,7 +96,7 @@ def bench_a(runs: int) -> dict:
     from localmap.analysis.replay import replay
     from localmap.ingest.bundle import load_bundle
 
-    bundle = _s1()
+    bundle = s1_bundle()
     trace_path = load_bundle(bundle).trace_path
     tight_parse(trace_path)          # warm the page cache and the regex caches
     replay(load_bundle(bundle))
@@ -136,14 +130,12 @@ def make_synthetic(events: int, cpus: int, seed: int, reuse: bool) -> tuple[Path
     out = CACHE / f"synthetic_{cpus}cpu_{events}ev_seed{seed}_{version}"
     if reuse and (out / "trace").exists() and (out / "meminfo.fork").exists():
         return out, 0.0         # (same generator source, same arguments: the same bytes)
-    t = time.perf_counter()
-    last = [0.0]
+    from localmap.cli.progress import TerminalProgress
 
-    def progress(n: int) -> None:
-        if time.perf_counter() - last[0] > 5:
-            last[0] = time.perf_counter()
-            print(f"  generating: {n:,}/{events:,} events", file=sys.stderr, flush=True)
-    make_synthetic_bundle(out, nr_cpus=cpus, nr_events=events, seed=seed, progress=progress)
+    t = time.perf_counter()
+    with TerminalProgress(sys.stderr.isatty()) as prog:
+        prog.start(f"generating {events:,} events, {cpus} CPUs", total=events)
+        make_synthetic_bundle(out, nr_cpus=cpus, nr_events=events, seed=seed, progress=prog.update)
     return out, time.perf_counter() - t
 
 
@@ -190,7 +182,7 @@ def bench_c() -> dict:
     from localmap.ingest.bundle import load_bundle
     from localmap.ingest.trace import iter_records
 
-    bundle = _s1()
+    bundle = s1_bundle()
     trace_path = load_bundle(bundle).trace_path
     reads = [_timed(lambda: sum(1 for _ in iter_records(trace_path)))[1] for _ in range(3)]
     whole = [_timed(lambda: rp.replay(load_bundle(bundle)))[1] for _ in range(3)]
@@ -241,7 +233,7 @@ def bench_instructions() -> dict | None:
     if shutil.which("valgrind") is None:
         return None
     from localmap.ingest.bundle import load_bundle
-    bundle = _s1()
+    bundle = s1_bundle()
     trace = str(load_bundle(bundle).trace_path)
     counts = {}
     for name, code in _CG_SCRIPTS.items():
@@ -258,8 +250,56 @@ def bench_instructions() -> dict | None:
     return {"tight": tight, "replay": rep, "ratio": rep / tight}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def rows(args) -> list[Row]:
+    out = []
+    if args.only in (None, "a"):
+        a = bench_a(args.runs)
+        name = Path(a["bundle"]).name
+        out += [
+            Row(f"tight regex parse of {name}'s trace ({fmt_count(a['events'])} events), median "
+                f"of {a['runs']}, side by side with the replay",
+                f"{fmt_seconds(a['parse_cpu'], 3)} CPU, {fmt_seconds(a['parse_wall'], 3)} wall"),
+            Row(f"whole replay of {name} (reconstruction pass, scoring pass, checks)",
+                f"{fmt_seconds(a['replay_cpu'], 3)} CPU = {a['ratio_cpu']:.2f}x the parse "
+                f"({a['ratio_wall']:.2f}x in wall time), agreement {fmt_percent(a['agreement'])}",
+                "<= 3x parse (goal 2x)", a["ok"]),
+            Row("  the same against the faster tight parse (lazy task field)",
+                f"{a['ratio_lazy']:.2f}x ({fmt_seconds(a['lazy_cpu'], 3)} CPU)"),
+        ]
+    if args.only in (None, "b"):
+        b = bench_b(args.events, args.cpus, args.seed, not args.regenerate)
+        out += [
+            Row(f"replay of a synthetic {fmt_count(b['events'])}-event trace, {b['cpus']} CPUs, "
+                "fresh process", f"{fmt_seconds(b['wall'], 1)} wall, {fmt_seconds(b['cpu'], 1)} "
+                f"CPU, peak RSS {fmt_bytes(b['rss_kb'] * 1024)}, agreement "
+                f"{fmt_percent(b['agreement'])}", "< 20 s, < 300 MB", b["ok"]),
+        ]
+    if args.only in (None, "c"):
+        c = bench_c()
+        sh = c["shares"]
+        out += [
+            Row("where the replay of s1 spends its time (cProfile shares)",
+                f"read+parse {c['read_parse_cpu'] / c['replay_cpu']:.0%}; allocator search "
+                f"{sh.get('pcpu_alloc_search', 0):.0%}, commit (bitmaps, hints, population) "
+                f"{sh.get('commit_alloc', 0):.0%}, free {sh.get('free_in_chunk', 0):.0%}; "
+                f"reconstruction pass {fmt_count(c['reconstruction_events'])} of "
+                f"{fmt_count(c['events'])} events"),
+        ]
+        if args.profile:
+            print(c["profile"], file=sys.stderr)
+    if args.only in (None, "d"):
+        d = bench_instructions()
+        if d is not None:
+            out += [
+                Row("tight parse and replay of s1 in instructions (callgrind, imports "
+                    "subtracted; load does not change it)",
+                    f"{d['tight'] / 1e9:.2f} G and {d['replay'] / 1e9:.2f} G: "
+                    f"{d['ratio']:.2f}x"),
+            ]
+    return out
+
+
+def add_args(ap) -> None:
     ap.add_argument("--only", choices=("a", "b", "c", "d"))
     ap.add_argument("--runs", type=int, default=7, help="repetitions for (a) (default 7)")
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -269,76 +309,10 @@ def main() -> int:
                     help="generate the synthetic bundle even if one made by the same generator "
                     "source with the same arguments is cached")
     ap.add_argument("--profile", action="store_true", help="also print (c)'s cProfile table")
-    ap.add_argument("--child", metavar="BUNDLE", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        _child(args.child)
-        return 0
-    cmd = "$ .venv/bin/python bench/bench_replay.py " + " ".join(sys.argv[1:])
-    rows = []
-    a = b = c = None
-    if args.only in (None, "a"):
-        a = bench_a(args.runs)
-    if args.only in (None, "b"):
-        b = bench_b(args.events, args.cpus, args.seed, not args.regenerate)
-    if args.only in (None, "c"):
-        c = bench_c()
-    d = bench_instructions() if args.only in (None, "d") else None
-    print(cmd.rstrip())
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
-          f"python {sys.version.split()[0]}")
-    if a:
-        rows += [
-            ("(a) s1 tight regex parse, median", f"{a['parse_cpu']:.3f} s CPU",
-             f"{a['parse_wall']:.3f} s wall", f"{a['events']} events, {a['runs']} runs"),
-            ("(a) s1 whole replay, median", f"{a['replay_cpu']:.3f} s CPU",
-             f"{a['replay_wall']:.3f} s wall", f"agreement {a['agreement']:.4%}"),
-            ("(a) replay / tight parse", f"{a['ratio_cpu']:.2f}x CPU",
-             f"{a['ratio_wall']:.2f}x wall",
-             "target <= 3x (goal 2x): " + ("met" if a["ok"] else "MISSED")),
-            ("(a) replay / tight parse, lazy task field", f"{a['ratio_lazy']:.2f}x CPU", "",
-             f"that parse: {a['lazy_cpu']:.3f} s CPU"),
-        ]
-    if b:
-        rows += [
-            ("(b) synthetic generation (not counted)", f"{b['generate_s']:.1f} s wall", "",
-             f"{b['events']:,} events, {b['cpus']} CPUs" +
-             (" (reused)" if not b["generate_s"] else "")),
-            ("(b) replay, fresh child process", f"{b['wall']:.1f} s wall", f"{b['cpu']:.1f} s CPU",
-             "target < 20 s"),
-            ("(b) peak RSS (VmHWM of the child)", f"{b['rss_kb'] / 1024:.0f} MB", "",
-             "target < 300 MB: " + ("met" if b["rss_kb"] * 1024 < 300 << 20 else "MISSED")),
-            ("(b) agreement", f"{b['agreement']:.4%}", "",
-             f"{b['allocs']:,} allocs, causes {b['causes'] or '-'}, "
-             f"chunks +{b['chunks_created']}/-{b['chunks_destroyed']}"),
-        ]
-    if c:
-        sh = c["shares"]
-        rows += [
-            ("(c) s1 read+parse alone (iter_records)", f"{c['read_parse_cpu']:.3f} s CPU", "",
-             f"{c['read_parse_cpu'] / c['replay_cpu']:.0%} of the replay "
-             f"({c['replay_cpu']:.3f} s)"),
-            ("(c) reconstruction pass", f"{c['reconstruction_events']:,} events", "",
-             f"replayed twice, of {c['events']:,}"),
-            ("(c) allocator search / commit / free", f"{sh.get('pcpu_alloc_search', 0):.0%} / "
-             f"{sh.get('commit_alloc', 0):.0%} / {sh.get('free_in_chunk', 0):.0%}", "",
-             "shares of the replay under cProfile (commit = bitmaps + hints + population)"),
-        ]
-    if d:
-        rows += [
-            ("(d) s1 instructions: tight parse / replay", f"{d['tight'] / 1e9:.2f} G",
-             f"{d['replay'] / 1e9:.2f} G", f"replay / tight parse {d['ratio']:.2f}x "
-             "(callgrind; imports subtracted)"),
-        ]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    w2 = max(len(r[2]) for r in rows)
-    for r in rows:
-        print(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>{w2}}  {r[3]}")
-    if c and args.profile:
-        print(c["profile"])
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2])
+        sys.exit(0)
+    sys.exit(main(__doc__, rows, add_args))

@@ -9,7 +9,7 @@ model's prediction). Memory follows the allocator's live state, not the trace's 
 
 Steps (each is reported):
 
-1. **Geometry.** The first chunk's static/reserved/dynamic split and unit size are derived from
+1. **FirstChunkGeometry.** The first chunk's static/reserved/dynamic split and unit size are derived from
    the kernel config (PERCPU_MODULE_RESERVE, PERCPU_DYNAMIC_RESERVE/EARLY_SIZE), the static
    size and the possible CPU count, by :func:`~localmap.mm.percpu.first_chunk_alloc_info`, and
    compared with the dmesg first-chunk line. The kernel's own line wins if they differ (and the
@@ -78,8 +78,9 @@ from localmap.ingest.bundle import Bundle, load_bundle
 from localmap.ingest.trace import (ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, R_ALIGN, R_ATOMIC,
                                    R_BASE, R_CALL_SITE, R_KIND, R_LINE, R_OFF, R_PTR,
                                    R_RESERVED, R_SIZE, iter_records, record_head, record_ts)
-from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError, PcpuChunk,
-                                first_chunk_alloc_info, pcpu_build_alloc_info)
+from localmap.mm.percpu import (MASK64, PAGE_SIZES, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError,
+                                PcpuChunk, first_chunk_alloc_info, pcpu_build_alloc_info)
+from localmap.progress import Progress, as_progress
 
 RACE_WINDOW_S = 0.010       # how far apart two racing events can be printed
 CHECKPOINT_EVERY = 4096     # events between allocator checkpoints (race trials restart there)
@@ -123,7 +124,9 @@ class Disagreement:
 
 
 @dataclass
-class Geometry:
+class FirstChunkGeometry:
+    """The first chunk's static/reserved/dynamic split as the kernel printed it and as derived."""
+
     mode: str
     static_size: int
     reserved_size: int
@@ -172,7 +175,7 @@ class Decisions:
 @dataclass
 class ReplayResult:
     source: str
-    geometry: Geometry
+    geometry: FirstChunkGeometry
     percpu: Percpu
     partial: bool
     partial_reasons: list[str]
@@ -304,7 +307,7 @@ class ReplayResult:
 # ---------------------------------------------------------------------------------------------
 
 def derive_geometry(bundle: Bundle, page_size: int | None = None,
-                    nr_cpus: int | None = None) -> Geometry:
+                    nr_cpus: int | None = None) -> FirstChunkGeometry:
     fc = bundle.first_chunk
     cfg = bundle.config
     notes: list[str] = []
@@ -322,10 +325,10 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
         raise LocalmapError("no dmesg first-chunk line: the first chunk's geometry is unknown "
                             "(bundle needs a 'dmesg' with the 'percpu: ... pages/cpu' line)",
                             bundle.path)
-    if fc.page_size is not None and fc.page_size not in (4096, 16384, 65536):
+    if fc.page_size is not None and fc.page_size not in PAGE_SIZES:
         raise LocalmapError(f"first-chunk line has {fc.page_size // 1024}K pages; the model knows "
                             "arm64's 4K, 16K and 64K", bundle.files.get("dmesg"), fc.line)
-    if page_size not in (4096, 16384, 65536):
+    if page_size not in PAGE_SIZES:
         raise LocalmapError(f"unknown page size {page_size} (expected 4K, 16K or 64K)",
                             bundle.path)
     static = fc.static_size
@@ -354,11 +357,11 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
     matches = None if derived is None else derived == kernel
     if matches is False:
         notes.append(f"derived geometry {derived} differs from dmesg {kernel}; using dmesg's")
-    return Geometry(fc.mode, fc.static_size, fc.reserved_size, fc.dyn_size, fc.unit_size,
+    return FirstChunkGeometry(fc.mode, fc.static_size, fc.reserved_size, fc.dyn_size, fc.unit_size,
                     page_size, nr_cpus, fc.text, derived or {}, matches, notes)
 
 
-def _build_percpu(geo: Geometry, pcpu_base: int, per_cpu_start: int,
+def _build_percpu(geo: FirstChunkGeometry, pcpu_base: int, per_cpu_start: int,
                   listener=None, async_enabled: bool = True) -> Percpu:
     """The model machine with the kernel's printed split (equal to the derived one when the
     config allowed a derivation)."""
@@ -373,7 +376,7 @@ def _build_percpu(geo: Geometry, pcpu_base: int, per_cpu_start: int,
                   listener=listener, async_enabled=async_enabled)
 
 
-def _addresses(prefix: list[tuple], geo: Geometry, bundle: Bundle, path: str) -> dict:
+def _addresses(prefix: list[tuple], geo: FirstChunkGeometry, bundle: Bundle, path: str) -> dict:
     """Chunk addresses from kallsyms and the first events (``prefix``)."""
     created = set()
     uncreated: set[int] = set()
@@ -461,7 +464,7 @@ class _Trial(Exception):
 class _Engine:
     """One streaming pass: the model, the scoring, the reconstruction, the race trials."""
 
-    def __init__(self, records: Iterator[tuple], geo: Geometry, bundle: Bundle, path: str,
+    def __init__(self, records: Iterator[tuple], geo: FirstChunkGeometry, bundle: Bundle, path: str,
                  listener=None, async_ts: float | None = None, learner: "_Engine | None" = None):
         self.src = records
         self.learn_mode = False
@@ -1480,21 +1483,27 @@ class _Engine:
         return out
 
 
-def replay(source: Bundle | Path | str, *, listener=None,
-           progress: Callable[[int, int], None] | None = None,
+def replay(source: Bundle | Path | str, *, listener=None, progress: Progress | None = None,
            page_size: int | None = None, nr_cpus: int | None = None) -> ReplayResult:
     """Replay a bundle (or a bare trace with its bundle files beside it). See module doc.
 
-    ``progress(done, total)`` is called now and then with the bytes of the trace file
-    consumed (the replay reads the file once, replaying as it reads)."""
+    ``progress`` hears one step, ``replaying NAME``, counted in bytes of the trace file read
+    (the replay reads the file once, replaying as it reads)."""
     bundle = source if isinstance(source, Bundle) else load_bundle(source)
     path = str(bundle.trace_path)
     partial_reasons: list[str] = []
     t0 = time.perf_counter()
     geo = derive_geometry(bundle, page_size, nr_cpus)
     stats: dict = {}
-    records = iter_records(bundle.trace_path, stats,
-                           progress if callable(progress) else None)
+    prog = as_progress(progress)
+    started = []
+
+    def report(done: int, total: int) -> None:
+        if not started:
+            prog.start(f"replaying {bundle.trace_path.name}", total=total)
+            started.append(True)
+        prog.update(done)
+    records = iter_records(bundle.trace_path, stats, report)
     async_ts = _async_enable_ts(bundle)
     learner = _Engine(records, geo, bundle, path, None, async_ts)
     prefix = learner.learn_prefix()
@@ -1577,7 +1586,7 @@ def _vmalloc_check(bundle: Bundle, p: Percpu) -> dict | None:
 
 
 def _meminfo_check(bundle: Bundle, p: Percpu, populated_seen: set[int],
-                   geo: Geometry) -> list[dict]:
+                   geo: FirstChunkGeometry) -> list[dict]:
     """Compare /proc/meminfo Percpu with the model's populated pages.
 
     The last phase was read after the workload, when the trace was complete: the model's final

@@ -42,7 +42,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
+from localmap.arch.arm64.pgtable import GRANULES
 from localmap.errors import LocalmapError
+from localmap.units import MASK64
 
 PCPU_MIN_ALLOC_SHIFT = 2
 PCPU_MIN_ALLOC_SIZE = 1 << PCPU_MIN_ALLOC_SHIFT
@@ -50,8 +52,12 @@ PCPU_SLOT_BASE_SHIFT = 5
 PCPU_SLOT_FAIL_THRESHOLD = 3
 PCPU_EMPTY_POP_PAGES_LOW = 2
 PCPU_EMPTY_POP_PAGES_HIGH = 4
-PAGE_SIZES = (4096, 16384, 65536)
-MASK64 = (1 << 64) - 1
+PAGE_SIZES = tuple(GRANULES.values())
+# include/linux/percpu.h on 64-bit with the default size shift (ingest.kconfig derives a
+# kernel's own values from its .config)
+PERCPU_MODULE_RESERVE = 8 << 10
+PERCPU_DYNAMIC_RESERVE = 28 << 10
+PERCPU_DYNAMIC_EARLY_SIZE = 20 << 10
 
 
 def _check_page_size(page_size: int) -> int:
@@ -190,7 +196,7 @@ class PcpuAllocInfo:
 def pcpu_build_alloc_info(static_size: int, reserved_size: int, dyn_size: int, atom_size: int,
                           possible_cpus: int | Iterable[int], page_size: int = 4096,
                           cpu_to_node: Callable[[int], int] | None = None,
-                          dynamic_early_size: int = 20 << 10) -> PcpuAllocInfo:
+                          dynamic_early_size: int = PERCPU_DYNAMIC_EARLY_SIZE) -> PcpuAllocInfo:
     """The kernel's ``pcpu_build_alloc_info``: unit size, units per allocation and groups.
 
     ``cpu_to_node`` groups CPUs like ``pcpu_cpu_distance`` (same node = LOCAL_DISTANCE);
@@ -259,8 +265,9 @@ def pcpu_build_alloc_info(static_size: int, reserved_size: int, dyn_size: int, a
 
 
 def first_chunk_alloc_info(mode: str, static_size: int, possible_cpus: int | Iterable[int],
-                           page_size: int = 4096, *, module_reserve: int = 8 << 10,
-                           dynamic_reserve: int = 28 << 10, dynamic_early_size: int = 20 << 10,
+                           page_size: int = 4096, *, module_reserve: int = PERCPU_MODULE_RESERVE,
+                           dynamic_reserve: int = PERCPU_DYNAMIC_RESERVE,
+                           dynamic_early_size: int = PERCPU_DYNAMIC_EARLY_SIZE,
                            atom_size: int | None = None,
                            cpu_to_node: Callable[[int], int] | None = None) -> PcpuAllocInfo:
     """Geometry of the first chunk as arm64's ``setup_per_cpu_areas`` builds it.
@@ -1036,7 +1043,7 @@ class Percpu:
             # As in 6.12: the start is made chunk-relative but ``end`` is passed block-relative,
             # so outside block 0 the chunk hint only learns first_free from this free (the
             # negative "contig" changes nothing else). The model keeps that quirk: it decides
-            # which chunks stay on slot 0 (see README, "kernel quirks the model keeps").
+            # which chunks stay on slot 0 (see docs/replay.md, "A kernel quirk the model keeps").
             upd(chunk, chunk.nr_pages, (s_index << shift) + start, end, chunk.map_bits)
 
     # ----- search ----------------------------------------------------------------------------
