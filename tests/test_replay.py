@@ -337,15 +337,14 @@ def free_printed_first(lines: list[str], i: int) -> list[str]:
     return lines[:i] + [f, a] + lines[i + 2:]
 
 
-@needs_shared
-def test_lock_order_race_from_a_real_trace_is_recovered(tmp_path, monkeypatch):
+def test_lock_order_race_from_a_real_trace_is_recovered(s1, tmp_path, monkeypatch):
     """s1's allocations followed within 1 ms by another task's free in the same chunk, with
     the free moved before the allocation (the order the allocation tracepoint produces when
     the free took the lock after the allocation had chosen its area). Such a free does not
     release the area the allocation took; it changes the chunk's hints and slot. Every case
     must replay at 100 %; where the order matters the replay must say which lines it swapped,
     and without the race trials that allocation is a miss."""
-    src = SHARED / "s1_612_4k_smp4"
+    src = s1
     lines = gzip.open(src / "trace.gz", "rt").read().splitlines(keepends=True)
     pairs = lock_order_pairs(lines)
     assert len(pairs) >= 4
