@@ -9,7 +9,7 @@ model's prediction). Memory follows the allocator's live state, not the trace's 
 
 Steps (each is reported):
 
-1. **FirstChunkGeometry.** The first chunk's static/reserved/dynamic split and unit size are derived from
+1. **Geometry.** The first chunk's static/reserved/dynamic split and unit size are derived from
    the kernel config (PERCPU_MODULE_RESERVE, PERCPU_DYNAMIC_RESERVE/EARLY_SIZE), the static
    size and the possible CPU count, by :func:`~localmap.mm.percpu.first_chunk_alloc_info`, and
    compared with the dmesg first-chunk line. The kernel's own line wins if they differ (and the
@@ -195,7 +195,8 @@ class ReplayResult:
     disagreements: list[Disagreement]
     reconstruction: dict
     decisions: Decisions
-    timeline: list[tuple[float, int, int, int, int]]   # ts, alloc index, used bytes, chunks, populated pages
+    # (ts, alloc index, used bytes, chunks, populated pages) every 64 events
+    timeline: list[tuple[float, int, int, int, int]]
     meminfo_check: list[dict]
     vmalloc_check: dict | None
     base_info: dict

@@ -10,10 +10,11 @@ freed after an RCU grace period), fork+exec churn (``mm_init`` + ``__percpu_coun
 pairs), occasional atomic allocations (``GFP_NOWAIT``/``GFP_ATOMIC``, BPF-map-like, short lived)
 and module loads that use the reserved chunk. The balance work runs in a kworker once the task
 that scheduled it lets the CPU go (the next operation is another task's) or when the next
-non-atomic allocation needs the allocator mutex, and before each phase's ``meminfo``. Every event is written as the kernel prints it to the tracefs
-``trace`` file (header with ``entries-in-buffer/entries-written``, ``%p`` pointers as 16 hex
-digits, ``ptr = base_addr + off - pcpu_base_addr + __per_cpu_start``, ``bytes_alloc = size *
-nr_cpus + size / 4 * 8`` as ``pcpu_obj_full_size`` computes it with kmem accounting on).
+non-atomic allocation needs the allocator mutex, and before each phase's ``meminfo``. Every
+event is written as the kernel prints it to the tracefs ``trace`` file (header with
+``entries-in-buffer/entries-written``, ``%p`` pointers as 16 hex digits, ``ptr = base_addr +
+off - pcpu_base_addr + __per_cpu_start``, ``bytes_alloc = size * nr_cpus + size / 4 * 8`` as
+``pcpu_obj_full_size`` computes it with kmem accounting on).
 The bundle also has the dmesg first-chunk line, ``cpus``, a minimal ``config`` and
 ``meminfo.<phase>`` files, so ``localmap replay`` accepts it.
 
