@@ -243,7 +243,8 @@ def bench_instructions() -> dict | None:
                               sys.executable, "-c", code], capture_output=True, text=True)
         m = re.search(r"Collected : (\d+)", out.stderr)
         if out.returncode or not m:
-            return None
+            return {"error": f"callgrind of the {name} step failed (exit {out.returncode}): "
+                             + (out.stderr.strip().splitlines() or ["no output"])[-1][:120]}
         counts[name] = int(m.group(1))
     tight = counts["tight"] - counts["import"]
     rep = counts["replay"] - counts["import"]
@@ -293,6 +294,7 @@ def rows(args) -> list[Row]:
             out += [
                 Row("tight parse and replay of s1 in instructions (callgrind, imports "
                     "subtracted; load does not change it)",
+                    d["error"] if "error" in d else
                     f"{d['tight'] / 1e9:.2f} G and {d['replay'] / 1e9:.2f} G: "
                     f"{d['ratio']:.2f}x"),
             ]
