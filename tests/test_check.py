@@ -184,10 +184,13 @@ def test_symmetry_reduction_keeps_verdict_and_counterexample_length(name):
         assert len(a.actions) == len(b.actions)
 
 
-@pytest.mark.parametrize("name,cpus,tasks", [("local-llsc", 3, 2), ("baseline-preempt", 3, 2),
+@pytest.mark.parametrize("name,cpus,tasks", [pytest.param("local-llsc", 3, 2, marks=pytest.mark.slow),
+                                             pytest.param("baseline-preempt", 3, 2,
+                                                          marks=pytest.mark.slow),
                                              ("local-read-torn-irqoff", 3, 2),
                                              ("remote-atomic-percpu-ptr", 3, 2),
-                                             ("kpti-pgtables-block", 3, 2),
+                                             pytest.param("kpti-pgtables-block", 3, 2,
+                                                          marks=pytest.mark.slow),
                                              ("resume-percpu-root", 3, 2),
                                              ("local-multi-insn-preempt-only", 3, 2)])
 def test_cpu_symmetry_reduces_states_and_keeps_verdicts_at_three_cpus(name, cpus, tasks):
