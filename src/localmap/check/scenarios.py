@@ -152,11 +152,12 @@ REGISTERED: dict[str, Scenario] = {}
 
 
 def register(sc: Scenario) -> Scenario:
-    """Make a scenario written outside the package known by name (``localmap check NAME``)."""
-    if sc.name in ALL_SCENARIOS and ALL_SCENARIOS[sc.name] is not sc:
+    """Make a scenario written outside the package known by name (``localmap check NAME``);
+    registering the same name again replaces it (a built-in name is refused)."""
+    if (sc.name in SCENARIOS or sc.name in EXTRA) and ALL_SCENARIOS[sc.name] is not sc:
         from localmap.errors import LocalmapError
 
-        raise LocalmapError(f"a scenario named {sc.name!r} already exists")
+        raise LocalmapError(f"a built-in scenario is named {sc.name!r}")
     REGISTERED[sc.name] = sc
     ALL_SCENARIOS[sc.name] = sc
     return sc
