@@ -738,7 +738,10 @@ class Machine:
             seq = self.seqs[t[0]][t[2]]
             pc, regs = t[3], t[4] or tc.initial_regs(ptr=item.ptr, val=item.val)
             actor, rd = f"task{ti}", t[7]
-        info = StepInfo(actor, f"{seq.form} {seq.op}", c)
+        what = f"{seq.form} {seq.op}"
+        if item.access == "remote":
+            what += f" on per_cpu_ptr(ptr, {item.target})"
+        info = StepInfo(actor, what, c)
         env = _Env(self, w, c, ti, info, item, rd, self.first_load[id(seq)])
         ninsn = len(seq.insns)
         visible = 0
