@@ -22,13 +22,12 @@ and must reach the same violation.
 
 from __future__ import annotations
 
-import marshal
 import time
 from array import array
 from collections import deque
 from dataclasses import dataclass
 
-from localmap.check.model import MARSHAL_VERSION, Machine, Scenario, StepInfo, Violation
+from localmap.check.model import Machine, Scenario, StepInfo, Violation
 
 RECENT_LIMIT = 200_000  # exact encodings remembered to skip canonicalising known states
 
@@ -107,7 +106,7 @@ def explore(sc: Scenario, cpus: int | None = None, tasks: int | None = None,
             except Violation as v:
                 return finish("unsafe", sid, act, v)
             raw = nw.raw()
-            blob = marshal.dumps(raw, MARSHAL_VERSION)
+            blob = m.encode_raw(raw)
             if blob in recent:
                 continue  # this exact state was seen: its key is known
             if len(recent) >= RECENT_LIMIT:

@@ -463,6 +463,14 @@ class Machine:
         self._maps_cache: dict = {}
         self.cls = self._symmetric_class() if self._renaming_is_unambiguous() else ()
         self.static_tables = not (sc.workers or sc.setup)
+        # parts of the state no action can change: left out of keys and encodings
+        # (freed, ftables, wc, roots, leaves, wpc, wregs, flags, gen without workers/setup;
+        # the walk caches whenever no slot is cached)
+        static = {3, 4, 7, 8, 9, 10, 11, 13} if not self.workers else set()
+        if not self.wc_slots:
+            static.add(6)
+        self.static_idx = frozenset(static)
+        self._static_raw = self.initial().raw()
 
     # ------------------------------------------------------------------ layout helpers
     def _resolve(self, it: Item) -> Item:
@@ -794,11 +802,20 @@ class Machine:
 
     # ------------------------------------------------------------------ state keys
     def encode(self, w: World) -> bytes:
-        """The exact state (for the search frontier)."""
-        return marshal.dumps(w.raw(), MARSHAL_VERSION)
+        """The exact state (for the search frontier), without the parts no action changes."""
+        return self.encode_raw(w.raw())
+
+    def encode_raw(self, raw: tuple) -> bytes:
+        return marshal.dumps(self._varying(raw), MARSHAL_VERSION)
 
     def decode(self, blob: bytes) -> World:
-        return World.from_raw(marshal.loads(blob))
+        part = iter(marshal.loads(blob))
+        return World.from_raw(tuple(x if i in self.static_idx else next(part)
+                                    for i, x in enumerate(self._static_raw)))
+
+    def _varying(self, raw: tuple) -> tuple:
+        static = self.static_idx
+        return tuple(x for i, x in enumerate(raw) if i not in static)
 
     def key(self, w: World, symmetry: bool = True) -> bytes:
         """The state's key: with ``symmetry``, the same for every state that differs only by
@@ -811,10 +828,11 @@ class Machine:
 
     def key_of_raw(self, raw: tuple, symmetry: bool = True) -> bytes:
         if not symmetry:
-            return marshal.dumps(raw, MARSHAL_VERSION)
+            return marshal.dumps(self._varying(raw), MARSHAL_VERSION)
         cls = self.cls
         if len(cls) < 2:
-            return marshal.dumps((tuple(sorted(raw[0])),) + raw[1:], MARSHAL_VERSION)
+            return marshal.dumps(self._varying((tuple(sorted(raw[0])),) + raw[1:]),
+                                 MARSHAL_VERSION)
         sig = {c: self._signature(raw, c) for c in cls}
         order = sorted(cls, key=sig.__getitem__)
         groups, i = [], 0
@@ -829,7 +847,8 @@ class Machine:
             p = list(range(self.ncpus))
             for slot, c in zip(cls, itertools.chain.from_iterable(combo)):
                 p[c] = slot
-            k = marshal.dumps(self._rename(raw, self._maps(tuple(p))), MARSHAL_VERSION)
+            k = marshal.dumps(self._varying(self._rename(raw, self._maps(tuple(p)))),
+                              MARSHAL_VERSION)
             if best is None or k < best:
                 best = k
         return best
