@@ -41,6 +41,7 @@ EXPECTED = {
     "local-multi-insn-preempt-only": ("unsafe", "lost-update"),
     "local-llsc-no-clrex": ("unsafe", "lost-update"), "baseline-nopc": ("safe", None),
     "baseline-llsc": ("safe", None), "x86-seg": ("safe", None),
+    "baseline-read": ("safe", None), "naive-read-no-preempt": ("unsafe", "read-consistency"),
     "local-read-torn-preempt-only": ("unsafe", "read-consistency"),
     "local-read-ldp": ("safe", None), "local-read-ldxp": ("safe", None),
     "secondary-boot-swapper": ("unsafe", "attribution"), "secondary-boot-percpu-root": ("safe", None),

@@ -128,14 +128,14 @@ def build_local_tables(cpu: int) -> Callable:
 # ----------------------------------------------------------------------------- this_cpu ops
 
 @family("offset-op", ["preempt-control"])
-def _offset_op(on, llsc=False, pc=True):
+def _offset_op(on, llsc=False, pc=True, op="add"):
     """arm64 today: mrs tpidr_el1; add; <op>, preempt control around it when PREEMPT_COUNT."""
     kind = "llsc" if llsc else "lse"
     if not pc:
-        return dict(script=(Item(f"baseline-{kind}-nopc", "add"),), irq=OFFSET_IRQ,
+        return dict(script=(Item(f"baseline-{kind}-nopc", op),), irq=OFFSET_IRQ,
                     preemptible=False)
     form = f"baseline-{kind}" if "preempt-control" in on else f"naive-{kind}"
-    return dict(script=(Item(form, "add"),), irq=OFFSET_IRQ, preemptible=True)
+    return dict(script=(Item(form, op),), irq=OFFSET_IRQ, preemptible=True)
 
 
 @family("x86-op")

@@ -119,6 +119,11 @@ for _sc in (
              "preemptible)", on=(), pc=False),
     scenario("offset-op", "baseline-llsc", "arm64 today (PREEMPT_COUNT), LL/SC loop", llsc=True),
     scenario("x86-op", "x86-seg", "x86-64 reference: one %gs-prefixed add"),
+    scenario("offset-op", "baseline-read", "arm64 today: this_cpu_read (mrs tpidr_el1; add; ldr) "
+             "with preempt control", op="read"),
+    scenario("offset-op", "naive-read-no-preempt", "this_cpu_read through tpidr_el1 without "
+             "preempt control: migrating after the mrs reads the old CPU's copy", on=(),
+             op="read", twin="baseline-read", mechanism="preempt control around mrs .. ldr"),
     scenario("read-torn", "local-read-torn-preempt-only", "16-byte read as two loads with "
              "preempt_disable only; an interrupt updates both words in between", on=(),
              preempt_only=True, twin="local-read-torn-irqoff",
