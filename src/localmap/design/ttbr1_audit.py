@@ -77,7 +77,8 @@ AUDIT: tuple[Row, ...] = (
         "safe twin: cnp-enable-percpu-root; CnP alone: cnp-no-smt / cnp-off"),
     Row("arch/arm64/kernel/cpufeature.c", "cpu_enable_cnp", (W,),
         "cpu_enable_swapper_cnp on every CPU as the CnP capability is enabled",
-        "do not enable CnP for TTBR1 while per-CPU tables exist", "cnp-enable-swapper",
+        "do not enable CnP for TTBR1 while per-CPU tables exist (TTBR0's CnP, for user tables "
+        "that are the same on every CPU, is unaffected)", "cnp-enable-swapper",
         "safe twin: cnp-enable-percpu-root"),
     Row("arch/arm64/kernel/hibernate.c", "arch_hibernation_header_save", (S,),
         "records swapper_pg_dir as the TTBR1 to restore when the image is resumed",
