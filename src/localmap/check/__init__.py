@@ -12,7 +12,8 @@ audit of Linux 6.12 that the TTBR1 scenarios come from is :mod:`localmap.design.
 from __future__ import annotations
 
 
-def run_checks(scenarios=None, cpus=None, tasks=None, progress=None, mmu=False) -> list[dict]:
+def run_checks(scenarios=None, cpus=None, tasks=None, progress=None, mmu=False,
+               symmetry=True, evictions=False) -> list[dict]:
     """Explore ``scenarios`` (names or :class:`Scenario` objects; default: the named set) and
     return one dict each:
     ``scenario``, ``verdict`` ("safe"/"unsafe"), ``states``, ``seconds``, ``counterexample``
@@ -29,7 +30,7 @@ def run_checks(scenarios=None, cpus=None, tasks=None, progress=None, mmu=False) 
     for sc in resolve(scenarios):
         if progress is not None:
             progress(sc.name)
-        r = explore(sc, cpus, tasks)
+        r = explore(sc, cpus, tasks, symmetry=symmetry, evictions=evictions)
         d = r.as_dict()
         if mmu:
             d["mmu_replay"] = None
