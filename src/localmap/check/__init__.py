@@ -22,7 +22,8 @@ def run_checks(scenarios=None, cpus=None, tasks=None, progress=None, mmu=False,
     ``progress(name)`` called before each scenario. With ``mmu=True`` each unsafe
     counterexample that is a this_cpu-op schedule is re-executed through the MMU model of
     ``localmap.design`` and ``mmu_replay`` gives ``{"property", "step", "message"}`` (else
-    None)."""
+    None). ``symmetry=False`` switches the symmetry reduction off; ``evictions=True`` also
+    explores TLB and walk-cache evictions (neither changes a verdict)."""
     from localmap.check.explore import explore
     from localmap.check.scenarios import resolve
 
