@@ -1,5 +1,4 @@
-"""The exhaustive checker at scale: states, time and peak memory, with and without the symmetry
-reduction.
+"""The exhaustive checker at scale: states, time and peak memory, with and without symmetry.
 
 Each configuration runs in a fresh process, so its peak RSS is its own: the named set of
 scenarios at its default size (target: under 60 s), the named set at 3 CPUs x 3 tasks
