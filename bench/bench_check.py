@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from benchlib import Row, main
 from localmap.units import fmt_bytes, fmt_count, fmt_seconds

@@ -28,17 +28,14 @@ from typing import Callable
 
 from localmap.check.model import (
     G_BASE,
-    G_VP,
     HOT_PA_PAGE,
     HOT_SLOT,
     HOT_VA,
     LOCAL_PAGE,
-    LOCAL_SLOT,
     OBJ_PA_PAGE,
     OBJ_SLOT,
     OBJ_VA,
     PAGE,
-    SLOT_SHIFT,
     T_GLOBAL,
     T_HOT,
     T_LOCAL,
