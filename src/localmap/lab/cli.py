@@ -59,6 +59,7 @@ def register(sub) -> None:
                     help="give up on the boot after this long (default 1200)")
     lc.add_argument("-o", "--output", required=True, metavar="DIR", help="bundle folder to create")
     lc.set_defaults(func=_lab_capture)
+    _register_kernel_profile(labsub)
 
 
 def _capture(args) -> int:
@@ -82,3 +83,199 @@ def _lab_capture(args) -> int:
                            unload_modules=not args.keep_modules, net_up=args.net)
     print_summary(res.out, res.seconds, res.validation)
     return 0
+
+
+# --- lab kernel / lab profile: thin glue over localmap.lab.kernel and localmap.lab.profile --------
+
+def _register_kernel_profile(labsub) -> None:
+    from localmap.lab.kernel import FLAVOURS
+    from localmap.lab.profile import WORKLOADS
+
+    lk = labsub.add_parser("kernel", help="build an arm64 Image from Debian's 6.12 source and config",
+                           description="Derive a config from Debian's 6.12 arm64 config (trimmed to "
+                           "what QEMU virt needs, 48-bit VA, 4K pages, the chosen preemption model), "
+                           "build `make Image` with aarch64-linux-gnu-gcc (nice'd, -j2) and cache it "
+                           "by config + source + patches under ~/.cache/localmap/kernels.")
+    lk.add_argument("--flavour", choices=sorted(FLAVOURS), default="dynamic",
+                    help="preemption model (default dynamic: the talk's Fedora setting)")
+    lk.add_argument("--patch", action="append", default=[], metavar="FILE",
+                    help="apply this patch (patch -p1) before building; repeat in order")
+    lk.add_argument("--set", action="append", default=[], metavar="SYM=VAL",
+                    help="extra config override, e.g. --set DEBUG_PREEMPT=y; repeat")
+    lk.add_argument("-j", "--jobs", type=int, default=2, metavar="N", help="make -jN (default 2)")
+    lk.add_argument("--keep-build", action="store_true", help="keep the object tree")
+    lk.add_argument("--list", action="store_true", help="list the cached builds and exit")
+    lk.add_argument("--json", action="store_true", help="print the build record as JSON")
+    lk.set_defaults(func=_lab_kernel)
+
+    lp = labsub.add_parser("profile", help="count executed this_cpu sites and kernel instructions per "
+                           "workload operation (QEMU + TCG plugin), price them with llvm-mca",
+                           description="Boot a lab kernel under QEMU with the counting plugin, run "
+                           "the workloads (" + ", ".join(WORKLOADS) + ") and report per operation: "
+                           "kernel instructions, this_cpu executions by site and function, "
+                           "instructions the local mapping removes and cycles it saves per core.")
+    lp.add_argument("workloads", nargs="+", metavar="WORKLOAD",
+                    help="any of: " + ", ".join(WORKLOADS) + " (NAME=ROUNDS to set the rounds)")
+    lp.add_argument("--kernel", default="dynamic", metavar="K",
+                    help="lab flavour (" + ", ".join(sorted(FLAVOURS)) + "; built if not cached), "
+                    "debian:arm64, a lab build folder, or an Image with --system-map (default dynamic)")
+    lp.add_argument("--system-map", metavar="FILE", help="System.map/kallsyms of an Image")
+    lp.add_argument("--no-build", action="store_true", help="fail instead of building a lab kernel")
+    lp.add_argument("--cpus", type=int, default=2, metavar="N", help="vCPUs (default 2)")
+    lp.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS")
+    lp.add_argument("--json", action="store_true", help="print the profile as JSON")
+    lp.add_argument("-o", "--output", metavar="FILE", help="also write the JSON profile here")
+    lp.set_defaults(func=_lab_profile)
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    from localmap.errors import LocalmapError
+
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise LocalmapError(f"--set wants SYMBOL=VALUE, not {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip().removeprefix("CONFIG_")] = v.strip()
+    return out
+
+
+def _bar():
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+
+
+def _lab_kernel(args) -> int:
+    import json
+    import sys
+
+    from localmap.lab import kernel as kb
+
+    if args.list:
+        rows = [k.to_dict() for k in kb.cached_kernels()]
+        if args.json:
+            json.dump(rows, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+        else:
+            for r in rows:
+                print(f"{r['dir']}  {r['flavour']}  {r['seconds']:.0f} s  {r['objects']} objects  "
+                      f"patches: {len(r['patches'])}")
+        return 0
+    with _bar() as bar:
+        task = bar.add_task("preparing", total=None)
+
+        def cb(what, done, total):
+            bar.update(task, description=what[:60], completed=done, total=total)
+
+        res = kb.build_kernel(args.flavour, args.patch, _parse_sets(args.set), jobs=args.jobs,
+                              progress=cb, keep_build=args.keep_build)
+    if args.json:
+        json.dump(res.to_dict(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        how = "from the cache" if res.cached else f"built in {res.seconds:.0f} s ({res.objects} objects)"
+        print(f"{res.flavour} kernel {res.version} {how}:\n  Image      {res.image}\n  vmlinux    "
+              f"{res.vmlinux}\n  System.map {res.system_map}\n  config     {res.config}")
+    return 0
+
+
+def _lab_profile(args) -> int:
+    import json
+    import sys
+
+    from rich.console import Console
+
+    from localmap.errors import LocalmapError
+    from localmap.lab import profile as prof
+
+    wl = []
+    for w in args.workloads:
+        name, _, rounds = w.partition("=")
+        if name not in prof.WORKLOADS:
+            raise LocalmapError(f"unknown workload {name!r} (known: {', '.join(prof.WORKLOADS)})")
+        try:
+            wl.append((name, int(rounds) if rounds else prof.WORKLOADS[name][0]))
+        except ValueError:
+            raise LocalmapError(f"{w}: rounds must be an integer") from None
+    err = Console(stderr=True)
+    with _bar() as bar:
+        task = bar.add_task("resolving the kernel", total=None)
+
+        def kcb(what, done, total):
+            bar.update(task, description="kernel: " + what[:52], completed=done, total=total)
+
+        k = prof.resolve(args.kernel, build=not args.no_build, system_map=args.system_map,
+                         kernel_progress=kcb)
+        bar.update(task, total=None, completed=0)
+        data = prof.profile(k, wl, args.cpus, timeout=args.timeout,
+                            progress=lambda s: bar.update(task, description=s[:70]))
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump(data, fh, indent=1)
+    if args.json:
+        json.dump(data, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    err.print(f"booted in {data['boot_seconds']} s, whole run {data['seconds']} s")
+    render_profile(data)
+    return 0
+
+
+def render_profile(data: dict, console=None) -> None:
+    """The profile as terminal tables (also used by ``localmap evaluate``)."""
+    from rich.table import Table
+
+    from localmap.report.console import stdout_console
+
+    con = console or stdout_console()
+    k = data["kernel"]
+    con.print(f"[bold]{k['label']}[/bold]: {k['preempt_model']}, preempt count {k['preempt_count']}; "
+              f"{k['sites']:,} sites ({k['static_sites']:,} static, {k['dynamic_sites']:,} dynamic), "
+              f"{k['removable_sites']:,} with a removable bracket", highlight=False)
+    if data.get("label"):
+        con.print(f"[bold red]{data['label']}[/bold red]")
+    var = data["headline_variant"]
+    t = Table(title=f"per operation ({data['cpus']} vCPUs; cycles saved: DELTA {var}, "
+                    "overlapped..serial)", header_style="bold")
+    cols = ["workload", "ops", "kernel instr", "this_cpu exec", "static/dyn", "removed instr",
+            "share"] + [f"saved cyc {c}" for c in data["cores"]] + ["kernel time"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "workload" else "right")
+    head_core = "ampere1" if "ampere1" in data["cores"] else data["cores"][0]
+    for w in data["workloads"]:
+        t.add_row(w["workload"], f"{w['ops']:,}", f"{w['kernel_instructions']:,.0f}",
+                  f"{w['this_cpu_executions']:.1f}",
+                  f"{w['static_executions']:.1f}/{w['dynamic_executions']:.1f}",
+                  f"{w['removed_instructions']:.1f}", f"{100 * w['removed_share']:.2f}%",
+                  *[f"{w['saved_cycles'][c][var][0]:.0f}..{w['saved_cycles'][c][var][1]:.0f}"
+                    for c in data["cores"]],
+                  "{:+.2f}..{:+.2f}%".format(*sorted(w["kernel_time_change"][head_core])))
+    con.print(t)
+    for w in data["workloads"]:
+        f = Table(title=f"{w['workload']}: functions by this_cpu executions per op", header_style="bold")
+        for c in ("function", "exec/op", "removed/op", "instr/op", "share of kernel"):
+            f.add_column(c, justify="left" if c == "function" else "right")
+        for r in w["functions"][:8]:
+            f.add_row(r["function"], f"{r['executions']:.2f}", f"{r['removed']:.1f}",
+                      f"{r['instructions']:.0f}", f"{100 * r['share']:.2f}%")
+        con.print(f)
+    c = Table(title=f"against the talk (kernel time on {head_core}, DELTA {var})", header_style="bold")
+    for col in ("workload", "talk", "model", "verdict"):
+        c.add_column(col)
+    for r in data["talk"]:
+        c.add_row(r["workload"], r["talk"], "{:+.2f}..{:+.2f}%".format(*r["model_kernel_time"]), r["verdict"])
+    con.print(c)
+    for r in data["talk"]:
+        for fr in r["functions"]:
+            model = ("-" if fr["model_change"] is None else
+                     f"share {fr['model_share']:.2f}%, change {fr['model_change']:+.2f} points")
+            con.print(f"  {r['workload']}: {fr['function']} talk {fr['talk_overhead']:.2f}% "
+                      f"{fr['talk_change']:+.2f} points; model {model}: {fr['why']}", highlight=False)
+        for why in r["reasons"]:
+            con.print(f"  {r['workload']}: {why}", highlight=False, markup=False)
+    con.print("[bold]assumptions[/bold]")
+    for a in data["assumptions"]:
+        con.print(f"  - {a}", markup=False, highlight=False)
