@@ -270,6 +270,7 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
     if plugin is None:
         for i, (name, rounds) in enumerate(workloads):
             run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], 0, 0)
+        _done(work, run)
         return run
     snaps = tcgplugin.parse_output(out.read_text())
     by_marker = {s["marker"]: s for s in snaps}
