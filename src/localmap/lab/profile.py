@@ -52,7 +52,7 @@ CROSS_GCC = "aarch64-linux-gnu-gcc"
 WORKLOADS: dict[str, tuple[int, str, str]] = {
     "page-fault": (4, "page faulted in a shared file mapping (1,024 pages a round)",
                    "will-it-scale page_fault3 (backup-slide profile)"),
-    "vm": (4, "anonymous page written, read and unmapped (1,024 pages a round)",
+    "vm": (4, "anonymous 4K page (no THP) written, read and unmapped (1,024 pages a round)",
            "stress-ng --vm 160 --vm-bytes 128M"),
     "fork": (50, "fork + exit + wait", "stress-ng --fork 160"),
     "mmapfork": (10, "fork of a child that maps, touches, advises and unmaps 2 MiB",
