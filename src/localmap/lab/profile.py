@@ -287,7 +287,16 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
         run.totals = dict(last["sites"])
         run.totals_blocks = dict(last["blocks"])
         run.total_kernel_instructions = last["kernel_insns"]
+    _done(work, run)
     return run
+
+
+def _done(work: Path, run: ProfileRun) -> None:
+    """A finished run keeps only its console (as ``last-console.log``); failed runs keep all."""
+    last = _cache() / "last-console.log"
+    os.replace(work / "console.log", last)
+    run.console = str(last)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _keys(workloads: list[tuple[str, int]]) -> list[str]:
