@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from localmap.lab import profile as prof
+from localmap.perf.dynamic import measured_profile
 
 DATA = Path(__file__).resolve().parents[1] / "src/localmap/data"
 TOP = 8
@@ -42,7 +43,8 @@ def main() -> int:
     workloads = [(n, r) for n, (r, _op, _talk) in prof.WORKLOADS.items()]
     for kernel in args.kernel or ["dynamic", "debian:arm64"]:
         k = prof.resolve(kernel, kernel_progress=lambda w, d, t: None)
-        data = prof.profile(k, workloads, args.cpus, progress=lambda s: print("  " + s, file=sys.stderr))
+        say = lambda s: print("  " + s, file=sys.stderr)  # noqa: E731
+        data = measured_profile(prof.run_profile(k, workloads, args.cpus, progress=say), progress=say)
         name = "profile-" + re.sub(r"[^A-Za-z0-9.+-]+", "-", kernel.replace("debian:", "debian-")) + ".json"
         path = DATA / name
         path.write_text(json.dumps(slim(data), indent=1) + "\n")

@@ -6,7 +6,8 @@ import json
 from importlib import resources
 
 from localmap.perf import mca
-from localmap.perf.summary import NOT_COMPARABLE, load_profiles
+from localmap.perf.summary import load_profiles
+from localmap.perf.talk import NOT_COMPARABLE
 from localmap.report.sections import Context, build_perf
 
 
@@ -34,7 +35,7 @@ def test_a_talk_matching_and_a_debian_profile_are_shipped():
 
 
 def test_evaluate_shows_the_measured_figures():
-    sec = build_perf(Context(bundle=None, progress=False), "this_cpu performance")
+    sec = build_perf(Context(bundle=None), "this_cpu performance")
     tables = {t.title: t for t in sec.tables}
     for prof in load_profiles():
         k = prof["kernel"]

@@ -210,6 +210,7 @@ def _lab_profile(args) -> int:
 
     from localmap.errors import LocalmapError
     from localmap.lab import profile as prof
+    from localmap.perf.dynamic import measured_profile
 
     wl = []
     for w in args.workloads:
@@ -230,8 +231,9 @@ def _lab_profile(args) -> int:
         k = prof.resolve(args.kernel, build=not args.no_build, system_map=args.system_map,
                          kernel_progress=kcb)
         bar.update(task, total=None, completed=0)
-        data = prof.profile(k, wl, args.cpus, timeout=args.timeout,
-                            progress=lambda s: bar.update(task, description=s[:70]))
+        say = lambda s: bar.update(task, description=s[:70])  # noqa: E731
+        run = prof.run_profile(k, wl, args.cpus, timeout=args.timeout, progress=say)
+        data = measured_profile(run, progress=say)
     if args.output:
         with open(args.output, "w") as fh:
             json.dump(data, fh, indent=1)

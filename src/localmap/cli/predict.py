@@ -60,7 +60,7 @@ def render_performance(summary: dict, console=None) -> None:
     """Print the performance section as rich tables."""
     from rich.table import Table
 
-    from localmap.perf.summary import NOT_COMPARABLE
+    from localmap.perf.talk import NOT_COMPARABLE
 
     con = console or stdout_console()
     con.print(f"[bold]this_cpu sites and what the local mapping removes[/bold]  (from {summary['source']})")

@@ -20,6 +20,9 @@ different: a few CPUs instead of 160, small sizes per round (the per-operation f
 depend on them), and TCG instead of hardware (instruction counts are exact; time is not measured
 here but priced by :mod:`localmap.perf.mca`).
 
+It counts; what the counts are worth (the site analysis, llvm-mca prices, the talk comparison)
+is :func:`localmap.perf.dynamic.measured_profile`, which takes the run as plain data.
+
 API::
 
     run = run_profile(kernel, [("page-fault", 4), ("fork", 50)], cpus=2)
@@ -87,6 +90,8 @@ class WorkloadCounts:
     user_instructions: int
     sites: dict[int, int] = field(default_factory=dict)
     blocks: dict[tuple[int, int], int] = field(default_factory=dict)  # (addr, insns) -> executions
+    op: str = ""              # what one operation is (WORKLOADS)
+    talk: str = ""            # the talk's benchmark it mirrors (WORKLOADS)
 
 
 @dataclass
@@ -269,7 +274,8 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
                      seconds=seconds, instrumented=plugin is not None, console=str(work / "console.log"))
     if plugin is None:
         for i, (name, rounds) in enumerate(workloads):
-            run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], 0, 0)
+            run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], 0, 0,
+                                                    op=WORKLOADS[name][1], talk=WORKLOADS[name][2])
         _done(work, run)
         return run
     snaps = tcgplugin.parse_output(out.read_text())
@@ -281,7 +287,8 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
         sites = {a: c - b["sites"].get(a, 0) for a, c in e["sites"].items() if c - b["sites"].get(a, 0)}
         blocks = {k: c - b["blocks"].get(k, 0) for k, c in e["blocks"].items() if c - b["blocks"].get(k, 0)}
         run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], e["kernel_insns"] - b["kernel_insns"],
-                                                e["user_insns"] - b["user_insns"], sites, blocks)
+                                                e["user_insns"] - b["user_insns"], sites, blocks,
+                                                op=WORKLOADS[name][1], talk=WORKLOADS[name][2])
     last = by_marker.get(-1)
     if last is not None:
         run.totals = dict(last["sites"])
@@ -415,53 +422,3 @@ def resolve(kernel: str, *, build: bool = True, system_map: str | None = None,
         raise LocalmapError("an Image needs --system-map (or a /proc/kallsyms dump) for the site analysis", p)
     return ProfiledKernel(image=p, label=p.name, system_map=Path(system_map),
                           config=Path(config) if config else None)
-
-
-def profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: int = 2, *,
-            cores: tuple[str, ...] | None = None, timeout: float = 1800.0,
-            progress: Progress | None = None, run: ProfileRun | None = None) -> dict:
-    """Boot, count, analyse and price: the plain-data profile of ``kernel`` (see
-    :mod:`localmap.perf.dynamic` for the figures, :mod:`localmap.perf.talk` for the comparison)."""
-    from localmap.perf import dynamic, mca, talk
-    from localmap.perf.image import load_image
-    from localmap.perf.sites import analyse
-
-    say = progress or (lambda s: None)
-    if run is None:
-        run = run_profile(kernel, workloads, cpus, timeout=timeout, progress=progress)
-    say("analysing the image's this_cpu sites")
-    if kernel.vmlinux is not None and kernel.vmlinux.is_file():
-        img = load_image(kernel.vmlinux, None, config=kernel.config)
-    else:
-        img = load_image(kernel.image, kernel.system_map, config=kernel.config)
-    report = analyse(img)
-    executed = dynamic.executed_sites(run.workloads.values())
-    sites = [s for s in report.sites_list if s.addr in executed]
-    say(f"pricing {len(sites)} executed sites with llvm-mca ({', '.join(cores or mca.CORES)})")
-    prices = mca.price_sites(img, sites, tuple(cores or mca.CORES))
-    results = []
-    all_functions = {}
-    for key, (name, _r) in zip(_keys(workloads), workloads):
-        op, bench = WORKLOADS[name][1], WORKLOADS[name][2]
-        full = dynamic.analyse_workload(key, run.workloads[key], report, prices, img.symbols,
-                                        op=op, talk=bench, top=10_000)
-        all_functions[key] = full["functions"]
-        full["functions"] = full["functions"][:12]
-        full["sites"] = full["sites"][:12]
-        results.append(full)
-    tot = report.totals()
-    return {
-        "kernel": {"label": kernel.label, "image": str(kernel.image),
-                   "preempt_model": img.preempt_model(), "preempt_count": img.preempt_count(),
-                   "sites": report.sites, "removable_sites": sum(1 for s in report.sites_list if s.removed),
-                   "removed_instructions": tot["removed_instructions"],
-                   "static_sites": sum(1 for s in report.sites_list if s.base == "static"),
-                   "dynamic_sites": sum(1 for s in report.sites_list if s.base == "dynamic")},
-        "comparable_to_talk": bool(img.preempt_count()),
-        "label": None if img.preempt_count() else "no preempt count: not comparable to the talk",
-        "cpus": cpus, "boot_seconds": round(run.boot_seconds, 1), "seconds": round(run.seconds, 1),
-        "cores": list(cores or mca.CORES), "headline_variant": dynamic.HEADLINE,
-        "workloads": results,
-        "talk": talk.compare(results, img.preempt_count(), functions_of=all_functions),
-        "assumptions": dynamic.ASSUMPTIONS + mca.ASSUMPTIONS,
-    }

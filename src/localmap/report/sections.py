@@ -19,6 +19,7 @@ from localmap.design.layout import design_layout
 from localmap.errors import LocalmapError
 from localmap.ingest.procfs import percpu_vm_areas
 from localmap.perf.summary import performance_summary
+from localmap.perf.talk import NOT_COMPARABLE
 from localmap.report.diagrams import tables_figure, va_layout_figure
 from localmap.report.model import Figure, Section, Table
 from localmap.report.svg import line_chart
@@ -325,7 +326,7 @@ def build_perf(ctx: Context, title: str) -> Section:
     rows = []
     for fl in sm["flavours"]:
         t = fl["totals"]
-        label = "" if fl["preempt_count"] else " (no preempt count: not comparable to the talk)"
+        label = "" if fl["preempt_count"] else f" ({NOT_COMPARABLE})"
         rows.append([fl["flavour"] + label, fl["preempt_model"], fmt_bytes(fl['text_bytes']), fmt_count(fl['sites']),
                      fmt_count(t['replaceable']), fmt_count(t['protection'].get('preempt', 0)),
                      fmt_count(t['removed_instructions']), fmt_count(t['removed_fast_path'])])
@@ -342,7 +343,7 @@ def build_perf(ctx: Context, title: str) -> Section:
         for sec, tot in pred["sections"].items():
             talk = "-" if tot["talk"] is None else f"{tot['talk']:+.2f}"
             nc = "" if pred["preempt_model"] not in ("PREEMPT_VOLUNTARY", "PREEMPT_NONE") else \
-                " (no preempt count: not comparable to the talk)"
+                f" ({NOT_COMPARABLE})"
             s.facts.append((f"{pred['image']} ({pred['preempt_model']}): {sec or 'profile'}",
                             f"model {tot['model']:+.3f} points, talk {talk} points{nc}"))
     s.notes.append("Without PREEMPT_COUNT (Debian's arm64 PREEMPT_VOLUNTARY) the preemption "
