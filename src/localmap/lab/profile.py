@@ -44,9 +44,8 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
-
 from localmap.errors import LocalmapError
+from localmap.progress import Progress, as_progress
 
 QEMU = "qemu-system-aarch64"
 CROSS_GCC = "aarch64-linux-gnu-gcc"
@@ -66,7 +65,6 @@ WORKLOADS: dict[str, tuple[int, str, str]] = {
     "syscall": (1000, "getppid() system call (exactness probe: each enters el0_svc once)",
                 "exactness probe, not in the talk"),
 }
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -179,6 +177,8 @@ def initramfs(workloads: list[tuple[str, int]]) -> bytes:
 
 
 def _spec(workloads: list[tuple[str, int]]) -> str:
+    if not workloads:
+        raise LocalmapError("no workload to profile (known: " + ", ".join(WORKLOADS) + ")")
     for name, rounds in workloads:
         if name not in WORKLOADS:
             raise LocalmapError(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
@@ -215,9 +215,9 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
     if cpus < 1:
         raise LocalmapError("need at least one CPU")
     spec = _spec(workloads)
-    say = progress or (lambda s: None)
-    say("building the plugin and the workload program (cached)")
-    plugin = tcgplugin.build_plugin() if instrumented else None
+    prog = as_progress(progress)
+    prog.start("building the plugin and the workload program (cached)")
+    plugin = tcgplugin.build_plugin(prog) if instrumented else None
     initrd_bytes = initramfs(workloads)
     work = Path(tempfile.mkdtemp(dir=_cache(), prefix="run-"))
     initrd = work / "initrd.gz"
@@ -225,7 +225,8 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
     out = work / "counts.txt"
     append = f"console=ttyAMA0 nokaslr no_hash_pointers lmwork={spec}"
     cmd = qemu_command(kernel.image, initrd, cpus, append, plugin, out, extra=qemu_extra)
-    say(f"booting {kernel.label} on {cpus} CPUs" + (" with the counting plugin" if plugin else ""))
+    prog.start(f"booting {kernel.label} on {cpus} CPUs" + (" with the counting plugin" if plugin else ""),
+               len(workloads))
     t0 = time.monotonic()
     boot = None
     ops: list[tuple[str, int]] = []
@@ -244,13 +245,14 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
             lines.append(line)
             if "LMPROFILE-START" in line and boot is None:
                 boot = time.monotonic() - t0
-                say(f"booted in {boot:.1f} s; running {spec}")
+                prog.update(0, description=f"booted in {boot:.1f} s; running {workloads[0][0]}")
             m = _LMWORK.search(line)
             if m:
                 ops.append((m.group(1), int(m.group(2))))
-                say(f"{m.group(1)} done ({m.group(2)} ops, {time.monotonic() - t0:.0f} s)")
+                nxt = f"; running {workloads[len(ops)][0]}" if len(ops) < len(workloads) else ""
+                prog.update(len(ops), description=f"{m.group(1)} done ({m.group(2)} ops){nxt}")
             if "LMPROFILE-FAIL" in line:
-                say(line.strip())
+                prog.update(description=line.strip())
         proc.wait()
     except BaseException:
         _kill(proc)
@@ -376,7 +378,7 @@ def cross_check(kernel: ProfiledKernel, workloads: list[tuple[str, int]], addr: 
 
 
 def lab_kernel(flavour: str, patches: list[Path] | None = None, build: bool = True,
-               progress=None) -> ProfiledKernel:
+               progress: Progress | None = None) -> ProfiledKernel:
     """A lab-built kernel of ``flavour`` from the cache, built first when ``build``."""
     from localmap.lab import kernel as kb
 
@@ -392,14 +394,14 @@ def lab_kernel(flavour: str, patches: list[Path] | None = None, build: bool = Tr
 
 
 def resolve(kernel: str, *, build: bool = True, system_map: str | None = None,
-            config: str | None = None, kernel_progress=None) -> ProfiledKernel:
+            config: str | None = None, progress: Progress | None = None) -> ProfiledKernel:
     """``kernel``: a lab flavour (``dynamic``, ``voluntary``, ``full``, ``rt``: built or from the
     cache), ``debian:arm64`` / ``debian:rt-arm64`` (Debian's image; System.map from its -dbg
     package), a lab build directory, or an arm64 ``Image`` (with ``system_map``) or ``vmlinux``."""
     from localmap.lab import kernel as kb
 
     if kernel in kb.FLAVOURS:
-        return lab_kernel(kernel, build=build, progress=kernel_progress)
+        return lab_kernel(kernel, build=build, progress=progress)
     if kernel.startswith("debian:"):
         from localmap import debian
 

@@ -31,6 +31,7 @@ from collections import defaultdict
 
 from localmap.perf import mca
 from localmap.perf.talk import NOT_COMPARABLE, compare
+from localmap.progress import Progress, as_progress
 
 HEADLINE = "patched"  # the DELTA variant used for the one-number summaries
 CPI = 1.0
@@ -137,7 +138,8 @@ def executed_sites(runs) -> set[int]:
     return out
 
 
-def measured_profile(run, cores: tuple[str, ...] | None = None, progress=None) -> dict:
+def measured_profile(run, cores: tuple[str, ...] | None = None,
+                     progress: Progress | None = None) -> dict:
     """Analyse and price a profiling run: the plain-data profile of its kernel.
 
     ``run`` is a :class:`localmap.lab.profile.ProfileRun` (read through its attributes only:
@@ -149,18 +151,18 @@ def measured_profile(run, cores: tuple[str, ...] | None = None, progress=None) -
     from localmap.perf.image import load_image
     from localmap.perf.sites import analyse
 
-    say = progress or (lambda s: None)
+    prog = as_progress(progress)
     cores = tuple(cores or mca.CORES)
     kernel = run.kernel
-    say("analysing the image's this_cpu sites")
+    prog.start("analysing the image's this_cpu sites")
     if kernel.vmlinux is not None and kernel.vmlinux.is_file():
         img = load_image(kernel.vmlinux, None, config=kernel.config)
     else:
         img = load_image(kernel.image, kernel.system_map, config=kernel.config)
-    report = analyse(img)
+    report = analyse(img, progress=prog)
     executed = executed_sites(run.workloads.values())
     sites = [s for s in report.sites_list if s.addr in executed]
-    say(f"pricing {len(sites)} executed sites with llvm-mca ({', '.join(cores)})")
+    prog.start(f"pricing {len(sites)} executed sites with llvm-mca ({', '.join(cores)})")
     prices = mca.price_sites(img, sites, cores)
     results = []
     all_functions = {}

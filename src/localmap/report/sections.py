@@ -359,14 +359,15 @@ def _measured(s: Section, prof: dict) -> None:
     var = prof["headline_variant"]
     cores = prof["cores"]
     label = f" -- {prof['label']}" if prof.get("label") else ""
-    s.facts.append((f"measured: {k['label']}", f"{k['preempt_model']}, {k['sites']:,} sites, "
-                    f"{k['removable_sites']:,} with a removable preempt bracket; {prof['cpus']} vCPUs{label}"))
+    s.facts.append((f"measured: {k['label']}", f"{k['preempt_model']}, {fmt_count(k['sites'])} sites, "
+                    f"{fmt_count(k['removable_sites'])} with a removable preempt bracket; "
+                    f"{prof['cpus']} vCPUs{label}"))
     rows = []
     for w in prof["workloads"]:
-        rows.append([w["workload"] + (" (not comparable)" if prof.get("label") else ""), f"{w['ops']:,}",
-                     f"{w['kernel_instructions']:,.0f}", f"{w['this_cpu_executions']:.1f}",
+        rows.append([w["workload"] + (" (not comparable)" if prof.get("label") else ""), fmt_count(w["ops"]),
+                     fmt_count(round(w["kernel_instructions"])), f"{w['this_cpu_executions']:.1f}",
                      f"{w['static_executions']:.1f} / {w['dynamic_executions']:.1f}",
-                     f"{w['removed_instructions']:.1f}", f"{100 * w['removed_share']:.2f} %",
+                     f"{w['removed_instructions']:.1f}", fmt_percent(w["removed_share"]),
                      *[f"{w['saved_cycles'][c][var][0]:.0f}..{w['saved_cycles'][c][var][1]:.0f}" for c in cores],
                      "{:+.2f}..{:+.2f} %".format(*sorted(w["kernel_time_change"]["ampere1" if "ampere1" in cores
                                                                               else cores[0]]))])
