@@ -32,22 +32,21 @@ API::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
 from localmap.errors import LocalmapError
+from localmap.lab.cc import compile_cached
+from localmap.lab.qemu import QEMU, busybox_binary, qemu_running
 from localmap.progress import Progress, as_progress
 
-QEMU = "qemu-system-aarch64"
 CROSS_GCC = "aarch64-linux-gnu-gcc"
 
 # name -> (default measured rounds, what one operation is, the talk's benchmark it mirrors)
@@ -123,23 +122,8 @@ def build_workload() -> Path:
     gcc = shutil.which(CROSS_GCC)
     if gcc is None:
         raise LocalmapError(f"{CROSS_GCC} not found: apt-get install gcc-aarch64-linux-gnu")
-    src = workload_source()
-    key = hashlib.sha256(src.encode()).hexdigest()[:16]
-    out = _cache() / f"lmwork-{key}"
-    if out.is_file():
-        return out
-    work = Path(tempfile.mkdtemp(dir=_cache(), prefix=".cc-"))
-    try:
-        (work / "lmwork.c").write_text(src)
-        proc = subprocess.run([gcc, "-static", "-O2", "-Wall", "-o", str(work / "lmwork"),
-                               str(work / "lmwork.c")], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise LocalmapError("cross-compiling the workload failed: "
-                                + ((proc.stderr or "").strip().splitlines() or ["?"])[0])
-        os.replace(work / "lmwork", out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+    return compile_cached(gcc, workload_source(), "lmwork", ["-static", "-O2", "-Wall"], _cache(),
+                          what="cross-compiling the workload")
 
 
 INIT = """#!/bin/sh
@@ -166,7 +150,6 @@ poweroff -f
 
 def initramfs(workloads: list[tuple[str, int]]) -> bytes:
     from localmap.lab.initramfs import Entry, busybox_initramfs
-    from localmap.lab.qemu import busybox_binary
 
     bb = busybox_binary()
     work = build_workload()
@@ -231,15 +214,7 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
     boot = None
     ops: list[tuple[str, int]] = []
     lines: list[str] = []
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True, cwd=work)
-    except OSError as exc:
-        raise LocalmapError(f"cannot start {QEMU}: {exc}") from None
-    timer = threading.Timer(timeout, lambda: _kill(proc))
-    timer.start()
-    try:
+    with qemu_running(cmd, timeout, cwd=work) as (proc, timed_out):
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
@@ -254,14 +229,11 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
             if "LMPROFILE-FAIL" in line:
                 prog.update(description=line.strip())
         proc.wait()
-    except BaseException:
-        _kill(proc)
-        raise
-    finally:
-        timer.cancel()
     seconds = time.monotonic() - t0
     console = "".join(lines)
     (work / "console.log").write_text(console)
+    if timed_out.is_set() and "LMPROFILE-DONE" not in console:
+        raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {work / 'console.log'})")
     if "LMPROFILE-DONE" not in console:
         tail = [ln.strip() for ln in lines if ln.strip()][-1:] or ["no output"]
         raise LocalmapError(f"the guest did not finish the workloads ({tail[0][:160]}); "
@@ -316,18 +288,6 @@ def _keys(workloads: list[tuple[str, int]]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return out
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
 
 
 def cross_check(kernel: ProfiledKernel, workloads: list[tuple[str, int]], addr: int,

@@ -22,8 +22,6 @@ vCPU threads).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -32,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 from localmap.errors import LocalmapError
+from localmap.lab.cc import compile_cached
 from localmap.progress import Progress, as_progress
 
 MARKER_BASE = 0xF2800000 | 31  # movk xzr, #imm16 (sf=1, opc=11, hw=0): 0xf280001f | imm16 << 5
@@ -147,24 +146,9 @@ def build_plugin(progress: Progress | None = None) -> Path:
     if cc is None:
         raise LocalmapError("a C compiler is needed to build the QEMU plugin (apt-get install gcc)")
     hdr = plugin_header(progress)
-    src = plugin_source()
-    key = hashlib.sha256((src + qemu_version()).encode()).hexdigest()[:16]
-    so = _cache() / f"thiscpu-{key}.so"
-    if so.is_file():
-        return so
-    work = Path(tempfile.mkdtemp(dir=_cache(), prefix=".cc-"))
-    try:
-        (work / "thiscpu.c").write_text(src)
-        proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-I", str(hdr.parent),
-                               "-o", str(work / "p.so"), str(work / "thiscpu.c")],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise LocalmapError("building the QEMU plugin failed: "
-                                + ((proc.stderr or "").strip().splitlines() or ["?"])[0])
-        os.replace(work / "p.so", so)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return so
+    return compile_cached(cc, plugin_source(), "thiscpu.so",
+                          ["-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-I", str(hdr.parent)],
+                          _cache(), key_extra=qemu_version(), what="building the QEMU plugin")
 
 
 def parse_output(text: str) -> list[dict]:
