@@ -22,7 +22,7 @@ def compile_cached(compiler: str, source: str, name: str, flags: list[str], cach
                    key_extra: str = "", what: str = "compiling") -> Path:
     """``cache/<name>-<hash>``: ``source`` (C text) compiled with ``compiler flags -o OUT SRC``,
     built the first time only. ``key_extra`` joins the source in the hash (e.g. the version of
-    the headers compiled against). A failed compile raises with the compiler's first line."""
+    the headers compiled against). A failed compile raises with the compiler's first error."""
     stem, dot, suffix = name.partition(".")
     key = hashlib.sha256((source + "\0" + " ".join(flags) + "\0" + key_extra).encode()).hexdigest()[:16]
     out = cache / f"{stem}-{key}{dot}{suffix}"
@@ -34,8 +34,9 @@ def compile_cached(compiler: str, source: str, name: str, flags: list[str], cach
         proc = subprocess.run([compiler, *flags, "-o", str(work / "out"), str(work / f"{stem}.c")],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            raise LocalmapError(f"{what} failed: "
-                                + ((proc.stderr or "").strip().splitlines() or ["?"])[0])
+            lines = (proc.stderr or "").strip().splitlines()
+            first = next((ln for ln in lines if "error" in ln), lines[0] if lines else "?")
+            raise LocalmapError(f"{what} failed: {first.replace(str(work) + '/', '')}")
         os.replace(work / "out", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
