@@ -176,6 +176,13 @@ def test_trace_file_inside_a_bundle_and_json(s2, tmp_path, capsys):
     assert d["agreement"]["overall"] == 1.0
 
 
+def at_end(ls: list[str], line: str) -> list[str]:
+    """``ls`` with ``line`` appended, stamped with the last line's time (each CPU's events
+    stay in time order)."""
+    ts = re.compile(r"(\d+\.\d+): percpu_")
+    return ls + [ts.sub(ts.search(ls[-1]).group(1) + ": percpu_", line, count=1)]
+
+
 def free_elsewhere(line: str, off: int) -> str:
     """The same free at another offset of the same chunk, ptr kept consistent."""
     m = re.search(r"off=(\d+) ptr=(\w+)", line)
@@ -190,11 +197,11 @@ def free_elsewhere(line: str, off: int) -> str:
     (lambda ls: [re.sub(r"=(ffff[0-9a-f]{12}|fff0[0-9a-f]{12})",
                         lambda m: "=00000000" + m.group(1)[-8:], x) for x in ls],
      "no_hash_pointers"),
-    (lambda ls: ls + [free_elsewhere(next(
-        x for x in reversed(ls) if "percpu_free_percpu" in x and "ffffc1ff" in x), 12)],
+    (lambda ls: at_end(ls, free_elsewhere(next(
+        x for x in reversed(ls) if "percpu_free_percpu" in x and "ffffc1ff" in x), 12)),
      "no area was allocated there"),
-    (lambda ls: ls + [free_elsewhere(next(
-        x for x in ls if "percpu_free_percpu: base_addr=ffff800082b4b000" in x), 100000)],
+    (lambda ls: at_end(ls, free_elsewhere(next(
+        x for x in ls if "percpu_free_percpu: base_addr=ffff800082b4b000" in x), 100000)),
      "is outside the first chunk"),
 ])
 def test_bad_traces_give_one_line_errors(s2, tmp_path, capsys, edit, message):
@@ -237,13 +244,20 @@ def test_free_printed_before_an_allocation_that_preceded_it(s2, tmp_path):
                           r"off=(\d+)")
     free_re = re.compile(r"-(\d+)\s.*?(\d+\.\d+): percpu_free_percpu: base_addr=(\w+) "
                          r"off=(\d+)")
+    cpu_re = re.compile(r"\[(\d+)\]")
     lines = gzip.open(s2 / "trace.gz", "rt").read().splitlines(keepends=True)
     pairs = []
+    last: dict[str, float] = {}       # each CPU's latest time before line i
     for i in range(len(lines) - 1):
         a, f = alloc_re.search(lines[i]), free_re.search(lines[i + 1])
         if a and f and a.group(3) == f.group(3) and int(f.group(4)) < int(a.group(4)) \
-                and a.group(1) != f.group(1):
-            pairs.append((i, float(a.group(2)), f.group(2)))
+                and a.group(1) != f.group(1) and \
+                last.get(cpu_re.search(lines[i + 1]).group(1), 0.0) <= float(a.group(2)) - 0.0002:
+            pairs.append((i, float(a.group(2)), f.group(2)))   # (the free's CPU stays in order)
+        if a:
+            last[cpu_re.search(lines[i]).group(1)] = float(a.group(2))
+        elif (ev := free_re.search(lines[i])) is not None:
+            last[cpu_re.search(lines[i]).group(1)] = float(ev.group(2))
     swapped = 0
     for n, (i, ts, fts) in enumerate(pairs[:6]):
         def edit(ls, i=i, ts=ts, fts=fts):

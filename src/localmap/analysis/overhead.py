@@ -30,9 +30,10 @@ from localmap.design.machine import BaselineMachine, DesignMachine
 from localmap.design.replay_driver import ReplayDriver, Tee
 from localmap.errors import LocalmapError
 from localmap.progress import Progress
-from localmap.units import KiB, parse_size
+from localmap.units import MAX_CPUS, KiB, fmt_bytes, parse_size
 
 FULL_MATERIALISE_LIMIT = 400_000  # cpus * chunks * unit_pages above which CPUs 2.. are derived
+MAX_PAGES_PER_CPU = 1 << 18       # chunks * unit_pages of a synthetic machine (1 GiB of 4K pages)
 TALK_CPUS = 160                   # the talk's machine (AmpereOne)
 TALK = {"local_va_bytes": 960 * KiB,
         "pgtable_note": f"a couple of MB (4K pages, {TALK_CPUS} CPUs, Fedora config)"}
@@ -41,12 +42,16 @@ TALK = {"local_va_bytes": 960 * KiB,
 def _validate(geom: Geometry, cpus: int, unit_size: int, chunks: int) -> None:
     if cpus < 1:
         raise LocalmapError(f"--cpus must be at least 1 (got {cpus})")
-    if cpus > 65536:
-        raise LocalmapError(f"--cpus {cpus} is more than arm64 Linux supports (NR_CPUS <= 65536)")
+    if cpus > MAX_CPUS:
+        raise LocalmapError(f"--cpus {cpus} is more than a machine may have here ({MAX_CPUS})")
     if chunks < 1:
         raise LocalmapError(f"--chunks must be at least 1: the first chunk always exists (got {chunks})")
     if unit_size <= 0 or unit_size % geom.page_size:
         raise LocalmapError(f"unit size {unit_size} is not a positive multiple of the page size {geom.page_size}")
+    pages = chunks * (unit_size // geom.page_size)
+    if pages > MAX_PAGES_PER_CPU:
+        raise LocalmapError(f"--chunks {chunks} x --unit-size {fmt_bytes(unit_size)} is {pages:,} "
+                            f"pages per CPU; the model builds at most {MAX_PAGES_PER_CPU:,}")
 
 
 def closed_form(
@@ -65,12 +70,12 @@ def closed_form(
     s = lay.split_level
     span = cpus * unit_size
     top = lay.global_window[1]
-    bases = [top - (j + 1) * span for j in range(chunks)]
-    if bases[-1] < lay.global_window[0]:
+    if top - chunks * span < lay.global_window[0]:
         raise LocalmapError(
             f"percpu window too small: {chunks} chunks of {span} bytes ({cpus} CPUs x {unit_size}) need "
             f"{chunks * span} bytes, the window has {lay.window_bytes}"
         )
+    bases = [top - (j + 1) * span for j in range(chunks)]
     private: dict[int, int] = {}
     for level in range(s + 1, 4):
         region = g.entry_size(level - 1)

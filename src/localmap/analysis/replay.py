@@ -65,6 +65,7 @@ own depopulation (the work drops ``pcpu_lock`` around it) cannot be seen and is 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from array import array
@@ -81,6 +82,12 @@ from localmap.ingest.trace import (ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, R_A
 from localmap.mm.percpu import (MASK64, PAGE_SIZES, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError,
                                 PcpuChunk, first_chunk_alloc_info, pcpu_build_alloc_info)
 from localmap.progress import Progress, as_progress
+
+# what a cross-check tests: whether the trace is the whole story (a model that predicted
+# nothing passes it as long as the trace is complete), or whether the model decides as the
+# kernel does
+TRACE_COMPLETENESS = "trace completeness"
+MODEL_FIDELITY = "model fidelity"
 
 RACE_WINDOW_S = 0.010       # how far apart two racing events can be printed
 CHECKPOINT_EVERY = 4096     # events between allocator checkpoints (race trials restart there)
@@ -138,6 +145,7 @@ class FirstChunkGeometry:
     derived: dict
     matches_dmesg: bool | None
     notes: list[str] = field(default_factory=list)
+    where: str | None = None          # FILE:LINE of the first-chunk line
 
 
 class Decisions:
@@ -203,6 +211,11 @@ class ReplayResult:
     balance: dict
     seconds: float
     parse_seconds: float | None = None     # parsing is interleaved with the replay
+    # what says whether the trace is the whole story (see _completeness)
+    completeness: list[dict] = field(default_factory=list)
+    # meminfo against the state reached by the model's own decisions (None: no meminfo)
+    model_meminfo_check: list[dict] | None = None
+    model_check_note: str = ""
 
     @property
     def swaps(self) -> int:
@@ -223,6 +236,38 @@ class ReplayResult:
 
     def causes(self) -> Counter:
         return Counter(d.cause for d in self.disagreements)
+
+    def checks(self) -> list[dict]:
+        """Every cross-check, labelled by what it tests: ``model fidelity`` (the model decides
+        as the kernel did) or ``trace completeness`` (the trace is the whole story; a model
+        that predicted nothing would pass it too)."""
+        g = self.geometry
+        out = [{"check": "first-chunk geometry derived from the config and the CPUs equals the "
+                         "boot log's", "tests": MODEL_FIDELITY, "ok": g.matches_dmesg,
+                "detail": "no config" if g.matches_dmesg is None else g.dmesg},
+               {"check": "each allocation's (chunk, offset) predicted before the kernel's "
+                         "answer is applied", "tests": MODEL_FIDELITY,
+                "ok": self.agree == self.nr_allocs,
+                "detail": f"{self.agree} of {self.nr_allocs} ({self.swaps} replayed in the "
+                          "allocator's order)"}]
+        for name, rows, how in (
+                ("meminfo Percpu per phase, the kernel's placements applied",
+                 self.meminfo_check, "population of the replayed state"),
+                ("meminfo Percpu per phase, the model deciding on its own",
+                 self.model_meminfo_check or [], self.model_check_note)):
+            if rows:
+                bad = [m["phase"] for m in rows if not m["ok"]]
+                out.append({"check": name, "tests": rows[0]["tests"], "ok": not bad,
+                            "detail": (f"{len(rows) - len(bad)} of {len(rows)} phases"
+                                       + (f" (not: {', '.join(bad)})" if bad else "")
+                                       + f"; {how}")})
+        vc = self.vmalloc_check
+        if vc is not None:
+            out.append({"check": "vmallocinfo's percpu areas are the live dynamic chunks of the "
+                                 "trace's create/destroy events", "tests": vc["tests"],
+                        "ok": vc["ok"], "detail": f"{vc['kernel_areas']} in vmallocinfo, "
+                                                  f"{vc['model_areas']} in the replay"})
+        return out
 
     def final_state(self) -> dict:
         p = self.percpu
@@ -286,7 +331,11 @@ class ReplayResult:
             "balance_work": self.balance,
             "final_state": self.final_state(),
             "meminfo_check": self.meminfo_check,
+            "model_meminfo_check": self.model_meminfo_check,
+            "model_check_note": self.model_check_note,
             "vmalloc_check": self.vmalloc_check,
+            "checks": self.checks(),
+            "completeness": self.completeness,
             "seconds": self.seconds,
         }
 
@@ -307,13 +356,50 @@ class ReplayResult:
 # geometry and addresses
 # ---------------------------------------------------------------------------------------------
 
+def possible_cpus(bundle: Bundle) -> tuple[list[int] | None, str | None]:
+    """The kernel's possible CPUs and where they come from: the bundle's ``cpus`` file (or the
+    option that replaced it), else the boot log's map of CPUs to percpu units. When both are
+    there they must agree: a ``cpus`` file from another machine is refused, both sources named."""
+    fc = bundle.first_chunk
+    unit_cpus = list(fc.unit_cpus) if fc is not None and fc.unit_cpus else None
+    cpus = bundle.cpus
+    if cpus is None:
+        if unit_cpus is None:
+            return None, None
+        return sorted(unit_cpus), f"{bundle.files['dmesg']}:{fc.unit_map_line}"
+    possible = cpus["possible"]
+    if unit_cpus is not None and set(unit_cpus) != set(possible):
+        raise LocalmapError(
+            f"{len(possible)} possible CPUs ({_cpulist(possible)}), but the boot log "
+            f"{bundle.files['dmesg']}:{fc.unit_map_line} maps {len(unit_cpus)} CPUs "
+            f"({_cpulist(unit_cpus)}) to percpu units: the two come from different machines",
+            bundle.cpus_source)
+    return possible, bundle.cpus_source
+
+
+def _cpulist(cpus) -> str:
+    """``0-3,8`` for [0, 1, 2, 3, 8]."""
+    out, run = [], []
+    for c in sorted(cpus):
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [c]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
 def derive_geometry(bundle: Bundle, page_size: int | None = None,
                     nr_cpus: int | None = None) -> FirstChunkGeometry:
     fc = bundle.first_chunk
     cfg = bundle.config
     notes: list[str] = []
     if nr_cpus is None:
-        nr_cpus = bundle.nr_possible_cpus
+        possible, _ = possible_cpus(bundle)
+        nr_cpus = len(possible) if possible else None
     if page_size is None:
         if cfg is not None:
             page_size = cfg.page_size
@@ -332,13 +418,20 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
     if page_size not in PAGE_SIZES:
         raise LocalmapError(f"unknown page size {page_size} (expected 4K, 16K or 64K)",
                             bundle.path)
+    if fc.page_size is not None and cfg is not None and fc.page_size != page_size:
+        raise LocalmapError(
+            f"the boot log's first chunk has {fc.page_size // 1024}K pages "
+            f"({bundle.files.get('dmesg')}:{fc.line}), the kernel config "
+            f"{page_size // 1024}K: the two come from different kernels", cfg.path)
     static = fc.static_size
     kb = bundle.kallsyms_percpu_bounds
     if kb is None and bundle.kallsyms_path is not None:
         notes.append(f"{bundle.kallsyms_path}: no __per_cpu_start/__per_cpu_end (not a "
                      "kallsyms of this kernel, or read without root): chunks located without it")
     if kb is not None and kb[1] - kb[0] != static:
-        notes.append(f"kallsyms gives a static size of {kb[1] - kb[0]}, dmesg {static}")
+        notes.append(f"{bundle.kallsyms_path} gives a static size of {kb[1] - kb[0]}, the boot "
+                     f"log {bundle.files.get('dmesg')}:{fc.line} {static}: kallsyms of another "
+                     "kernel? (not used)")
     if nr_cpus is None:
         # embed prints u; the unit count is unknown without the cpus file
         raise LocalmapError("number of possible CPUs unknown (bundle needs a 'cpus' file)",
@@ -359,7 +452,8 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
     if matches is False:
         notes.append(f"derived geometry {derived} differs from dmesg {kernel}; using dmesg's")
     return FirstChunkGeometry(fc.mode, fc.static_size, fc.reserved_size, fc.dyn_size, fc.unit_size,
-                    page_size, nr_cpus, fc.text, derived or {}, matches, notes)
+                              page_size, nr_cpus, fc.text, derived or {}, matches, notes,
+                              f"{bundle.files.get('dmesg')}:{fc.line}")
 
 
 def _build_percpu(geo: FirstChunkGeometry, pcpu_base: int, per_cpu_start: int,
@@ -372,17 +466,23 @@ def _build_percpu(geo: FirstChunkGeometry, pcpu_base: int, per_cpu_start: int,
         raise LocalmapError(f"the kernel's first chunk (s{geo.static_size} r{geo.reserved_size} "
                             f"d{geo.dyn_size} u{geo.unit_size}) is not a geometry "
                             f"pcpu_build_alloc_info can produce for {geo.nr_cpus} CPUs and "
-                            f"{geo.page_size // 1024}K pages")
+                            f"{geo.page_size // 1024}K pages", geo.where)
     return Percpu(ai, mode=geo.mode, base_addr=pcpu_base, per_cpu_start=per_cpu_start,
                   listener=listener, async_enabled=async_enabled)
 
 
 def _addresses(prefix: list[tuple], geo: FirstChunkGeometry, bundle: Bundle, path: str) -> dict:
-    """Chunk addresses from kallsyms and the first events (``prefix``)."""
+    """Chunk addresses from the first events (``prefix``), checked against kallsyms.
+
+    ``ptr - base_addr - off`` is one constant in a boot (``__per_cpu_start - pcpu_base_addr``);
+    the value most of the prefix agrees on is taken, so a damaged first line is reported at its
+    own line later. The first chunk is the lowest chunk address used without
+    ``percpu_create_chunk``; kallsyms, when present, must put it at an address the trace uses,
+    else it is from another boot and is not used (both sources named in the notes)."""
     created = set()
     uncreated: set[int] = set()
     nonreserved_bases = set()
-    ptr_delta = None
+    deltas: Counter = Counter()
     for rec in prefix:
         kind, base = rec[R_KIND], rec[R_BASE]
         if kind == CREATE:
@@ -392,25 +492,36 @@ def _addresses(prefix: list[tuple], geo: FirstChunkGeometry, bundle: Bundle, pat
                 uncreated.add(base)
                 if kind == ALLOC and not rec[R_RESERVED]:
                     nonreserved_bases.add(base)
-            if ptr_delta is None:
-                ptr_delta = (rec[R_PTR] - base - rec[R_OFF]) & MASK64
-    if ptr_delta is None:
+            deltas[(rec[R_PTR] - base - rec[R_OFF]) & MASK64] += 1
+    if not deltas:
         raise LocalmapError("trace has no allocation or free to locate the chunks", path)
+    ptr_delta = deltas.most_common(1)[0][0]
     ps = geo.page_size
     s_al = (geo.static_size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
+    to_first = (s_al + geo.reserved_size) & ~(ps - 1)
+    # (with 16K/64K pages the reserved and first chunks share one base_addr)
+    cands = sorted(b for b in uncreated if b in nonreserved_bases) or sorted(uncreated)
     kb = bundle.kallsyms_percpu_bounds
+    notes = []
+    fc_base = None
     if kb is not None:
-        pcpu_base = (kb[0] - ptr_delta) & MASK64
-        fc_base = pcpu_base + ((s_al + geo.reserved_size) & ~(ps - 1))
-        how = "kallsyms __per_cpu_start and the events' ptr"
-    else:
-        # (with 16K/64K pages the reserved and first chunks share one base_addr)
-        cands = sorted(b for b in uncreated if b in nonreserved_bases) or sorted(uncreated)
+        k_pcpu_base = (kb[0] - ptr_delta) & MASK64
+        k_fc_base = (k_pcpu_base + to_first) & MASK64
+        if k_fc_base in uncreated or not cands:
+            fc_base, pcpu_base = k_fc_base, k_pcpu_base
+            how = "kallsyms __per_cpu_start and the events' ptr"
+        else:
+            notes.append(
+                f"{bundle.kallsyms_path} disagrees with the trace {path}: its __per_cpu_start "
+                f"{kb[0]:#x} puts the first chunk at {k_fc_base:#x}, where the trace has no "
+                f"event; the trace's first chunk is {cands[0]:#x} (kallsyms of another boot? "
+                "not used)")
+    if fc_base is None:
         if not cands:
             raise LocalmapError("cannot tell which chunk is the first chunk (no allocation in "
                                 "a chunk the trace did not create)", path)
         fc_base = cands[0]
-        pcpu_base = fc_base - ((s_al + geo.reserved_size) & ~(ps - 1))
+        pcpu_base = (fc_base - to_first) & MASK64
         how = (f"lowest chunk address used without percpu_create_chunk in the first "
                f"{len(prefix)} events")
     res_base = pcpu_base + (s_al & ~(ps - 1)) if geo.reserved_size else None
@@ -418,7 +529,7 @@ def _addresses(prefix: list[tuple], geo: FirstChunkGeometry, bundle: Bundle, pat
     return {"pcpu_base_addr": pcpu_base, "first_chunk_base": fc_base,
             "reserved_chunk_base": res_base, "per_cpu_start": per_cpu_start,
             "first_chunk_found_by": how, "ptr_delta": ptr_delta,
-            "kallsyms_per_cpu_start": kb[0] if kb else None}
+            "kallsyms_per_cpu_start": kb[0] if kb else None, "notes": notes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,12 +573,132 @@ class _Trial(Exception):
     """A trial order failed (raised inside a trial, never escapes the engine)."""
 
 
+class _OpenLoop:
+    """The allocator run on the model's own decisions from the first point where they differ
+    from the kernel's (an allocation the model places elsewhere, racing events, a failure the
+    model would have served): from there on the model places every allocation itself
+    (:meth:`Percpu.alloc`: its own search, its own chunk creation when nothing fits), runs its
+    own balance work, and takes from the trace only the requests (sizes and flags, which
+    allocation each free releases) and, as the scoring does, the chunks the kernel creates
+    and destroys. Events are taken in the order the trace prints them. Its population is what
+    the model-fidelity meminfo check compares."""
+
+    def __init__(self, eng: "_Engine"):
+        p = eng.p
+        listener, p.listener = p.listener, None
+        try:
+            self.p = copy.deepcopy(p)
+        finally:
+            p.listener = listener
+        self.async_ts = eng.async_ts if eng.async_off else None
+        self.where: dict[tuple[int, int], int] = {}   # kernel (base, off) -> the model's ptr
+        self.pending_task = eng.pending_task
+        self.history = list(eng.pop_history)
+        self.last = self.p.nr_populated
+        self.events = eng.nr_events
+        self.counts: Counter = Counter()
+
+    def feed(self, rec: tuple, before: bool = True, by_alloc: bool = False) -> None:
+        """Apply one record the model's way (``before``: run the balance work first when the
+        model would; ``by_alloc``: a chunk creation was ``pcpu_alloc``'s own)."""
+        p = self.p
+        kind = rec[R_KIND]
+        self.events += 1
+        if self.async_ts is not None and record_ts(rec) > self.async_ts:
+            p.async_enabled = True
+            self.async_ts = None
+        if before and p.balance_pending and kind <= ALLOC_FAIL and (
+                (kind != FREE and not rec[R_ATOMIC]) or _task(rec) != self.pending_task):
+            self.balance()
+        try:
+            if kind == ALLOC:
+                try:
+                    self.where[(rec[R_BASE], rec[R_OFF])] = p.alloc(
+                        rec[R_SIZE], rec[R_ALIGN], rec[R_RESERVED], rec[R_ATOMIC])
+                except PcpuAllocError:
+                    self.counts["allocations_it_could_not_place"] += 1
+            elif kind == FREE:
+                self._free(rec)
+            elif kind == ALLOC_FAIL:
+                try:
+                    found = p.pcpu_alloc_search(rec[R_SIZE], rec[R_ALIGN], rec[R_RESERVED],
+                                                rec[R_ATOMIC])
+                except PcpuAllocError:
+                    found = None
+                if found is None:
+                    p.alloc_failed(rec[R_ATOMIC])
+            elif kind == CREATE:
+                self._create(rec[R_BASE], by_alloc)
+            else:
+                self._destroy(rec[R_BASE])
+        except LocalmapError:
+            self.counts["events_it_could_not_apply"] += 1
+        if p.balance_pending and self.pending_task is None:
+            self.pending_task = _task(rec)
+        if p.nr_populated != self.last:
+            self.last = p.nr_populated
+            self.history.append((self.events, rec[R_LINE], self.last))
+
+    def _free(self, rec: tuple) -> None:
+        p = self.p
+        ptr = self.where.pop((rec[R_BASE], rec[R_OFF]), None)
+        if ptr is not None:
+            p.free(ptr)
+            return
+        # an area both held before the model went its own way
+        c = p.chunks_by_base.get(rec[R_BASE]) or p.find_chunk(rec[R_BASE], rec[R_OFF])
+        if c is None or not c.is_area_start(rec[R_OFF] >> 2):
+            self.counts["frees_of_areas_it_does_not_hold"] += 1
+        else:
+            p.free_in_chunk(c, rec[R_OFF])
+
+    def _create(self, base: int, by_alloc: bool) -> None:
+        p = self.p
+        if base in p.chunks_by_base:
+            self.counts["chunk_creations_it_has_made_already"] += 1
+            return
+        if by_alloc:
+            p.create_chunk(base)
+            return
+        made: list = []
+
+        def create():
+            if not made:
+                made.append(p.create_chunk(base))
+                return made[0]
+            return None
+        self.balance(create)
+        if not made:
+            p.create_chunk(base)
+
+    def _destroy(self, base: int) -> None:
+        c = self.p.chunks_by_base.get(base)
+        if c is None or c.free_bytes != self.p.unit_size:
+            self.counts["chunk_destructions_it_cannot_make"] += 1
+            return
+        self.balance(destroy=lambda ch: ch is c)
+        if base in self.p.chunks_by_base:
+            self.p.destroy_chunk(c)
+
+    def balance(self, create=lambda: None, destroy=lambda c: False) -> None:
+        self.p.balance(create=create, destroy=destroy)
+        self.pending_task = None
+
+    def end(self) -> None:
+        if self.p.balance_pending:
+            self.balance()
+        if self.p.nr_populated != self.history[-1][2]:
+            self.history.append((self.events, 0, self.p.nr_populated))
+
+
 class _Engine:
     """One streaming pass: the model, the scoring, the reconstruction, the race trials."""
 
     def __init__(self, records: Iterator[tuple], geo: FirstChunkGeometry, bundle: Bundle, path: str,
-                 listener=None, async_ts: float | None = None, learner: "_Engine | None" = None):
+                 listener=None, async_ts: float | None = None, learner: "_Engine | None" = None,
+                 stats: dict | None = None):
         self.src = records
+        self.stats = stats if stats is not None else {}     # what the reader learns as it reads
         self.learn_mode = False
         self.ahead: deque = deque()
         self.geo = geo
@@ -529,7 +760,8 @@ class _Engine:
         self.used = 0
         self.nr_events = 0
         self.alloc_index = 0
-        self.populated_seen = {p.nr_populated}
+        # (events replayed, trace line, populated pages) at every change of the population
+        self.pop_history: list[tuple[int, int, int]] = [(0, 0, p.nr_populated)]
         self.reorders: list[dict] = []
         self.work = Counter()
         self.destroyed_early: set[int] = set()
@@ -539,6 +771,8 @@ class _Engine:
         self.replaying = False
         self.slow = async_ts is not None    # every record through _step (see run)
         self.pending_task: tuple | None = None   # who scheduled the pending balance work
+        self.shadow: _OpenLoop | None = None     # the model on its own, once it parts
+        self.parted: dict | None = None           # where and why it parted
         self._barrier()
 
     # -- the stream --
@@ -577,6 +811,8 @@ class _Engine:
         fc_base, fc_lo, fc_hi = fc.base_addr, fc.start_offset, \
             fc.nr_pages * p.page_size - fc.end_offset
         for rec in self._records():
+            if self.shadow is not None and rec[R_KIND] <= ALLOC_FAIL:
+                self.shadow.feed(rec)
             kind, line, base, off, size, align, reserved, atomic, ptr, _, _, _, _ = rec
             chunk = by_base.get(base)
             if chunk is None and base == fc_base and fc_lo <= off < fc_hi and \
@@ -616,7 +852,7 @@ class _Engine:
                     self._after(rec)
                 if p.nr_populated != self.last_populated:
                     self.last_populated = p.nr_populated
-                    self.populated_seen.add(p.nr_populated)
+                    self.pop_history.append((self.nr_events, line, p.nr_populated))
                 self.to_ckpt -= 1
                 if not self.to_ckpt:
                     self._checkpoint()
@@ -734,7 +970,7 @@ class _Engine:
             self._after(rec)
         if p.nr_populated != self.last_populated:
             self.last_populated = p.nr_populated
-            self.populated_seen.add(p.nr_populated)
+            self.pop_history.append((self.nr_events, rec[R_LINE], p.nr_populated))
         self.to_ckpt -= 1
         if not self.to_ckpt:
             self._checkpoint()
@@ -855,7 +1091,9 @@ class _Engine:
         """The model's search disagreed with the kernel. In a chunk older than the trace, while
         the reconstruction learns (its own pass, or past that pass's bound), learn what was
         allocated before tracing; when scoring, try the allocator's order for racing events;
-        else score a miss and apply the kernel's answer."""
+        else score a miss and apply the kernel's answer. An answer no kernel can give (an area
+        the trace allocated and has not freed) refuses the trace."""
+        self._check_overlap(rec, chunk)
         kern = (rec[R_BASE], rec[R_OFF])
         learning = self.touched.get(chunk) is not None and (
             self.learn_mode or self.nr_events > self.learn_prefix_events > 0)
@@ -871,6 +1109,7 @@ class _Engine:
                 self._commit(rec, chunk, found[1], True)
                 return
         if not self.learn_mode:
+            self._part(rec, "the model placed an allocation elsewhere")
             if self._try_earlier(rec):
                 return
             chunk = self._chunk(rec, rec[R_RESERVED])
@@ -878,6 +1117,45 @@ class _Engine:
         if learning:
             self._carve_for(rec, chunk)
         self._force(rec, chunk)
+
+    def _part(self, rec: tuple, why: str) -> None:
+        """The model's own decision differs from the kernel's here: from now on, the open loop
+        (:class:`_OpenLoop`) runs the model on its own; ``rec`` (whose balance-work check has
+        run) is its first record."""
+        if self.shadow is not None or self.learn_mode or self.replaying:
+            return
+        self.shadow = _OpenLoop(self)
+        self.parted = {"line": rec[R_LINE], "why": why}
+        self.shadow.feed(rec, before=False)
+
+    def _check_overlap(self, rec: tuple, chunk: PcpuChunk) -> None:
+        """The kernel's area must be free in the kernel: it may overlap only space the
+        reconstruction guessed was used before tracing, never an area the trace allocated and
+        did not free, nor the first chunk's static and reserved part (unless events were lost:
+        then a free may be missing)."""
+        off, size = rec[R_OFF], rec[R_SIZE]
+        bit_off, bits = off >> 2, -(-size // PCPU_MIN_ALLOC_SIZE)
+        if bit_off + bits > chunk.map_bits or chunk.range_is_free(bit_off, bits) or \
+                self.stats.get("lost"):
+            return
+        pre = self.pre_bits.get(_key(chunk), 0)
+        end_hidden = chunk.map_bits - chunk.end_offset // PCPU_MIN_ALLOC_SIZE
+        for a_off, a_bits in chunk.areas():
+            if a_off >= bit_off + bits or bit_off >= a_off + a_bits:
+                continue
+            hidden = bool(a_off == 0 and chunk.start_offset) or a_off >= end_hidden
+            if not hidden and pre & (((1 << a_bits) - 1) << a_off):
+                continue                   # a guess of the reconstruction: may be wrong
+            if self.replaying:
+                raise _Trial()
+            what = ("the first chunk's static and reserved part" if hidden and a_off == 0 else
+                    "the end of the first chunk" if hidden else
+                    f"the live area at off={a_off * 4} ({a_bits * 4} bytes), which the trace "
+                    "allocated and has not freed")
+            raise LocalmapError(
+                f"allocation of off={off} size={size} in chunk {rec[R_BASE]:x} overlaps {what}: "
+                "no kernel does that; the trace is corrupt (a line repeated or altered?)",
+                self.path, rec[R_LINE])
 
     def _score_miss(self, rec: tuple, chunk: PcpuChunk, pred) -> None:
         self.decisions.append(pred)
@@ -976,6 +1254,7 @@ class _Engine:
             elif agreed:
                 raise _Trial()
             else:
+                self._check_overlap(rec, chunk)
                 self._force(rec, chunk)
         elif kind == FREE:
             chunk = self._chunk(rec, None)
@@ -1020,7 +1299,10 @@ class _Engine:
             return False
         # accepted: redo it for real (scoring, listener) from the state before the trial
         self._end_trial(before, False)
+        self._part(rec, "the model placed an allocation elsewhere (racing allocations)")
         self.ahead.popleft()
+        if self.shadow is not None:
+            self.shadow.feed(nxt)       # (an allocation)
         self.nr_events += 1
         for r in (nxt, rec):
             if self.p.balance_pending:
@@ -1171,6 +1453,7 @@ class _Engine:
             found = None
         if found is not None and not self.replaying:
             self.counts["fail_disagree"] += 1
+            self._part(rec, "the model would have served a failed allocation")
         p.alloc_failed(rec[R_ATOMIC])
 
     # -- the balance work --
@@ -1225,7 +1508,10 @@ class _Engine:
         if base in p.chunks_by_base:
             raise LocalmapError(f"percpu_create_chunk of {base:#x}, which is already a live "
                                 "chunk", self.path, rec[R_LINE])
-        if self._created_by_alloc(rec):
+        by_alloc = self._created_by_alloc(rec)
+        if self.shadow is not None:
+            self.shadow.feed(rec, by_alloc=by_alloc)
+        if by_alloc:
             p.create_chunk(base)
             self.work["chunks_by_pcpu_alloc"] += 1
         else:
@@ -1304,6 +1590,8 @@ class _Engine:
         p = self.p
         base = rec[R_BASE]
         self.counts["destroy"] += 1
+        if self.shadow is not None:
+            self.shadow.feed(rec)
         if base in self.destroyed_early:
             self.destroyed_early.discard(base)
             return
@@ -1334,7 +1622,8 @@ class _Engine:
             else:
                 p.balance(create=lambda: None, destroy=lambda c: False)
                 self.work["runs"] += 1
-        self.populated_seen.add(p.nr_populated)
+        if p.nr_populated != self.pop_history[-1][2]:
+            self.pop_history.append((self.nr_events, 0, p.nr_populated))
 
     # -- reconstruction of what was allocated before tracing --
     def _record(self, chunk: PcpuChunk, bit_off: int, bits: int, why: str, line) -> None:
@@ -1504,28 +1793,27 @@ def replay(source: Bundle | Path | str, *, listener=None, progress: Progress | N
             prog.start(f"replaying {bundle.trace_path.name}", total=total)
             started.append(True)
         prog.update(done)
-    records = iter_records(bundle.trace_path, stats, report)
+    possible, cpus_source = possible_cpus(bundle)
+    records = iter_records(bundle.trace_path, stats, report,
+                           cpus=(max(possible) + 1, cpus_source) if possible else None)
     async_ts = _async_enable_ts(bundle)
-    learner = _Engine(records, geo, bundle, path, None, async_ts)
+    learner = _Engine(records, geo, bundle, path, None, async_ts, stats=stats)
     prefix = learner.learn_prefix()
     rest = itertools.chain(prefix, list(learner.ahead), learner.src)
     del prefix
-    eng = _Engine(rest, geo, bundle, path, listener, async_ts, learner=learner)
+    eng = _Engine(rest, geo, bundle, path, listener, async_ts, learner=learner, stats=stats)
     eng.run()
+    if eng.shadow is not None:
+        eng.shadow.end()
     addr = eng.addr
-    if addr["kallsyms_per_cpu_start"] is not None and \
-            addr["kallsyms_per_cpu_start"] != addr["per_cpu_start"]:
-        geo.notes.append("kallsyms __per_cpu_start differs from the trace's pointers")
-    if stats.get("lost"):
-        partial_reasons.append(f"{stats['lost']} events lost by the tracer: "
-                               + "; ".join(stats["lost_detail"][:3]))
-    if eng.partial_chunks:
-        partial_reasons.append(
-            f"{len(eng.partial_chunks)} chunk(s) existed before tracing started and were never "
-            "created in the trace: their occupancy and population are reconstructed from the "
-            "events only")
-    if eng.first_ts > 5.0:
-        partial_reasons.append(f"trace starts {eng.first_ts:.1f}s after boot")
+    geo.notes.extend(addr["notes"])
+    if possible is not None:
+        stray = sorted(set(stats.get("cpus_seen", ())) - set(possible))
+        if stray:
+            raise LocalmapError(f"the trace has events of CPU {stray[0]}, which is not a "
+                                f"possible CPU ({_cpulist(possible)}, from {cpus_source})", path)
+    completeness = _completeness(bundle, stats, eng)
+    partial_reasons = [e["detail"] for e in completeness if e["complete"] is False]
     pretrace = eng.learned_areas()
     recon = {
         "method": "emptiest start consistent with the trace: an area counts as allocated "
@@ -1537,7 +1825,22 @@ def replay(source: Bundle | Path | str, *, listener=None, progress: Progress | N
                            for (b, r), v in pretrace.items()},
     }
     p = eng.p
-    meminfo = _meminfo_check(bundle, p, eng.populated_seen, geo)
+    per_page = geo.page_size * p.ai.nr_units
+    meminfo = _meminfo_check(bundle, eng.pop_history, p.nr_populated, per_page,
+                             TRACE_COMPLETENESS)
+    if eng.shadow is None:
+        model_meminfo = [dict(m, tests=MODEL_FIDELITY) for m in meminfo]
+        model_note = ("the model decided as the kernel did throughout (every allocation "
+                      "where the kernel put it, in the printed order): its own state is the "
+                      "replayed state")
+    else:
+        sh = eng.shadow
+        model_meminfo = _meminfo_check(bundle, sh.history, sh.p.nr_populated, per_page,
+                                       MODEL_FIDELITY)
+        model_note = (f"the model on its own from line {eng.parted['line'] or 'end'} on "
+                      f"({eng.parted['why']}): it placed every later allocation and ran the "
+                      "balance work itself"
+                      + "".join(f"; {n} {k.replace('_', ' ')}" for k, n in sh.counts.items()))
     balance = dict(eng.work)
     balance["percpu_enable_async_by"] = (
         "start of trace (no boot-log bound)" if async_ts is None else
@@ -1555,9 +1858,86 @@ def replay(source: Bundle | Path | str, *, listener=None, progress: Progress | N
         disagreements=eng.disagreements, reconstruction=recon, decisions=eng.decisions,
         timeline=eng.timeline, meminfo_check=meminfo, vmalloc_check=_vmalloc_check(bundle, p),
         base_info={k: (f"{v:x}" if isinstance(v, int) else v) for k, v in addr.items()
-                   if k != "ptr_delta"},
-        balance=balance, seconds=time.perf_counter() - t0)
+                   if k not in ("ptr_delta", "notes")},
+        balance=balance, seconds=time.perf_counter() - t0, completeness=completeness,
+        model_meminfo_check=model_meminfo if bundle.meminfo else None,
+        model_check_note=model_note)
     return res
+
+
+def _completeness(bundle: Bundle, stats: dict, eng: "_Engine") -> list[dict]:
+    """Is the trace the whole story from boot? Every piece of evidence the bundle holds, each
+    with its verdict (``complete``: True, False, or None when the evidence is not there); the
+    replay is partial when any says False."""
+    out: list[dict] = []
+    trace = str(bundle.trace_path)
+
+    def ev(what: str, source: str, complete: bool | None, detail: str) -> None:
+        out.append({"evidence": what, "source": source, "complete": complete,
+                    "detail": detail})
+    lost_markers = [d for d in stats.get("lost_detail", []) if "header" not in d]
+    if "entries" in stats:
+        where = f"{trace}:{stats['entries_line']}"
+        header_lost = stats.get("header_lost", 0)
+        if header_lost > 0:
+            ev("ftrace header", where, False,
+               f"{header_lost} events lost by the tracer (the ring buffer was overwritten: "
+               "entries-in-buffer < entries-written)")
+        elif stats["event_lines"] < stats["entries"]:
+            ev("ftrace header", where, False,
+               f"the file was cut short: it holds {stats['event_lines']} event lines, its header "
+               f"counted {stats['entries']} in the buffer (entries-in-buffer)")
+        else:
+            ev("ftrace header", where, True,
+               f"no event lost; {stats['event_lines']} event lines for {stats['entries']} "
+               "entries in the buffer")
+    else:
+        ev("ftrace header", trace, None, "no entries-in-buffer/entries-written header")
+    if lost_markers:
+        ev("lost-event markers", trace, False, "events lost: " + "; ".join(lost_markers[:3]))
+    if "cut" in stats:
+        line, text = stats["cut"]
+        ev("end of file", f"{trace}:{line}", False,
+           f"the file was cut mid-line (line {line} has no end: {text[:60]!r}); that line is "
+           "not replayed")
+    else:
+        ev("end of file", trace, True, "the last line is whole")
+    if eng.partial_chunks:
+        ev("chunks older than the trace", trace, False,
+           f"{len(eng.partial_chunks)} chunk(s) existed before tracing started and were never "
+           "created in the trace: their occupancy and population are reconstructed from the "
+           "events only")
+    else:
+        ev("chunks older than the trace", trace, True,
+           "every dynamic chunk the trace uses is created in it")
+    cmd, cmd_src = bundle.cmdline, str(bundle.files.get("cmdline"))
+    if cmd is None and bundle.dmesg_text is not None:
+        from localmap.ingest.procfs import kernel_cmdline
+        found = kernel_cmdline(bundle.dmesg_text)
+        if found:
+            cmd, cmd_src = found[0], f"{bundle.files['dmesg']}:{found[1]}"
+    if cmd is None:
+        ev("tracing from boot", trace, None, "no kernel command line (no cmdline, no boot log)")
+    elif any(w.startswith("trace_event=") and "percpu" in w for w in cmd.split()):
+        ev("tracing from boot", cmd_src, True, "the percpu events were enabled on the kernel "
+           "command line (trace_event=)")
+    else:
+        ev("tracing from boot", cmd_src, False, "tracing was switched on after boot: the kernel "
+           "command line does not enable the percpu events (trace_event=percpu:*)")
+    if bundle.dmesg_text is not None:
+        from localmap.ingest.procfs import init_started
+        init = init_started(bundle.dmesg_text)
+        src = f"{bundle.files['dmesg']}:{init[1]}" if init else str(bundle.files["dmesg"])
+        if init is None:
+            ev("first event vs boot", src, None, "the boot log does not say when init started")
+        elif eng.first_ts > init[0]:
+            ev("first event vs boot", src, False,
+               f"the first event ({eng.first_ts:.6f} s) comes after init started "
+               f"({init[0]:.6f} s): the events of the boot are missing")
+        else:
+            ev("first event vs boot", src, True,
+               f"the first event ({eng.first_ts:.6f} s) precedes init ({init[0]:.6f} s)")
+    return out
 
 
 def _async_enable_ts(bundle: Bundle) -> float | None:
@@ -1582,31 +1962,34 @@ def _vmalloc_check(bundle: Bundle, p: Percpu) -> dict | None:
     model = sorted((c.base_addr + off, size) for c in p.chunks_by_base.values()
                    for off, size in zip(p.ai.group_offsets, p.ai.group_sizes))
     return {"kernel_areas": len(kernel), "model_areas": len(model), "ok": kernel == model,
+            "tests": TRACE_COMPLETENESS,
             "only_kernel": [f"{a:x}+{n}" for a, n in sorted(set(kernel) - set(model))][:8],
             "only_model": [f"{a:x}+{n}" for a, n in sorted(set(model) - set(kernel))][:8]}
 
 
-def _meminfo_check(bundle: Bundle, p: Percpu, populated_seen: set[int],
-                   geo: FirstChunkGeometry) -> list[dict]:
-    """Compare /proc/meminfo Percpu with the model's populated pages.
+def _meminfo_check(bundle: Bundle, history: list[tuple[int, int, int]], final_pages: int,
+                   per_page: int, tests: str) -> list[dict]:
+    """/proc/meminfo's Percpu against a population history ``(events, line, pages)``.
 
-    The last phase was read after the workload, when the trace was complete: the model's final
-    populated bytes must equal it. Earlier phases were read at unknown points of the trace: the
-    check reports whether the model's populated count passed through that value.
-    """
+    The phases were read in order, each at an unknown point of the trace: each must be reached
+    after the one before it (the earliest point that fits is taken, which leaves the most room
+    for the phases after it); the last phase was read after the workload, when the trace was
+    complete, and must equal the final state."""
     out = []
     phases = bundle.meminfo
-    if not phases:
-        return out
-    per_page = geo.page_size * p.ai.nr_units
-    seen = {n * per_page for n in populated_seen}
+    pos = 0
     for i, (phase, val) in enumerate(phases):
-        last = i == len(phases) - 1
-        model = p.populated_bytes if last else None
-        out.append({
-            "phase": phase, "meminfo_bytes": val,
-            "model_bytes": model,
-            "kind": "final state" if last else "reached during the trace",
-            "ok": (model == val) if last else (val in seen or val == p.populated_bytes),
-        })
+        row = {"phase": phase, "meminfo_bytes": val, "tests": tests}
+        if i == len(phases) - 1:
+            model = final_pages * per_page
+            row.update(model_bytes=model, kind="final state", ok=model == val, line=None)
+        else:
+            j = next((k for k in range(pos, len(history)) if history[k][2] * per_page == val),
+                     None)
+            if j is not None:
+                pos = j
+            row.update(model_bytes=val if j is not None else None,
+                       kind="reached, after the phases before it", ok=j is not None,
+                       line=history[j][1] or None if j is not None else None)
+        out.append(row)
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from localmap.cli.common import add_command, progress
+from localmap.cli.common import add_command, cpu_count, positive, progress
 from localmap.cli.console import stdout_console
 from localmap.errors import LocalmapError
 from localmap.units import fmt_count, fmt_seconds
@@ -25,9 +25,9 @@ def register(subparsers) -> None:
         "SCENARIO, the named set of scenarios; 'all' adds the extra twins and references.")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                    help="scenario names (see --list), or 'all'")
-    p.add_argument("--cpus", type=int, default=None, metavar="N",
+    p.add_argument("--cpus", type=cpu_count, default=None, metavar="N",
                    help="number of CPUs of each explored configuration (default: per scenario, 2)")
-    p.add_argument("--tasks", type=int, default=None, metavar="N",
+    p.add_argument("--tasks", type=positive, default=None, metavar="N",
                    help="tasks (default: per scenario, 2)")
     p.add_argument("--list", action="store_true",
                    help="list every scenario with its verdict (explored at its default size) and exit")

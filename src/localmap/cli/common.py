@@ -19,6 +19,8 @@ import sys
 
 from localmap.cli.console import stdout_console
 from localmap.cli.progress import TerminalProgress
+from localmap.errors import LocalmapError
+from localmap.units import MAX_CPUS, parse_count
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,6 +42,8 @@ def global_options(top: bool = False) -> argparse.ArgumentParser:
                    help="draw no progress display on stderr")
     p.add_argument("-q", "--quiet", action="store_true", default=default,
                    help="print only results and errors (no progress, no informational lines)")
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="on an error, also print the traceback")
     return p
 
 
@@ -65,24 +69,45 @@ def info(args: argparse.Namespace, message: str) -> None:
         print(message)
 
 
-def count(text: str) -> int:
-    """An argparse type: a whole number >= 0."""
+def whole(minimum: int = 0, maximum: int = 1 << 62):
+    """An argparse type: a whole number in plain ASCII digits, ``minimum <= n <= maximum``."""
+    def parse(text: str) -> int:
+        try:
+            return parse_count(text, minimum=minimum, maximum=maximum)
+        except LocalmapError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+    parse.__name__ = "whole number"
+    return parse
+
+
+count = whole(0)                     # a whole number >= 0
+positive = whole(1)                  # a whole number >= 1
+cpu_count = whole(1, MAX_CPUS)       # a number of CPUs
+QEMU_VIRT_MAX_CPUS = 512             # what QEMU's virt machine boots at most
+guest_cpus = whole(1, QEMU_VIRT_MAX_CPUS)
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds (at most a day)."""
     try:
-        n = int(text)
+        v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, not {text}")
-    return n
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not 0 < v <= 86400:
+        raise argparse.ArgumentTypeError(f"expected 0 < seconds <= 86400, not {text}")
+    return v
 
 
-def positive(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
-    n = count(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, not {text}")
-    return n
+def option(name: str, fn, *args, **kw):
+    """``fn(*args, **kw)``, with a :class:`LocalmapError` that names no file naming the option
+    ``name`` instead."""
+    try:
+        return fn(*args, **kw)
+    except LocalmapError as exc:
+        if exc.path is None:
+            raise LocalmapError(exc.message, name) from None
+        raise
 
 
 __all__ = ["Parser", "global_options", "add_command", "progress", "info", "count", "positive",
-           "stdout_console"]
+           "whole", "cpu_count", "guest_cpus", "seconds", "option", "stdout_console"]

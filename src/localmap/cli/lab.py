@@ -14,17 +14,20 @@ import argparse
 import json
 import sys
 
-from localmap.cli.common import add_command, info, positive, progress
+from localmap.cli.common import add_command, guest_cpus, info, positive, progress, seconds, whole
 from localmap.cli.console import stdout_console
 from localmap.units import fmt_count, fmt_percent, fmt_seconds
 
 
+_WORK = whole(0, 1_000_000)         # memcgs, removals, forks of a capture workload
+
+
 def _workload_args(p: argparse.ArgumentParser, memcgs: int, remove: int, forks: int) -> None:
-    p.add_argument("--memcgs", type=int, default=memcgs, metavar="N",
+    p.add_argument("--memcgs", type=_WORK, default=memcgs, metavar="N",
                    help=f"memory cgroups to create (default {memcgs})")
-    p.add_argument("--remove", type=int, default=remove, metavar="N",
+    p.add_argument("--remove", type=_WORK, default=remove, metavar="N",
                    help=f"how many of them to remove again (default {remove})")
-    p.add_argument("--forks", type=int, default=forks, metavar="N",
+    p.add_argument("--forks", type=_WORK, default=forks, metavar="N",
                    help=f"fork+exec of /bin/true (default {forks})")
 
 
@@ -39,7 +42,7 @@ def register(sub) -> None:
     cap.add_argument("--workload", metavar="CMD",
                      help="shell command to run instead of the memcg/fork workload")
     _workload_args(cap, 300, 0, 200)
-    cap.add_argument("--buffer-kb", type=int, default=8192, metavar="KB",
+    cap.add_argument("--buffer-kb", type=whole(1, 1 << 20), default=8192, metavar="KB",
                      help="per-CPU trace buffer size (default 8192)")
     cap.set_defaults(func=_capture)
 
@@ -54,7 +57,7 @@ def register(sub) -> None:
     lc.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="PACKAGE|IMAGE",
                     help=f"Debian linux-image package or raw arm64 Image (default {DEFAULT_KERNEL})")
     lc.add_argument("--config", metavar="FILE", help=".config of an IMAGE (default: config-* beside it)")
-    lc.add_argument("--cpus", type=int, required=True, metavar="N",
+    lc.add_argument("--cpus", type=guest_cpus, required=True, metavar="N",
                     help="number of CPUs of the guest")
     _workload_args(lc, 300, 0, 200)
     lc.add_argument("--percpu-alloc", choices=("page", "embed"), help="first-chunk allocator")
@@ -67,7 +70,7 @@ def register(sub) -> None:
     lc.add_argument("--net", action="store_true",
                     help="also load virtio_net and set the interfaces up after the modules (IPv6 "
                     "autoconfiguration makes GFP_ATOMIC percpu allocations)")
-    lc.add_argument("--timeout", type=float, default=1200.0, metavar="SECONDS",
+    lc.add_argument("--timeout", type=seconds, default=1200.0, metavar="SECONDS",
                     help="give up on the boot after this long (default 1200)")
     lc.add_argument("-o", "--output", required=True, metavar="DIR", help="bundle folder to create")
     lc.set_defaults(func=_lab_capture)
@@ -157,9 +160,9 @@ def _register_profile(labsub) -> None:
     lp.add_argument("--system-map", metavar="FILE", help="System.map of the image's build")
     lp.add_argument("--no-build", action="store_true",
                     help="fail instead of building a lab kernel that is not cached")
-    lp.add_argument("--cpus", type=positive, default=2, metavar="N",
+    lp.add_argument("--cpus", type=guest_cpus, default=2, metavar="N",
                     help="number of CPUs of the guest (default 2)")
-    lp.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS",
+    lp.add_argument("--timeout", type=seconds, default=1800.0, metavar="SECONDS",
                     help="give up on the boot after this long (default 1800)")
     lp.add_argument("--json", action="store_true", help="print the result as JSON")
     lp.add_argument("--save", metavar="FILE", help="also write the profile as JSON to FILE")
@@ -211,6 +214,7 @@ def _lab_kernel(args) -> int:
 def _lab_profile(args) -> int:
     from localmap.errors import LocalmapError
     from localmap.lab import profile as prof
+    from localmap.units import parse_count
     from localmap.perf.dynamic import measured_profile
 
     wl = []
@@ -218,10 +222,8 @@ def _lab_profile(args) -> int:
         name, _, rounds = w.partition("=")
         if name not in prof.WORKLOADS:
             raise LocalmapError(f"unknown workload {name!r} (known: {', '.join(prof.WORKLOADS)})")
-        try:
-            wl.append((name, int(rounds) if rounds else prof.WORKLOADS[name][0]))
-        except ValueError:
-            raise LocalmapError(f"{w}: rounds must be a whole number") from None
+        wl.append((name, parse_count(rounds, w, minimum=1, maximum=10_000_000) if rounds
+                   else prof.WORKLOADS[name][0]))
     if not args.timeout > 0:
         raise LocalmapError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     with progress(args) as prog:

@@ -14,7 +14,7 @@ import textwrap
 
 from localmap.analysis import overhead as ov
 from localmap.arch.arm64.pgtable import GRANULES, VA_BITS_CHOICES, parse_granule
-from localmap.cli.common import add_command, info, progress
+from localmap.cli.common import add_command, cpu_count, info, option, positive, progress, whole
 from localmap.cli.console import stdout_console
 from localmap.errors import LocalmapError
 from localmap.units import fmt_bytes, parse_size
@@ -39,12 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", nargs="?", metavar="BUNDLE",
                    help="capture bundle to replay; omit for the synthetic form")
     p.add_argument("--granule", help="page size: 4K, 16K or 64K (synthetic form: required)")
-    p.add_argument("--va-bits", type=int, metavar="N", help="CONFIG_ARM64_VA_BITS (39/48/52 with 4K, 36/47/48/52 with 16K, 42/48/52 with 64K)")
-    p.add_argument("--vabits-actual", type=int, metavar="N", help="VA bits the CPU runs with (52-bit kernels fall back to 48/47 without LPA2)")
-    p.add_argument("--cpus", type=int, metavar="N", help="number of CPUs of the machine (all online)")
+    p.add_argument("--va-bits", type=whole(1, 64), metavar="N", help="CONFIG_ARM64_VA_BITS (39/48/52 with 4K, 36/47/48/52 with 16K, 42/48/52 with 64K)")
+    p.add_argument("--vabits-actual", type=whole(1, 64), metavar="N", help="VA bits the CPU runs with (52-bit kernels fall back to 48/47 without LPA2)")
+    p.add_argument("--cpus", type=cpu_count, metavar="N", help="number of CPUs of the machine (all online)")
     p.add_argument("--unit-size", default=None, metavar="SIZE",
                    help="percpu unit size, e.g. 192K (synthetic form)")
-    p.add_argument("--chunks", type=int, default=None, metavar="K",
+    p.add_argument("--chunks", type=positive, default=None, metavar="K",
                    help="live chunks, the first included (synthetic form)")
     p.add_argument("--window-bytes", default=None, metavar="SIZE",
                    help="size of each window (default: one split-level entry)")
@@ -61,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
         return run_sync(args)
     if args.cpus is None:
         raise LocalmapError("--cpus N is required")
-    if args.cpus < 1:
-        raise LocalmapError(f"--cpus must be at least 1 (got {args.cpus})")
-    window = parse_size(args.window_bytes) if args.window_bytes else None
+    window = option("--window-bytes", parse_size, args.window_bytes) if args.window_bytes else None
+    if args.granule is not None:
+        option("--granule", parse_granule, args.granule)
+    if args.unit_size is not None:
+        args.unit_size = option("--unit-size", parse_size, args.unit_size)
     console = stdout_console()
     if args.bundle:
         if args.unit_size or args.chunks:
@@ -109,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
                               ("--unit-size", args.unit_size), ("--chunks", args.chunks)) if v is None]
     if missing:
         raise LocalmapError(f"the synthetic form needs {', '.join(missing)} (or give a BUNDLE)")
+    if args.vabits_actual is not None:
+        from localmap.arch.arm64.memory import KernelLayout
+        from localmap.arch.arm64.pgtable import Geometry
+        option("--vabits-actual", KernelLayout.for_geometry,
+               option("--va-bits", Geometry, parse_granule(args.granule), args.va_bits),
+               args.vabits_actual)
     res = ov.overhead_synthetic(args.granule, args.va_bits, args.cpus, args.unit_size, args.chunks,
                                 vabits_actual=args.vabits_actual, window_bytes=window)
     if args.json:

@@ -46,15 +46,19 @@ def open_source(source: str, dmesg: str | None = None, config: str | None = None
         bundle = load_bundle(path)
     for name, value in (("dmesg", dmesg), ("config", config)):
         if value is not None:
-            if not Path(value).is_file():
+            if not Path(value).exists():
                 raise LocalmapError("no such file", value)
-            bundle.files[name] = Path(value)
+            bundle.files[name] = Path(value)       # (read, and checked, like a bundle's own)
     if cpus is not None:
         from localmap.ingest.procfs import parse_cpulist
-        lst = list(range(int(cpus))) if cpus.isdigit() else parse_cpulist(cpus, "--possible-cpus")
+        from localmap.units import MAX_CPUS, parse_count
+        if cpus.strip().isdigit():
+            lst = list(range(parse_count(cpus, "--possible-cpus", 1, MAX_CPUS)))
+        else:
+            lst = parse_cpulist(cpus, "--possible-cpus")
         if not lst:
-            raise LocalmapError("--possible-cpus needs at least one CPU")
-        bundle.__dict__["cpus"] = {"possible": lst, "online": lst}
+            raise LocalmapError("needs at least one CPU", "--possible-cpus")
+        bundle.set_cpus(lst, "--possible-cpus")
     return bundle
 
 

@@ -17,6 +17,11 @@ from localmap.design.machine import DesignMachine
 from localmap.errors import LocalmapError
 
 
+# the page tables one design machine may build while a bundle is replayed on it (the model's
+# own objects take a few times this): past it the replay stops with an error naming --cpus
+PGTABLE_BUDGET = 128 << 20
+
+
 class ReplayDriver:
     """A percpu-allocator listener that drives a DesignMachine of ``cpus`` CPUs.
 
@@ -51,6 +56,10 @@ class ReplayDriver:
 
     def _build(self, src_unit_size: int) -> DesignMachine:
         g = self.geom.page_size
+        # every CPU gets at least a root copy and a private table: refuse before building
+        floor = self.cpus * (self.geom.root_alloc_bytes + g)
+        if floor > PGTABLE_BUDGET:
+            self._over_budget(floor)
         m = self.machine_cls(self.geom, self.cpus, -(-src_unit_size // g) * g, **self.kw)
         first = m.create_chunk(key="first", first=True)
         m.populate(first, 0, first.nr_pages)
@@ -106,6 +115,14 @@ class ReplayDriver:
         pop.update(range(page_start, page_end))
         lo, hi = page_start // self.scale, -(-page_end // self.scale)
         m.populate(c, lo, hi)  # already-populated design pages are left alone
+        if getattr(m, "extra_bytes_now", 0) > PGTABLE_BUDGET:
+            self._over_budget(m.extra_bytes_now)
+
+    def _over_budget(self, nbytes: int) -> None:
+        raise LocalmapError(
+            f"--cpus {self.cpus}: the design's page tables for this bundle need at least "
+            f"{nbytes >> 20} MiB, more than the {PGTABLE_BUDGET >> 20} MiB the model builds for a "
+            "replayed bundle (the synthetic form derives large machines from two CPUs)")
 
     def pages_depopulated(self, chunk: Any, page_start: int, page_end: int) -> None:
         if (target := self._pages(chunk)) is None:

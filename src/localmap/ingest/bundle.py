@@ -13,7 +13,9 @@ The same loader serves bundles from ``../shared/data``, from ``localmap lab capt
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -21,18 +23,11 @@ from pathlib import Path
 
 from localmap.errors import LocalmapError
 from localmap.ingest import kconfig, procfs
-from localmap.ingest.textfile import open_text_stream, read_text
+from localmap.fileio import printable
+from localmap.ingest.textfile import iter_lines, read_text
 
 # the workload phases after which Percpu: is read, in the order the capture script runs them
 MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork", "modules", "modules_del", "workload")
-
-
-def _find(folder: Path, name: str) -> Path | None:
-    for cand in (name, name + ".gz", name + ".xz"):
-        p = folder / cand
-        if p.is_file():
-            return p
-    return None
 
 
 @dataclass
@@ -59,9 +54,14 @@ class Bundle:
         return p
 
     @cached_property
+    def dmesg_text(self) -> str | None:
+        p = self.files.get("dmesg")
+        return read_text(p) if p else None
+
+    @cached_property
     def first_chunk(self) -> procfs.FirstChunkLine | None:
         p = self.files.get("dmesg")
-        return procfs.read_first_chunk_line(p) if p else None
+        return procfs.parse_first_chunk_line(self.dmesg_text, str(p)) if p else None
 
     @cached_property
     def config(self) -> kconfig.KConfig | None:
@@ -72,6 +72,18 @@ class Bundle:
     def cpus(self) -> dict[str, list[int]] | None:
         p = self.files.get("cpus")
         return procfs.parse_cpus_file(read_text(p), str(p)) if p else None
+
+    @property
+    def cpus_source(self) -> str | None:
+        """Where :attr:`cpus` comes from: the ``cpus`` file, or what :meth:`set_cpus` named."""
+        return self.__dict__.get("_cpus_source") or (
+            str(self.files["cpus"]) if "cpus" in self.files else None)
+
+    def set_cpus(self, possible: list[int], source: str) -> None:
+        """Possible (and online) CPUs given instead of the ``cpus`` file (e.g. by an option
+        named ``source``)."""
+        self.__dict__["cpus"] = {"possible": list(possible), "online": list(possible)}
+        self.__dict__["_cpus_source"] = source
 
     @property
     def nr_possible_cpus(self) -> int | None:
@@ -112,62 +124,74 @@ class Bundle:
 
     @cached_property
     def kallsyms_percpu_bounds(self) -> tuple[int, int] | None:
-        """(``__per_cpu_start``, ``__per_cpu_end``) from kallsyms, when present."""
+        """(``__per_cpu_start``, ``__per_cpu_end``) from kallsyms, when present (read and
+        decompressed only up to the two symbols; a damaged file is refused)."""
         p = self.files.get("kallsyms")
         if p is None:
             return None
-        found: dict[bytes, int] = {}
-        fh, raw, _ = open_text_stream(p)
-        try:             # read (and decompress) only up to the two symbols
-            buf = b""
-            while len(found) < 2:
-                block = fh.buffer.read(1 << 18)
-                if not block:
-                    break
-                buf += block
-                for key in (b"start", b"end"):
-                    i = buf.find(b" __per_cpu_" + key + b"\n")
-                    if i >= 0 and key not in found:
-                        m = _PERCPU_BOUNDS_RE.match(buf, buf.rfind(b"\n", 0, i) + 1)
-                        if m:
-                            found[key] = int(m.group(1), 16)
-                buf = buf[buf.rfind(b"\n") + 1:]
-        except (EOFError, OSError):
-            pass
-        finally:
-            fh.close()
-            raw.close()
-        start, end = found.get(b"start"), found.get(b"end")
+        found: dict[str, int] = {}
+        for lineno, line in enumerate(iter_lines(p), 1):
+            if not line.endswith(("__per_cpu_start", "__per_cpu_end")):
+                continue
+            m = _PERCPU_BOUNDS_RE.fullmatch(line.rstrip())
+            if m is None:
+                raise LocalmapError(f"not a kallsyms line: {printable(line, 80)!r} (expected "
+                                    "'ADDRESS TYPE NAME' with a hexadecimal address)", p, lineno)
+            found.setdefault(m.group(2), int(m.group(1), 16))
+            if len(found) == 2:
+                break
+        start, end = found.get("start"), found.get("end")
         if start is None or end is None or start == 0:
             return None
         return start, end
 
 
-_PERCPU_BOUNDS_RE = re.compile(rb"^([0-9a-fA-F]+) \S+ __per_cpu_(start|end)\r?$", re.MULTILINE)
+_PERCPU_BOUNDS_RE = re.compile(r"([0-9a-fA-F]{1,16}) [A-Za-z] __per_cpu_(start|end)", re.ASCII)
 _NAMES = ("trace", "dmesg", "vmallocinfo", "kallsyms", "config", "cpus", "uname", "cmdline",
           "event_format")
 
 
 def load_bundle(path: Path | str, trace: Path | str | None = None) -> Bundle:
     """Open a bundle folder, or a bare trace file as a trace-only bundle. ``trace`` names the
-    folder's trace when it is not called ``trace[.gz|.xz]``."""
+    folder's trace when it is not called ``trace[.gz|.xz]``. Only regular files are taken; a
+    name present twice (``config`` and ``config.gz``) is refused rather than guessed."""
     path = Path(path)
-    if not path.exists():
-        raise LocalmapError("no such bundle folder or trace file", path)
-    if path.is_file():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise LocalmapError("no such bundle folder or trace file", path) from None
+    except OSError as exc:
+        raise LocalmapError(f"cannot read: {exc.strerror}", path) from None
+    if not stat.S_ISDIR(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalmapError("is not a regular file nor a folder (a device, FIFO or "
+                                "socket?); expected a bundle folder or a trace file", path)
         return Bundle(path=path, trace_path=path, files={"trace": path})
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as exc:
+        raise LocalmapError(f"cannot read the bundle folder: {exc.strerror}", path) from None
+    by_stem: dict[str, list[os.DirEntry]] = {}
+    for e in entries:
+        stem = e.name
+        for ext in (".gz", ".xz"):
+            if stem.endswith(ext):
+                stem = stem[: -len(ext)]
+        if stem in _NAMES or stem.startswith("meminfo."):
+            by_stem.setdefault(stem, []).append(e)
     files: dict[str, Path] = {}
-    for name in _NAMES:
-        p = _find(path, name)
-        if p is not None:
-            files[name] = p
-    for p in sorted(path.iterdir()):
-        if p.name.startswith("meminfo.") and p.is_file():
-            phase = p.name.split(".", 1)[1]
-            for ext in (".gz", ".xz"):
-                if phase.endswith(ext):
-                    phase = phase[: -len(ext)]
-            files["meminfo." + phase] = p
+    for stem, found in by_stem.items():
+        if len(found) > 1:
+            raise LocalmapError(f"holds {' and '.join(e.name for e in found)}: two copies of "
+                                f"the bundle's {stem!r} file, keep one", path)
+        e = found[0]
+        try:
+            regular = e.is_file()      # (follows a symbolic link, as reading does)
+        except OSError:
+            regular = False
+        if not regular:
+            raise LocalmapError("is not a regular file", Path(e.path))
+        files[stem] = Path(e.path)
     if trace is not None:
         files["trace"] = Path(trace)
     if "trace" not in files:

@@ -1,7 +1,15 @@
 """Opening the text files users bring: plain, ``.gz`` or ``.xz``, chosen by magic bytes.
 
-Nothing kernel-specific here; every reader in :mod:`localmap.ingest` goes through
-:func:`open_text` so compressed and plain captures behave the same.
+Nothing kernel-specific here; every reader in :mod:`localmap.ingest` goes through this module,
+so compressed and plain captures behave the same and every failure is one
+:class:`~localmap.errors.LocalmapError` naming the file:
+
+* only regular files are read (:func:`localmap.fileio.open_input`: a FIFO or a device is
+  refused before a byte is read);
+* a damaged compressed file (bad header, bad data, bad checksum, cut short) is refused;
+* what a file may ask for is bounded, checked as it is decompressed, never after: a whole-file
+  read (:func:`read_text`) stops at :data:`MAX_TEXT_BYTES`, a streamed line
+  (:func:`iter_lines`) at :data:`MAX_LINE_CHARS`.
 """
 
 from __future__ import annotations
@@ -10,12 +18,22 @@ import gzip
 import io
 import lzma
 import os
+import zlib
 from pathlib import Path
+from typing import Iterator
 
 from localmap.errors import LocalmapError
+from localmap.fileio import open_input
 
 _GZIP = b"\x1f\x8b"
 _XZ = b"\xfd7zXZ\x00"
+
+MAX_TEXT_BYTES = 32 << 20   # a file read whole (dmesg, config, meminfo, ...), decompressed
+MAX_LINE_CHARS = 1 << 20    # one line of a streamed file (trace, kallsyms)
+BLOCK_CHARS = 1 << 16       # what a streamed reader decodes at a time
+
+# what the decompressors raise on damaged input (gzip.BadGzipFile is an OSError)
+DECOMPRESS_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, UnicodeError)
 
 
 def resolve(path: Path) -> Path:
@@ -30,58 +48,121 @@ def resolve(path: Path) -> Path:
     raise LocalmapError("no such file (also looked for .gz and .xz)", path)
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """Open ``path`` for reading text, decompressing gzip or xz transparently."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except FileNotFoundError:
-        raise LocalmapError("no such file", path) from None
-    except IsADirectoryError:
-        raise LocalmapError("is a directory, expected a file", path) from None
-    except OSError as exc:
-        raise LocalmapError(f"cannot read: {exc.strerror}", path) from None
-    if magic.startswith(_GZIP):
-        raw = gzip.open(path, "rb")
-    elif magic.startswith(_XZ):
-        raw = lzma.open(path, "rb")
+def corrupt(path: Path | str, exc: BaseException, after: str = "") -> LocalmapError:
+    """The one error for a file that cannot be decompressed or decoded."""
+    if isinstance(exc, LocalmapError):
+        return exc
+    if isinstance(exc, EOFError):
+        why = "truncated: the compressed stream ends early"
+    elif isinstance(exc, lzma.LZMAError):
+        why = f"corrupt xz data ({exc})"
+    elif isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        why = f"corrupt gzip data ({exc})"
+    elif isinstance(exc, OSError) and exc.strerror:
+        why = f"cannot read: {exc.strerror}"
     else:
-        raw = open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+        why = f"corrupt or unreadable ({exc})"
+    return LocalmapError(why + after, path)
+
+
+def _decompressor(raw, path: Path):
+    """The byte stream of ``raw`` (an open regular file), decompressed by its magic."""
+    try:
+        magic = raw.read(6)
+        raw.seek(0)
+    except OSError as exc:
+        raise corrupt(path, exc) from None
+    if magic.startswith(_GZIP):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(_XZ):
+        return lzma.LZMAFile(raw, "rb")
+    return raw
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open ``path`` for reading text, decompressing gzip or xz transparently (errors while
+    reading are the caller's: see :data:`DECOMPRESS_ERRORS` and :func:`corrupt`)."""
+    text, _, _ = open_text_stream(path)
+    return text
 
 
 def open_text_stream(path: Path) -> tuple[io.TextIOBase, "io.BufferedReader", int]:
     """Like :func:`open_text`, plus the underlying (possibly compressed) file and its size, so
     a reader can report progress as the share of the file's bytes consumed."""
     path = Path(path)
+    raw = open_input(path)
     try:
-        raw = open(path, "rb")
-    except FileNotFoundError:
-        raise LocalmapError("no such file", path) from None
-    except IsADirectoryError:
-        raise LocalmapError("is a directory, expected a file", path) from None
-    except OSError as exc:
-        raise LocalmapError(f"cannot read: {exc.strerror}", path) from None
-    magic = raw.read(6)
-    raw.seek(0)
-    size = os.fstat(raw.fileno()).st_size
-    if magic.startswith(_GZIP):
-        dec = gzip.GzipFile(fileobj=raw, mode="rb")
-    elif magic.startswith(_XZ):
-        dec = lzma.LZMAFile(raw, "rb")
-    else:
-        dec = raw
-    text = io.TextIOWrapper(dec, encoding="utf-8", errors="replace", newline=None)
+        size = os.fstat(raw.fileno()).st_size
+        dec = _decompressor(raw, path)
+        text = io.TextIOWrapper(dec, encoding="utf-8", errors="replace", newline=None)
+    except BaseException:
+        raw.close()
+        raise
     return text, raw, size
 
 
-def read_text(path: Path) -> str:
-    """Whole file as text; compressed input is detected as in :func:`open_text`."""
+def read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
+    """Whole file as text (compressed input is detected as in :func:`open_text`), refused when
+    it decompresses to more than ``limit`` bytes."""
+    path = Path(path)
+    with open_input(path) as raw:
+        try:
+            dec = _decompressor(raw, path)
+            data = dec.read(limit + 1)
+        except DECOMPRESS_ERRORS as exc:
+            raise corrupt(path, exc) from None
+    if len(data) > limit:
+        raise LocalmapError(f"holds more than {limit >> 20} MiB of text (decompressed); "
+                            "not a capture file of this kind?", path)
+    return data.decode("utf-8", "replace")
+
+
+class LineReader:
+    """The lines of a text stream without their ends, read a block at a time, each at most
+    :data:`MAX_LINE_CHARS` long. A last line without an end (the file was cut mid-line) is
+    kept in ``cut_text`` and yielded only with ``keep_cut``; ``lines`` counts the lines read,
+    that one included."""
+
+    def __init__(self, fh: io.TextIOBase, path: Path | str, max_line: int = MAX_LINE_CHARS,
+                 keep_cut: bool = True):
+        self.fh = fh
+        self.path = path
+        self.max_line = max_line
+        self.keep_cut = keep_cut
+        self.cut_text: str | None = None
+        self.lines = 0
+
+    def __iter__(self) -> Iterator[str]:
+        read, max_line = self.fh.read, self.max_line
+        rest = ""
+        try:
+            while True:
+                block = read(BLOCK_CHARS)
+                if not block:
+                    break
+                parts = (rest + block).split("\n") if rest else block.split("\n")
+                rest = parts.pop()
+                if len(rest) > max_line:
+                    raise LocalmapError(
+                        f"line longer than {max_line >> 10} KiB (not a text capture of this "
+                        "kind?)", self.path, self.lines + len(parts) + 1)
+                self.lines += len(parts)
+                yield from parts
+        except DECOMPRESS_ERRORS as exc:
+            raise corrupt(self.path, exc, f" after line {self.lines}") from None
+        if rest:
+            self.cut_text = rest
+            self.lines += 1
+            if self.keep_cut:
+                yield rest
+
+
+def iter_lines(path: Path | str, max_line: int = MAX_LINE_CHARS) -> Iterator[str]:
+    """The lines of a (possibly compressed) text file, without their ends (see
+    :class:`LineReader`)."""
+    fh, raw, _ = open_text_stream(Path(path))
     try:
-        with open_text(path) as fh:
-            return fh.read()
-    except (EOFError, OSError, lzma.LZMAError) as exc:
-        if isinstance(exc, LocalmapError):
-            raise
-        raise LocalmapError(f"truncated or corrupt compressed file ({exc})", path) from None
+        yield from LineReader(fh, path, max_line)
+    finally:
+        fh.close()
+        raw.close()

@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from localmap.errors import LocalmapError
-from localmap.ingest.textfile import open_text_stream
+from localmap.units import MAX_CPUS, parse_count
+from localmap.fileio import printable
+from localmap.ingest.textfile import LineReader, open_text_stream
 
 ALLOC, FREE, ALLOC_FAIL, CREATE, DESTROY = range(5)
 KIND_NAMES = {
@@ -59,28 +61,41 @@ _POINTER_FIELDS = ("base_addr", "ptr")
 R_KIND, R_LINE, R_BASE, R_OFF, R_SIZE, R_ALIGN, R_RESERVED, R_ATOMIC, R_PTR, R_HEAD, \
     R_CALL_SITE, R_BYTES_ALLOC, R_GFP = range(13)
 
-_EVENT_RE = re.compile(r"(?:^|[\s:])(?:percpu:)?(percpu_[a-z_]+):(?:\s+|$)")
-_FIELD_RE = re.compile(r"(\w+)=(\S*)")
-_CPU_RE = re.compile(r"\[(\d+)\]")
-_TS_RE = re.compile(r"(\d+\.\d+):?\s*$")
-_TASK_RE = re.compile(r"^\s*(.*?)[-\s](\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[\d+\]")
-_LOST_TRACECMD_RE = re.compile(r"CPU:\s*(\d+)\s*\[LOST\s+(\d+)\s+EVENTS\]")
-_ENTRIES_RE = re.compile(r"entries-in-buffer/entries-written:\s*(\d+)/(\d+)")
+_A = re.ASCII
+_EVENT_RE = re.compile(r"(?:^|[\s:])(?:percpu:)?(percpu_[a-z_]+):(?:\s+|$)", _A)
+_FIELD_RE = re.compile(r"(\w+)=(\S*)", _A)
+_CPU_RE = re.compile(r"\[([0-9]{1,5})\]", _A)
+_TS_RE = re.compile(r"(?:^|\s)([0-9]{1,12}\.[0-9]{1,9}):?\s*$", _A)
+_TASK_RE = re.compile(r"^\s*(.*?)[-\s]([0-9]{1,10})\s+(?:\(\s*[-0-9]+\)\s+)?\[[0-9]+\]", _A)
+_LOST_TRACECMD_RE = re.compile(r"CPU:\s*([0-9]{1,5})\s*\[LOST\s+([0-9]{1,12})\s+EVENTS\]", _A)
+_ENTRIES_RE = re.compile(
+    r"entries-in-buffer/entries-written:\s*([0-9]{1,15})/([0-9]{1,15})(?:\s+#P:([0-9]{1,5}))?", _A)
 _HASHED_TOKENS = ("(____ptrval____)", "(ptrval)")
 # an event line of any tracepoint: "[cpu] ... 12.345678: name:" (tracefs, trace-cmd, perf)
-_OTHER_EVENT_RE = re.compile(r"\[\d+\].*\d+\.\d+:\s+\S+:")
+_OTHER_EVENT_RE = re.compile(r"\[[0-9]+\].*[0-9]\.[0-9]+:\s+\S+:", _A)
+_DEC_RE = re.compile(r"[0-9]{1,19}|0[xX][0-9a-fA-F]{1,16}", _A)
+_HEX_RE = re.compile(r"(?:0[xX])?[0-9a-fA-F]{1,16}", _A)
+
+# what a percpu allocation can be (mm/percpu.c refuses anything else before it traces):
+# 0 < size <= PCPU_MIN_UNIT_SIZE (32 KiB, or one page when pages are larger), align a power of
+# two no larger than a page
+MAX_ALLOC_SIZE = 64 << 10
+MAX_ALLOC_ALIGN = 64 << 10
+_CPU_SLOTS = 100_000       # CPU numbers the reader accepts ([0-9]{1,5}); the replay checks more
 
 # -- the fast path: tracefs / trace-cmd lines of the two hot events ----------------------------
 # prefix: "TASK-PID [(TGID)] [CPU] [FLAGS] SECS.USECS" (task names may hold '-' and spaces)
-_HEAD = r" *(.*?-\d+ +(?:\( *[-\d]+\) +)?\[\d+\] +(?:\S+ +)?\d+\.\d+)"
+_HEAD = (r" *(.*?-[0-9]{1,10} +(?:\( *[-0-9]+\) +)?\[([0-9]{1,5})\] +(?:\S+ +)?"
+         r"([0-9]{1,12}\.[0-9]{1,9}))")
 _FAST_ALLOC = re.compile(
     _HEAD + r": percpu_alloc_percpu: call_site=(\S*) reserved=([01]) is_atomic=([01]) "
-    r"size=(\d+) align=(\d+) base_addr=([0-9a-f]+) off=(\d+) ptr=([0-9a-f]+)"
-    r"(?: bytes_alloc=(\d+) gfp_flags=(\S*))?$").match
+    r"size=([0-9]{1,9}) align=([0-9]{1,9}) base_addr=([0-9a-f]{1,16}) off=([0-9]{1,9}) "
+    r"ptr=([0-9a-f]{1,16})(?: bytes_alloc=([0-9]{1,19}) gfp_flags=(\S*))?$", _A).match
 _FAST_FREE = re.compile(
-    _HEAD + r": percpu_free_percpu: base_addr=([0-9a-f]+) off=(\d+) ptr=([0-9a-f]+)$").match
+    _HEAD + r": percpu_free_percpu: base_addr=([0-9a-f]{1,16}) off=([0-9]{1,9}) "
+    r"ptr=([0-9a-f]{1,16})$", _A).match
 _HEAD_FIELDS = re.compile(
-    r" *(.*?)-(\d+) +(?:\( *[-\d]+\) +)?\[(\d+)\] +(?:\S+ +)?(\d+\.\d+)$").match
+    r" *(.*?)-([0-9]+) +(?:\( *[-0-9]+\) +)?\[([0-9]+)\] +(?:\S+ +)?([0-9]+\.[0-9]+)$", _A).match
 
 
 def record_head(rec: tuple) -> tuple[str, int, int, float]:
@@ -100,7 +115,7 @@ def record_ts(rec: tuple) -> float:
 
 
 def s_trim(line: str) -> str:
-    line = line.strip()
+    line = printable(line.strip(), 200)
     return line if len(line) <= 70 else line[:67] + "..."
 
 
@@ -169,10 +184,11 @@ class Trace:
 
 
 def _int(value: str, name: str, path: str, lineno: int) -> int:
-    try:
-        return int(value, 0) if value.startswith("0x") else int(value)
-    except ValueError:
-        raise LocalmapError(f"field {name}={value!r} is not a number", path, lineno) from None
+    """A field's number: plain ASCII decimal, or hexadecimal after ``0x``."""
+    if not _DEC_RE.fullmatch(value):
+        raise LocalmapError(f"field {name}={printable(value, 40)!r} is not a plain decimal or "
+                            "0x-hexadecimal number", path, lineno)
+    return int(value, 16) if value[1:2] in "xX" and value[:1] == "0" else int(value)
 
 
 def _hex(value: str, name: str, path: str, lineno: int) -> int:
@@ -180,14 +196,33 @@ def _hex(value: str, name: str, path: str, lineno: int) -> int:
         raise LocalmapError(
             f"{name}={value}: pointers are hidden (%p printed before the hashing key was ready); "
             "boot the kernel with no_hash_pointers to capture real addresses", path, lineno)
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise LocalmapError(f"field {name}={value!r} is not a hex address", path, lineno) from None
+    if not _HEX_RE.fullmatch(value):
+        raise LocalmapError(f"field {name}={printable(value, 40)!r} is not a 64-bit hex address",
+                            path, lineno)
+    return int(value, 16)
+
+
+def _flag(value: str, name: str, path: str, lineno: int) -> bool:
+    if value not in ("0", "1"):
+        raise LocalmapError(f"field {name}={printable(value, 40)!r} is not 0 or 1", path, lineno)
+    return value == "1"
+
+
+def bad_request(size: int, align: int, path: str, lineno: int) -> LocalmapError:
+    """The error for an allocation no kernel traces (see :data:`MAX_ALLOC_SIZE`)."""
+    if not 0 < size <= MAX_ALLOC_SIZE:
+        why = f"size={size}: a percpu allocation is 1 to {MAX_ALLOC_SIZE} bytes"
+    else:
+        why = f"align={align}: a percpu alignment is a power of two up to {MAX_ALLOC_ALIGN}"
+    return LocalmapError(why + " (the kernel refuses anything else before tracing it)",
+                         path, lineno)
 
 
 def parse_line(line: str, path: str = "<trace>", lineno: int = 0) -> PcpuEvent | None:
-    """Parse one line of any accepted layout; ``None`` for lines that hold no percpu event."""
+    """Parse one line of any accepted layout; ``None`` for lines that hold no percpu event.
+    Every field is checked: numbers in plain ASCII decimal (or ``0x`` hex), flags 0 or 1,
+    addresses 64-bit hex, a size and an alignment the kernel can trace, a CPU and a
+    timestamp before the event's name."""
     m = _EVENT_RE.search(line)
     if m is None:
         return None
@@ -199,27 +234,35 @@ def parse_line(line: str, path: str = "<trace>", lineno: int = 0) -> PcpuEvent |
     ev = PcpuEvent(kind, lineno)
     prefix = line[: m.start()]         # (perf script puts "percpu:" before the name)
     cm = _CPU_RE.search(prefix)
-    if cm:
-        ev.cpu = int(cm.group(1))
     tm = _TS_RE.search(prefix.rstrip().rstrip(":") + ":")
-    if tm:
-        ev.ts = float(tm.group(1))
+    if cm is None or tm is None:
+        raise LocalmapError(f"{name} line has no {'[CPU]' if cm is None else 'timestamp'} "
+                            "before the event name", path, lineno)
+    ev.cpu = int(cm.group(1))
+    ev.ts = float(tm.group(1))
     km = _TASK_RE.match(prefix)
     if km:
         ev.task = km.group(1).strip()
         ev.pid = int(km.group(2))
     rest = line[m.end():]
-    fields = dict(_FIELD_RE.findall(rest))
+    pairs = _FIELD_RE.findall(rest)
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        twice = sorted({k for k, _ in pairs if sum(1 for kk, _ in pairs if kk == k) > 1})
+        raise LocalmapError(f"{name} line gives {', '.join(twice)} twice", path, lineno)
     missing = [f for f in _REQUIRED[kind] if f not in fields or fields[f] == ""]
     if missing:
         raise LocalmapError(
             f"{name} line is truncated or malformed: missing {', '.join(missing)} "
             f"(expected {' '.join(f + '=' for f in _REQUIRED[kind])})", path, lineno)
     if kind == ALLOC or kind == ALLOC_FAIL:
-        ev.reserved = fields["reserved"] == "1"
-        ev.is_atomic = fields["is_atomic"] == "1"
-        ev.size = _int(fields["size"], "size", path, lineno)
-        ev.align = _int(fields["align"], "align", path, lineno)
+        ev.reserved = _flag(fields["reserved"], "reserved", path, lineno)
+        ev.is_atomic = _flag(fields["is_atomic"], "is_atomic", path, lineno)
+        ev.size = size = _int(fields["size"], "size", path, lineno)
+        ev.align = align = _int(fields["align"], "align", path, lineno)
+        if not 0 < size <= MAX_ALLOC_SIZE or align & (align - 1) or \
+                not 0 < align <= MAX_ALLOC_ALIGN:
+            raise bad_request(size, align, path, lineno)
         ev.call_site = fields.get("call_site", "")
         if "bytes_alloc" in fields:
             ev.bytes_alloc = _int(fields["bytes_alloc"], "bytes_alloc", path, lineno)
@@ -246,47 +289,73 @@ def _other_line(line: str, stats: dict, spath: str, lineno: int) -> None:
     """A line without a percpu event: header, lost-events marker, another tracepoint, or junk."""
     s = line.strip()
     if not s:
+        stats["other_lines"] += 1
         return
     if s.startswith("#"):
+        stats["other_lines"] += 1
         em = _ENTRIES_RE.search(s)
-        if em and em.group(1) != em.group(2):
-            lost = int(em.group(2)) - int(em.group(1))
-            stats["lost"] += lost
-            stats["lost_detail"].append(
-                f"ring buffer overwritten: {lost} events lost (line {lineno})")
+        if em:
+            if "entries" in stats:
+                raise LocalmapError(
+                    f"a second ftrace header (the first is line {stats['entries_line']}): two "
+                    "captures in one file?", spath, lineno)
+            stats["entries"] = int(em.group(1))
+            stats["entries_line"] = lineno
+            if em.group(3):
+                stats["header_cpus"] = int(em.group(3))
+            if em.group(1) != em.group(2):
+                lost = int(em.group(2)) - int(em.group(1))
+                stats["lost"] += lost
+                stats["header_lost"] = lost
+                stats["lost_detail"].append(
+                    f"ring buffer overwritten: {lost} events lost (header "
+                    f"entries-in-buffer/entries-written, line {lineno})")
         return
     lm = _LOST_TRACECMD_RE.search(s)
     if lm:
+        stats["other_lines"] += 1
         stats["lost"] += int(lm.group(2))
         stats["lost_detail"].append(f"CPU {lm.group(1)}: {lm.group(2)} events lost "
                                     f"(line {lineno})")
         stats["format"] = "trace-cmd"
         return
     if s.startswith("cpus=") or s.startswith("version ="):
+        stats["other_lines"] += 1
         stats["format"] = "trace-cmd"
         if s.startswith("cpus="):
-            try:
-                stats["nr_cpus_header"] = int(s[5:])
-            except ValueError:
-                pass
+            stats["nr_cpus_header"] = parse_count(s[5:], spath, minimum=1, maximum=MAX_CPUS)
         return
     if s.startswith("CPU ") and s.endswith("is empty"):
+        stats["other_lines"] += 1
         stats["format"] = "trace-cmd"
         return
     if not _OTHER_EVENT_RE.search(s):
         raise LocalmapError(
             f"not a trace line (truncated or not ftrace/trace-cmd/perf output): "
-            f"{s[:60]!r}", spath, lineno)
+            f"{printable(s, 60)!r}", spath, lineno)
     stats["skipped"] += 1          # another tracepoint's event
 
 
+def _out_of_order(cpu: int, ts: float, before: float, spath: str, lineno: int) -> LocalmapError:
+    return LocalmapError(
+        f"events out of order: CPU {cpu} at {ts:.6f} s after an event of that CPU at "
+        f"{before:.6f} s (each CPU's events come in time order: lines moved, or two traces "
+        "mixed?)", spath, lineno)
+
+
 def iter_records(path: Path | str, stats: dict | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Iterator[tuple]:
+                 progress: Callable[[int, int], None] | None = None,
+                 cpus: tuple[int, str] | None = None) -> Iterator[tuple]:
     """Yield the percpu events of a trace file in file order, as records (see ``R_*``).
 
-    ``stats`` receives what the file says about itself (format, lost events, skipped lines);
-    ``progress(done, total)`` is called every few thousand lines with the bytes of the file
-    (compressed, if it is) consumed so far.
+    Every line is checked (see :func:`parse_line`; the hot lines by their expression plus the
+    size/alignment check), and so is each CPU's time order. ``stats`` receives what the file
+    says about itself: ``format``, ``lost`` events and their ``lost_detail``, ``skipped`` lines of
+    other tracepoints, the ftrace header's ``entries`` (entries-in-buffer) and ``header_cpus``
+    (``#P:``), ``event_lines`` (event lines read), ``cpus_seen``, and ``cut`` = (line, text)
+    when the file ends mid-line (that line is not used). ``progress(done, total)`` is called
+    every few thousand lines with the bytes of the file (compressed, if it is) consumed so far.
+    ``cpus`` = (nr_cpu_ids, where that comes from): an event of a CPU beyond it is refused.
     """
     spath = str(path)
     stats = stats if stats is not None else {}
@@ -295,12 +364,16 @@ def iter_records(path: Path | str, stats: dict | None = None,
     stats.setdefault("lost_detail", [])
     stats.setdefault("format", "tracefs")
     stats.setdefault("old_format", False)
+    stats.setdefault("other_lines", 0)
     fh, raw, total = open_text_stream(Path(path))
+    reader = LineReader(fh, spath, keep_cut=False)
     fast_alloc, fast_free = _FAST_ALLOC, _FAST_FREE
+    last = [-1.0] * (cpus[0] if cpus else _CPU_SLOTS)    # each CPU's latest timestamp
     lineno = 0
     checked = False
+    line = ""
     try:
-        for line in fh:
+        for line in reader:
             lineno += 1
             if not lineno & 0x3FFF and progress is not None:
                 progress(raw.tell(), total)
@@ -308,8 +381,16 @@ def iter_records(path: Path | str, stats: dict | None = None,
                 m = fast_alloc(line)
                 if m is not None:
                     # the record of an allocation (the replay's hottest line)
-                    head, cs, res, atom, size, align, base, off, ptr, ba, gfp = m.groups()
-                    rec = (ALLOC, lineno, int(base, 16), int(off), int(size), int(align),
+                    head, cpu, ts, cs, res, atom, size, align, base, off, ptr, ba, gfp = \
+                        m.groups()
+                    cpu, ts, size, align = int(cpu), float(ts), int(size), int(align)
+                    if ts < last[cpu]:
+                        raise _out_of_order(cpu, ts, last[cpu], spath, lineno)
+                    last[cpu] = ts
+                    if not 0 < size <= MAX_ALLOC_SIZE or align & (align - 1) or \
+                            not 0 < align <= MAX_ALLOC_ALIGN:
+                        raise bad_request(size, align, spath, lineno)
+                    rec = (ALLOC, lineno, int(base, 16), int(off), size, align,
                            res == "1", atom == "1", int(ptr, 16), head, cs,
                            -1 if ba is None else int(ba), gfp or "")
                     if not checked:
@@ -320,7 +401,11 @@ def iter_records(path: Path | str, stats: dict | None = None,
             elif "percpu_free_percpu: " in line:
                 m = fast_free(line)
                 if m is not None:
-                    head, base, off, ptr = m.groups()
+                    head, cpu, ts, base, off, ptr = m.groups()
+                    cpu, ts = int(cpu), float(ts)
+                    if ts < last[cpu]:
+                        raise _out_of_order(cpu, ts, last[cpu], spath, lineno)
+                    last[cpu] = ts
                     rec = (FREE, lineno, int(base, 16), int(off), 0, 0, False, False,
                            int(ptr, 16), head, "", -1, "")
                     if not checked:
@@ -337,6 +422,9 @@ def iter_records(path: Path | str, stats: dict | None = None,
                 raise LocalmapError(f"percpu line truncated or malformed: {s_trim(line)!r} "
                                     "(expected 'percpu_<event>: field=value ...')",
                                     spath, lineno)
+            if ev.ts < last[ev.cpu]:
+                raise _out_of_order(ev.cpu, ev.ts, last[ev.cpu], spath, lineno)
+            last[ev.cpu] = ev.ts
             if "percpu:percpu_" in line:
                 stats["format"] = "perf-script"
             if ev.kind == ALLOC and not ev.call_site and ev.bytes_alloc < 0:
@@ -348,12 +436,19 @@ def iter_records(path: Path | str, stats: dict | None = None,
             yield rec
         if progress is not None:
             progress(total, total)
-    except (EOFError, OSError) as exc:
-        raise LocalmapError(f"truncated compressed trace after line {lineno} ({exc})",
-                            spath, lineno) from None
+    except IndexError:                  # (only `last[cpu]` can raise it)
+        m = _CPU_RE.search(line)
+        raise LocalmapError(
+            f"an event of CPU {int(m.group(1)) if m else '?'}, which is not a possible CPU "
+            f"(CPUs 0-{len(last) - 1}, from {cpus[1] if cpus else 'the reader'})",
+            spath, lineno) from None
     finally:
         fh.close()
         raw.close()
+    if reader.cut_text is not None:
+        stats["cut"] = (reader.lines, s_trim(printable(reader.cut_text, 200)))
+    stats["event_lines"] = lineno - stats["other_lines"]
+    stats["cpus_seen"] = [c for c, t in enumerate(last) if t >= 0]
 
 
 def iter_events(path: Path | str, stats: dict | None = None,
