@@ -55,8 +55,10 @@ def line_chart(
     width: int = 660,
     height: int = 330,
     step: bool = False,
+    xlim: tuple[float, float] | None = None,
 ) -> str:
-    """A line chart of one or more ``(name, [(x, y), ...])`` series, as an ``<svg>`` string."""
+    """A line chart of one or more ``(name, [(x, y), ...])`` series, as an ``<svg>`` string.
+    ``xlim``: the x range to draw (default: the points' range)."""
     pts = [p for _, s in series for p in s]
     if not pts:
         raise ValueError("line_chart needs at least one point")
@@ -68,7 +70,7 @@ def line_chart(
         xs = [x for x in xs if x > 0]
     if ylog:
         ys = [y for y in ys if y > 0] or [1]
-    xlo, xhi = min(xs), max(xs)
+    xlo, xhi = xlim if xlim is not None else (min(xs), max(xs))
     ylo, yhi = (min(ys), max(ys)) if ylog else (min(0, min(ys)), max(ys))
     if xhi == xlo:
         xhi = xlo + 1
