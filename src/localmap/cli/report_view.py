@@ -17,7 +17,7 @@ from localmap.units import fmt_seconds
 def print_report(report: Report, console: Console | None = None) -> None:
     con = console or stdout_console()
     con.rule(f"[bold]{report.title}")
-    con.print(f"bundle: {report.bundle}")
+    con.print(f"{report.subject}: {report.bundle}")
     for s in report.sections:
         con.print()
         con.rule(f"[bold cyan]{s.title}", align="left")
