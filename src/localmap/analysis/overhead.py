@@ -12,7 +12,9 @@ Two sources of figures, which the tests hold equal:
 :func:`overhead_synthetic` (K live chunks, every page populated, one group, all CPUs online) and
 :func:`overhead_bundle` (a capture's allocation history replayed through the allocator
 model, driving a design machine of N CPUs through the listener protocol) return dicts with the
-same keys; :func:`overhead_table` gives the grid across granules and CPU counts.
+same keys; :func:`overhead_bundles` feeds several machines from one replay, and
+:func:`replay_overhead` returns that replay's own result beside them (a fleet's task);
+:func:`overhead_table` gives the grid across granules and CPU counts.
 
 Differences from the kernel/talk: the talk counts a whole 4K page per PGD copy; the model charges
 ``PGD_SIZE`` when the root is smaller than a page (DESIGN.md item 5) and reports the KPTI block

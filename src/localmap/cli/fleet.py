@@ -26,12 +26,19 @@ examples:
 """
 
 
+OWN = "own"     # in a list: the bundle's own value
+
+
 def _list(kind):
     def parse(text: str) -> list:
         items = [t.strip() for t in text.split(",")]
         if not items or any(not t for t in items):
             raise argparse.ArgumentTypeError(f"expected a comma-separated list, not {text!r}")
-        return [kind(t) for t in items]
+        try:
+            return [None if t == OWN else kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of {kind.__name__}s or '{OWN}': "
+                                             f"{text!r}") from None
     return parse
 
 
@@ -57,12 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local cluster: worker processes (default: one per CPU); with "
                    "--scheduler: wait for N workers before starting (default 1)")
     p.add_argument("--granules", type=_list(str), metavar="LIST",
-                   help="granules to run each history on, e.g. 4K,16K (default: the bundle's)")
+                   help="granules to run each history on, e.g. 4K,16K or own,64K (own, the "
+                   "default: the bundle's)")
     p.add_argument("--va-bits", type=_list(int), metavar="LIST",
-                   help="VA sizes, e.g. 48,52 (default: the bundle's)")
+                   help="VA sizes, e.g. 48,52 (own, the default: the bundle's)")
     p.add_argument("--cpus", type=_list(int), metavar="LIST",
-                   help="number of CPUs of each machine, a list (e.g. 4,64,160; default: the "
-                   "bundle's possible CPUs)")
+                   help="number of CPUs of each machine, a list (e.g. own,64,160; own, the "
+                   "default: the bundle's possible CPUs)")
     p.add_argument("--results", default="fleet-results", metavar="DIR",
                    help="folder of the Parquet results, resumed when it holds some "
                    "(default: fleet-results)")

@@ -135,9 +135,9 @@ def cluster(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, s
 
 
 def _error_rows(loc: str, configs: list[Config], reason: str, run_id: str) -> list[dict]:
-    return [{"bundle": loc, "name": os.path.basename(loc.rstrip("/")) or loc,
+    return [normalize({"bundle": loc, "name": os.path.basename(loc.rstrip("/")) or loc,
              "config": c.label, "granule": c.granule, "va_bits": c.va_bits, "cpus": c.cpus,
-             "error": f"{loc}: {reason}", "error_reason": reason, "run_id": run_id}
+             "error": f"{loc}: {reason}", "error_reason": reason, "run_id": run_id})
             for c in configs]
 
 
@@ -192,10 +192,12 @@ def _run_tasks(todo, store: ResultStore, latest: dict, run: FleetRun, scheduler,
         if pending:
             store.append(pending)
             for r in pending:
-                latest[(r["bundle"], r["config"])] = normalize(r)
+                latest[(r["bundle"], r["config"])] = r
             pending.clear()
         last_flush = time.monotonic()
 
+    prog.start("starting a local Dask cluster" if scheduler is None else
+               f"connecting to {scheduler}")
     with cluster(scheduler, workers) as (client, desc, n):
         run.cluster, run.workers = desc, n
         prog.start(f"evaluating {len(todo)} bundles on {n} workers", total=len(todo))

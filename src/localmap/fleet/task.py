@@ -4,7 +4,7 @@ A configuration is a design machine to run each bundle's history on: a granule, 
 a CPU count, each either given or the bundle's own (its ``.config`` and its possible CPUs).
 :func:`evaluate_bundle` replays the bundle once and feeds every configuration from that replay
 (:func:`localmap.analysis.overhead.replay_overhead`); it returns one row per configuration
-(plain dicts, the columns of :data:`localmap.fleet.store.SCHEMA`) and never raises: a bundle
+(plain dicts with exactly the columns of :func:`localmap.fleet.store.schema`) and never raises: a bundle
 that cannot be read, replayed or evaluated gets its one-line error (``FILE[:LINE]: what is
 wrong``, as ``localmap replay`` prints it) in ``error`` and ``error_reason`` (the message
 without its location, what the report groups failures by). A configuration the bundle rules
@@ -29,6 +29,7 @@ from itertools import product
 from typing import Any, Iterator
 
 from localmap.errors import LocalmapError
+from localmap.fleet.store import normalize
 
 MAX_CPUS = 65536   # arm64 NR_CPUS bound, as localmap overhead
 
@@ -49,7 +50,7 @@ class Config:
 
 def grid(granules: list[str] | None = None, va_bits: list[int] | None = None,
          cpus: list[int] | None = None) -> tuple[list[Config], list[str]]:
-    """Every combination of the values asked (an empty or missing list: the bundle's own).
+    """Every combination of the values asked (``None`` in a list, or no list: the bundle's own).
     Returns the configurations and, for the granule/VA pairs that do not exist, a note each;
     :class:`LocalmapError` for a value that is wrong on its own or when no pair is left."""
     from localmap.arch.arm64.pgtable import VA_BITS_CHOICES, granule_name, parse_granule
@@ -65,11 +66,11 @@ def grid(granules: list[str] | None = None, va_bits: list[int] | None = None,
             raise LocalmapError(f"--granules: unknown granule {g!r} (expected 4K, 16K or 64K)") \
                 from None
     for n in cpus or []:
-        if not 1 <= n <= MAX_CPUS:
+        if n is not None and not 1 <= n <= MAX_CPUS:
             raise LocalmapError(f"--cpus: {n} is not a CPU count arm64 Linux supports "
                                 f"(1 to {MAX_CPUS})")
     for v in va_bits or []:
-        if not any(v in c for c in VA_BITS_CHOICES.values()):
+        if v is not None and not any(v in c for c in VA_BITS_CHOICES.values()):
             raise LocalmapError(f"--va-bits: {v} is no arm64 VA size "
                                 f"(36, 39, 42, 47, 48 or 52)")
     out, notes = [], []
@@ -213,6 +214,4 @@ def evaluate_bundle(loc: str, configs: list[Config], run_id: str = "") -> list[d
     seconds = time.perf_counter() - t0
     for row in rows:
         row["seconds"] = seconds
-        row.setdefault("error", None)
-        row.setdefault("error_reason", None)
-    return rows
+    return [normalize(r) for r in rows]
