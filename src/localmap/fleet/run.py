@@ -77,6 +77,26 @@ def _quiet_dask() -> Iterator[None]:
             lg.setLevel(lv)
 
 
+@contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Start the local workers with Ctrl-C ignored (a process started with SIGINT ignored keeps
+    it ignored, and Python then installs no KeyboardInterrupt handler): Ctrl-C in the terminal
+    reaches the whole process group, and it is the driver's to handle -- write what it has,
+    close the cluster -- not each worker's to die with a traceback. The driver ignores it only
+    while the workers start."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _worker_check() -> str:
     """Run on every worker before the work: localmap must be importable there."""
     import localmap
@@ -96,8 +116,9 @@ def cluster(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, s
     with _quiet_dask():
         if scheduler is None:
             n = workers or available_cpus()
-            lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                              dashboard_address=None, silence_logs=logging.ERROR)
+            with _workers_ignore_sigint():
+                lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=logging.ERROR)
             try:
                 with Client(lc) as client:
                     yield client, f"local cluster of {n} worker processes", n
