@@ -56,6 +56,18 @@ def _per_bundle(loc: str) -> dict:
     return out
 
 
+def _alive(pgid: int, within: float) -> list[str]:
+    """The processes of group ``pgid`` still running (not zombies) after up to ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(pgid)],
+                            capture_output=True, text=True).stdout.splitlines()
+        left = [ln.strip() for ln in ps if ln.split()[1:2] and not ln.split()[1].startswith("Z")]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
 def _rows(path: Path) -> list[dict]:
     try:
         return ResultStore(path).read()
@@ -66,7 +78,7 @@ def _rows(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def fleet200(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("fleet200")
-    kinds = build_fleet(shared_data, root / "bundles", 200)
+    kinds = build_fleet(shared_data, root / "bundles", 200, max_events=1000)
     manifest = root / "fleet.csv"
     with open(manifest, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -94,6 +106,7 @@ def test_200_bundles_killed_resumed_and_equal_to_per_bundle_results(fleet200, tm
             time.sleep(0.05)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
+        assert _alive(first.pid, within=10) == []
     finally:
         stop([first])
     killed = {(r["bundle"], r["config"]): r for r in _rows(results)}
@@ -187,3 +200,27 @@ def test_a_scheduler_and_two_workers_give_the_local_rows(fleet200, tmp_path):
     used = {r["worker"].rsplit(":", 1)[1] for r in b}
     assert used == pids                                      # both separate workers did work
     assert not used & {r["worker"].rsplit(":", 1)[1] for r in a}
+
+
+def test_ctrl_c_writes_what_is_done_and_says_one_line(fleet200, tmp_path):
+    """Ctrl-C in a terminal reaches the driver and its local workers (one process group): the
+    driver writes the rows it has, closes the cluster and prints one line; no worker dies with
+    a traceback, no process is left."""
+    root, manifest, kinds = fleet200
+    results = tmp_path / "results"
+    cmd = LOCALMAP + ["fleet", str(manifest), "--workers", "2", "--results", str(results),
+                      "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_rows(results)) < 20:
+            assert p.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGINT)
+        assert p.wait(60) == 130
+        assert p.stderr.read().decode() == "localmap: interrupted\n"
+        assert _alive(p.pid, within=10) == []
+    finally:
+        stop([p])
+    assert 20 <= len(_rows(results)) < 200       # written; resuming is the test above
