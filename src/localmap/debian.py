@@ -156,17 +156,17 @@ def suite_options(suite: str, arch: str | None = None) -> tuple[str, ...]:
     return tuple(opts)
 
 
-def suite_update(suite: str, arch: str | None = None) -> None:
-    """``apt-get update`` of the private configuration of ``suite`` (once per process)."""
+def suite_update(suite: str, arch: str | None = None) -> str:
+    """``apt-get update`` of the private configuration of ``suite`` (once per process). Returns
+    apt's last error line ("" when none): a mirror may fail some indices and still serve the one
+    that is needed, so the caller decides by looking the package up afterwards."""
     opts = suite_options(suite, arch)
     key = (suite, " ".join(o for o in opts if "Architectures" in o))
     if key in _suite_updated:
-        return
+        return ""
     proc = _run(["apt-get", *opts, "update", "-q"], what=f"apt-get update ({suite})")
-    if proc.returncode != 0:
-        raise LocalmapError(f"apt-get update of Debian {suite} failed (network needed): "
-                            f"{_last_error(proc)}")
     _suite_updated.add(key)
+    return "" if proc.returncode == 0 else _last_error(proc)
 
 
 def ensure_arch(arch: str) -> None:
@@ -293,9 +293,10 @@ def fetch_deb(spec: str, suite: str | None = None) -> Path:
     if suite is not None and not _known(name, arch):
         opts = suite_options(suite, arch)
         if not _known(name, arch, opts):
-            suite_update(suite, arch)
+            err = suite_update(suite, arch)
             if not _known(name, arch, opts):
-                raise LocalmapError(f"Debian package {spec} not found in {suite} (after apt-get update)")
+                raise LocalmapError(f"Debian package {spec} not found in {suite} after apt-get update"
+                                    + (f" ({err})" if err else " (network needed)"))
     elif not _known(name, arch):
         apt_update(arch)
         if not _known(name, arch):
@@ -381,6 +382,40 @@ DEBIAN_KERNELS = {
     "arm64": "linux-image-6.12.117+deb12-arm64-unsigned:arm64",
     "rt-arm64": "linux-image-6.12.117+deb12-rt-arm64-unsigned:arm64",
 }
+
+
+# The kernel images analysed for every other Debian architecture: (package, suite or None for
+# the machine's own sources, image file name in boot/). Debian 12 builds 6.12.117 for amd64 (and
+# arm64); Debian 13 builds it for armhf and riscv64. ppc64el and s390x: Debian 12's 6.12 index
+# and Debian 13's packages are not on the mirror this project is tested against, so Debian 12's
+# 6.1 kernel is used (its percpu.h paths are the same; s390x reaches the lowcore at address 0).
+# Foreign architectures always go through the private configuration of their suite, so the
+# machine's dpkg architectures and apt indices stay as they are.
+ARCH_KERNELS: dict[str, tuple[str, str | None, str]] = {
+    "amd64": ("linux-image-6.12.117+deb12-amd64-unsigned:amd64", None, "vmlinuz"),
+    "armhf": ("linux-image-6.12.117+deb13-armmp:armhf", "trixie", "vmlinuz"),
+    "riscv64": ("linux-image-6.12.117+deb13-riscv64:riscv64", "trixie", "vmlinux"),
+    "ppc64el": ("linux-image-6.1.0-50-powerpc64le:ppc64el", "bookworm", "vmlinux"),
+    "s390x": ("linux-image-6.1.0-50-s390x:s390x", "bookworm", "vmlinuz"),
+}
+
+
+def debian_arch_kernel(arch: str) -> tuple[Path, Path]:
+    """Fetch (cached) the kernel image package of Debian architecture ``arch`` (see
+    :data:`ARCH_KERNELS`) and extract only its image and ``.config``: (image, config)."""
+    try:
+        spec, suite, kind = ARCH_KERNELS[arch]
+    except KeyError:
+        raise LocalmapError(f"unknown architecture {arch!r} (known: {', '.join(ARCH_KERNELS)})") from None
+    name = spec.split(":")[0]
+    version = name.removeprefix("linux-image-").removesuffix("-unsigned")
+    if suite is not None:  # one index update per suite for all the architectures it serves here
+        for other, (ospec, osuite, _k) in ARCH_KERNELS.items():
+            if osuite == suite:
+                _suite_archs(suite_dir(suite), ospec.split(":")[1])
+    deb = fetch_deb(spec, suite=suite)
+    image, config = extract_members(deb, [f"boot/{kind}-{version}", f"boot/config-{version}"])
+    return image, config
 
 
 def debian_kernel(flavour: str = "arm64") -> tuple[Path, Path | None]:

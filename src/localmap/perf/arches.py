@@ -417,25 +417,47 @@ def _x86_sites(img: KernelImage, md, progress) -> list[tuple[_Ins, list[_Ins], i
     return out
 
 
-def _x86_classify(img: KernelImage, x: _Ins, percpu: dict[int, str]) -> ArchSite:
+class _PercpuVars:
+    """Per-CPU symbols (kallsyms of x86-64 keeps them absolute, below 16 MiB) for naming the
+    variable of a ``%gs:`` operand."""
+
+    def __init__(self, img: KernelImage):
+        pairs = sorted((a, n) for n, a in img.symbols.named.items() if a < 1 << 24)
+        self.keys = [a for a, _ in pairs]
+        self.names = [n for _, n in pairs]
+
+    def name(self, target: int | None) -> str:
+        if target is None or not self.keys:
+            return ""
+        j = bisect.bisect_right(self.keys, target) - 1
+        if j < 0 or target - self.keys[j] >= 4096:
+            return ""
+        off = target - self.keys[j]
+        return self.names[j] + (f"+{off}" if off else "")
+
+
+def _x86_target(x: _Ins) -> int | None:
     m = re.search(r"%gs:(-?0x[0-9a-f]+|-?\d+)?(\(%rip\)|\([^)]*\))?", x.ops)
-    target = None
-    if m and m.group(2) == "(%rip)":
-        target = (x.addr + x.size + int(m.group(1) or "0", 0)) & ((1 << 64) - 1)
-    elif m and not m.group(2):
-        target = int(m.group(1) or "0", 0) & ((1 << 64) - 1)
-    var = ""
-    if target is not None and percpu:
-        keys = sorted(percpu)
-        j = bisect.bisect_right(keys, target) - 1
-        if j >= 0 and target - keys[j] < 4096:
-            var = percpu[keys[j]] + (f"+{target - keys[j]}" if target != keys[j] else "")
-    operands = x.ops.split(", ")
-    mem_dest = "%gs:" in operands[-1]
+    if not m:
+        return None
+    if m.group(2) == "(%rip)":
+        return (x.addr + x.size + int(m.group(1) or "0", 0)) & ((1 << 64) - 1)
+    if not m.group(2):
+        return int(m.group(1) or "0", 0) & ((1 << 64) - 1)
+    return None
+
+
+PREEMPT_COUNT_X86 = "pcpu_hot+8"   # struct pcpu_hot: current_task, then int preempt_count
+
+
+def _x86_classify(img: KernelImage, x: _Ins, pv: _PercpuVars, insns: list[_Ins], k: int) -> ArchSite:
+    target = _x86_target(x)
+    var = pv.name(target)
+    mem_dest = "%gs:" in x.ops.split(", ")[-1]
     mnem = x.mnem
     if target == 0x28 and not var.startswith("pcpu_hot"):
         access = "canary"
-    elif var == "pcpu_hot+8" and re.match(r"^(inc|dec|add|sub)", mnem):
+    elif var == PREEMPT_COUNT_X86 and re.match(r"^(inc|dec|add|sub)", mnem):
         access = "preempt"
     elif _X86_RMW.match(mnem) and mem_dest:
         access = "atomic"  # one instruction: safe against migration and interrupts
@@ -443,8 +465,22 @@ def _x86_classify(img: KernelImage, x: _Ins, percpu: dict[int, str]) -> ArchSite
         access = "write" if mem_dest and mnem.startswith("mov") else "read"
     else:
         access = "other"
-    return ArchSite(addr=x.addr, function=_function(img, x.addr), access=access, protection="none",
-                    bracket="none", bracket_insns=0, replaceable=access in ("atomic", "read", "write"),
+    # an x86 this_cpu op needs no bracket; look for one anyway (cli/pushf or a preempt-count
+    # increment right before a one-instruction RMW), to check that claim on the image
+    bracket = "none"
+    if access == "atomic":
+        for j in range(k - 1, max(-1, k - 6), -1):
+            y = insns[j]
+            if y.mnem in ("cli", "pushfq", "pushf"):
+                bracket = "irq"
+                break
+            if "%gs:" in y.ops and y.mnem.startswith(("inc", "add")) and \
+                    pv.name(_x86_target(y)) == PREEMPT_COUNT_X86:
+                bracket = "preempt"
+                break
+    return ArchSite(addr=x.addr, function=_function(img, x.addr), access=access,
+                    protection="none" if bracket == "none" else "caller", bracket=bracket,
+                    bracket_insns=0, replaceable=access in ("atomic", "read", "write"),
                     removed=0, detail=(var or x.ops)[:60])
 
 
@@ -728,10 +764,9 @@ def analyse_arch(img: KernelImage, progress=None) -> ArchReport:
                      text_start=img.stext, text_end=img.etext, text_bytes=img.text_bytes,
                      pattern=path.site, notes=list(img.notes))
     if arch == "amd64":
-        percpu = {a: n for a, n in zip(img.symbols.named.values(), img.symbols.named.keys())
-                  if a < 1 << 24}
+        pv = _PercpuVars(img)
         found = _x86_sites(img, md, progress)
-        rep.sites = [_x86_classify(img, x, percpu) for x, _ins, _k in found]
+        rep.sites = [_x86_classify(img, x, pv, ins, k) for x, ins, k in found]
         return rep
     if arch == "armhf":
         addrs = _arm_sites(img)

@@ -79,6 +79,31 @@ def detect(raw: bytes) -> tuple[str, str]:
                         "arm64/riscv Image, ELF vmlinux)")
 
 
+def detect_file(path: str | Path) -> str:
+    """The Debian architecture of the kernel file at ``path`` (reads its first 64 KiB only)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise LocalmapError(f"cannot read kernel image: {exc.strerror}", path) from None
+    if head[:4] == b"\x7fELF":
+        from elftools.elf.elffile import ELFFile
+        from elftools.common.exceptions import ELFError
+        try:
+            with path.open("rb") as fh:
+                m = ELFFile(fh)["e_machine"]
+        except ELFError as exc:
+            raise LocalmapError(f"bad ELF: {exc}", path) from None
+        if m not in ELF_MACHINES:
+            raise LocalmapError(f"ELF for {m}: no Debian kernel architecture", path)
+        return ELF_MACHINES[m]
+    try:
+        return detect(head)[0]
+    except LocalmapError as exc:
+        raise LocalmapError(exc.message, path) from None
+
+
 def _elf_arch(raw: bytes) -> str:
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
@@ -339,4 +364,4 @@ def load_any(path: str | Path, symbols: str | Path | None = None,
                        arch=arch, notes=notes)
 
 
-__all__ = ["ARCHES", "detect", "find_payload", "load_any"]
+__all__ = ["ARCHES", "detect", "detect_file", "find_payload", "load_any"]

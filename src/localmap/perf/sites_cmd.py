@@ -1,8 +1,11 @@
-"""``localmap sites``: this_cpu access sites of a real arm64 kernel image (CLI of perf/sites.py).
+"""``localmap sites``: this_cpu access sites of a real kernel image (CLI of perf/sites.py and
+perf/arches.py).
 
-Models nothing itself; see :mod:`localmap.perf.sites` for the model and its simplifications.
-``IMAGE`` may be ``debian:arm64`` or ``debian:rt-arm64`` to fetch (cached) Debian's 6.12.117
-image and the real System.map from its -dbg package.
+Models nothing itself; see :mod:`localmap.perf.sites` (arm64) and :mod:`localmap.perf.arches`
+(every other Debian architecture) for the models and their simplifications. ``IMAGE`` may be
+``debian:arm64`` or ``debian:rt-arm64`` (Debian's 6.12.117 image and the real System.map from its
+-dbg package) or ``debian:ARCH`` for ARCH in amd64, armhf, ppc64el, riscv64, s390x (the image
+package only: the kernel's own kallsyms give the symbols).
 """
 
 from __future__ import annotations
@@ -13,23 +16,28 @@ import sys
 from localmap.report.console import stdout_console
 
 
-def _resolve(args) -> tuple[str, str | None]:
+def _resolve(args) -> tuple[str, str | None, str | None]:
     image = args.image
     symbols = args.kallsyms or args.system_map
     if image.startswith("debian:"):
-        from localmap.debian import debian_kernel, debian_system_map
+        from localmap.debian import ARCH_KERNELS, debian_arch_kernel, debian_kernel, debian_system_map
         flavour = image.split(":", 1)[1]
+        if flavour in ARCH_KERNELS:
+            path, config = debian_arch_kernel(flavour)
+            return str(path), symbols, args.config or str(config)
         path, _stub = debian_kernel(flavour)
-        return str(path), symbols or str(debian_system_map(flavour))
-    return image, symbols
+        return str(path), symbols or str(debian_system_map(flavour)), args.config
+    return image, symbols, args.config
 
 
 def run(args: argparse.Namespace) -> int:
-    from localmap.perf.image import load_image
+    from localmap.perf.images import detect_file, load_any
     from localmap.perf.sites import analyse
 
-    image, symbols = _resolve(args)
-    img = load_image(image, symbols, config=args.config)
+    image, symbols, config = _resolve(args)
+    if detect_file(image) != "arm64":
+        return _run_arch(args, load_any(image, symbols, config))
+    img = load_any(image, symbols, config)
     rep = analyse(img, progress=not args.json)
     if args.json:
         json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
@@ -62,11 +70,67 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_arch(args, img) -> int:
+    from localmap.perf.arches import analyse_arch
+
+    progress = None
+    if not args.json:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        bar = Progress(console=Console(stderr=True), transient=True)
+        task = bar.add_task(f"{img.arch} sites", total=None)
+        bar.start()
+
+        def progress(done, total):
+            bar.update(task, completed=done, total=total)
+    try:
+        rep = analyse_arch(img, progress=progress)
+    finally:
+        if progress is not None:
+            bar.stop()
+    if args.json:
+        json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    from rich.table import Table
+
+    con = stdout_console()
+    tot = rep.totals()
+    con.print(f"[bold]{rep.image}[/bold] ({rep.arch} {rep.kind}, symbols: {rep.symbols})", highlight=False)
+    for n in rep.notes:
+        con.print(f"  {n}", highlight=False)
+    con.print(f"preemption model {rep.preempt_model}, preempt count: {rep.preempt_count}; "
+              f"text [{rep.text_start:#x}, {rep.text_end:#x}) = {rep.text_bytes} bytes; site: {rep.pattern}",
+              highlight=False)
+    t = Table(title="whole image", header_style="bold")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for k in ("sites", "functions", "replaceable", "own_bracket_sites", "own_bracket_instructions",
+              "removed_instructions"):
+        t.add_row(k, str(tot[k]))
+    for group in ("access", "protection", "own_brackets"):
+        for k, v in tot[group].items():
+            t.add_row(f"{group}: {k}", str(v))
+    for k, v in rep.params.items():
+        t.add_row(f"derived: {k}", str(v))
+    con.print(t)
+    f = Table(title=f"top {args.top} functions by sites", header_style="bold")
+    for col in ("function", "sites", "own brackets", "removed"):
+        f.add_column(col, justify="left" if col == "function" else "right")
+    for r in rep.functions(args.top):
+        f.add_row(r["function"], str(r["sites"]), str(r["own_brackets"]), str(r["removed"]))
+    con.print(f)
+    return 0
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sites", help="this_cpu sites in an arm64 kernel image (capstone)",
+    p = subparsers.add_parser("sites", help="this_cpu sites in a kernel image of any Debian architecture (capstone)",
                               description=__doc__.split("\n")[0])
     p.add_argument("image", metavar="IMAGE",
-                   help="raw arm64 Image / Debian vmlinuz, vmlinux ELF, or debian:arm64 | debian:rt-arm64")
+                   help="a Debian vmlinuz/vmlinux of any architecture (arm64 Image, bzImage, zImage, "
+                   "s390 image, riscv Image, ELF), or debian:FLAVOUR (arm64, rt-arm64, amd64, armhf, "
+                   "ppc64el, riscv64, s390x)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms dump (KASLR off), may be .gz")
     g.add_argument("--system-map", metavar="FILE", help="System.map of the same build")
