@@ -41,7 +41,7 @@ class _Viol(Exception):
 
 
 def supported(sc: Scenario, actions: list) -> bool:
-    worker = sc.vmalloc or sc.hotplug or sc.kpti
+    worker = sc.vmalloc or sc.hotplug or sc.kpti or sc.exception_paths
     return not worker and all(a[0] in SUPPORTED_ACTIONS for a in actions)
 
 

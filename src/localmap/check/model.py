@@ -18,7 +18,13 @@ instruction per step) on one percpu variable of a one-page-per-unit chunk:
   private tables for the local window; TLBs filled on a miss by a walk of the current CPU's
   tables and emptied by evictions (any entry, any time) and broadcast invalidation by VA;
 * a kernel worker that runs one scenario script (depopulate + page reuse, vmalloc + sync, CPU
-  online, ...); the KPTI trampoline root lookup runs as a task step.
+  online, ...); the KPTI trampoline root lookup runs as a task step;
+* for the alternative (fix-up) design: the asynchronous exceptions through which a task can be
+  preempted mid-op (``exception_paths``, e.g. IRQ and FIQ, both of which end in
+  ``preempt_schedule_irq`` on arm64), each recorded with the CPU it was taken on; when the task
+  is scheduled again, the exception return of a path in ``fixup_paths`` adds the difference of
+  the two CPUs' offsets to the register the task has marked (``pcpu_mark``), the others return
+  with the register unchanged.
 
 Properties, checked at every step: no access to a freed physical page; no access through a
 missing mapping or through a TLB entry that disagrees with the current CPU's tables (when the
@@ -116,6 +122,8 @@ class Scenario:
     irqs_per_cpu: int = 1
     twin: str | None = None           # the scenario that differs by exactly the named mechanism
     mechanism: str = ""
+    exception_paths: tuple = ()       # fix-up design: exceptions that can preempt a task mid-op
+    fixup_paths: tuple = ()           # ... and those whose return fixes the marked register
 
     def script(self) -> tuple[Item, ...]:
         if self.depopulate:
@@ -131,7 +139,8 @@ class Scenario:
 
 @dataclass(slots=True)
 class World:
-    tasks: list          # (cpu, item, pc, regs, pcount, irqoff)
+    tasks: list          # (cpu, item, pc, regs, pcount, irqoff, exc, marker); exc = () or
+                         # (its path fixes up?, CPU it was taken on), marker = marked reg or -1
     cpus: list           # (online, irq_pc, irq_regs, irqs_taken, monitor_pa, ttbr1)
     mem: dict            # pa -> value (variable words only)
     freed: frozenset     # freed physical pages
@@ -249,7 +258,7 @@ class Machine:
         local = [((LOCAL_PAGE, unit_page(0, c)),) if online[c] else None for c in range(n)]
         cpus = [(online[c], -1, (), 0, -1, self.root_pa(c)) for c in range(n)]
         mem = {unit_page(0, c) * PAGE + VAR_OFF: 0 for c in range(n)}
-        return World(tasks=[(RUNNABLE, 0, 0, (), 0, False)] * self.ntasks, cpus=cpus, mem=mem,
+        return World(tasks=[(RUNNABLE, 0, 0, (), 0, False, (), -1)] * self.ntasks, cpus=cpus, mem=mem,
                      freed=frozenset(), tlbs=[frozenset()] * self.ndomains,
                      swapper_map=swapper_map, swapper_slots=KERNEL_SLOTS, roots=roots,
                      local=local, worker=0, attrib=[0] * n, gen=0, phase=0)
@@ -387,8 +396,13 @@ class Machine:
                 if not self.blocked(w, t):
                     acts.append(("exec", c))
                 masked = item.masked and t[2] > 0
-                if t[2] == 0 or (sc.preemptible and t[4] == 0 and not t[5] and not masked):
+                if t[2] == 0:
                     acts.append(("preempt", c))
+                elif sc.preemptible and t[4] == 0 and not t[5] and not masked:
+                    if sc.exception_paths:  # preempted through one of the exception paths
+                        acts.extend(("preempt", c, path) for path in sc.exception_paths)
+                    else:
+                        acts.append(("preempt", c))
             elif online:
                 seen = set()
                 for i, t in enumerate(w.tasks):
@@ -415,17 +429,35 @@ class Machine:
         if kind == "sched":
             _, c, i = act
             t = n.tasks[i]
-            n.tasks[i] = (c,) + t[1:]
+            regs, what = t[3], f"scheduled on CPU{c} (context switch, clrex)"
+            if t[6]:
+                fixes, was = t[6]
+                ret = f"; exception return (taken on CPU{was})"
+                if t[7] >= 0 and c != was and fixes:
+                    r = list(regs)
+                    r[t[7]] = (r[t[7]] + (c - was) * PAGE) & tc.MASK64
+                    regs = tuple(r)
+                    ret += f" with the fix-up: {tc.REG_NAMES[t[7]]} += offset(CPU{c}) - offset(CPU{was})"
+                elif t[7] >= 0 and c != was:
+                    ret += f", this path has no fix-up: {tc.REG_NAMES[t[7]]} keeps CPU{was}'s offset"
+                what += ret
+            n.tasks[i] = (c, t[1], t[2], regs, t[4], t[5], (), t[7])
             self._clear_monitor(n, c)
-            return n, StepInfo(f"task{i}", f"scheduled on CPU{c} (context switch, clrex)", c)
+            return n, StepInfo(f"task{i}", what, c)
         if kind == "preempt":
-            _, c = act
+            c = act[1]
+            path = act[2] if len(act) > 2 else None
             i = self.running(n, c)
             t = n.tasks[i]
-            n.tasks[i] = (RUNNABLE,) + t[1:]
+            # only whether the path fixes up matters for what follows (paths that behave alike
+            # give one state)
+            exc = (path in self.sc.fixup_paths, c) if path else ()
+            n.tasks[i] = (RUNNABLE,) + t[1:6] + (exc,) + t[7:]
             self._clear_monitor(n, c)
             what = "schedules out (voluntary, between operations)" if t[2] == 0 else \
                 f"preempted at pc {t[2]} (context switch, clrex)"
+            if path:
+                what = f"{path} exception at pc {t[2]}, preempted on its way out (context switch, clrex)"
             return n, StepInfo(f"task{i}", what, c)
         if kind == "irq":
             _, c = act
@@ -503,27 +535,29 @@ class Machine:
             t = w.tasks[ti]
             pcount = t[4] + env.pcount_delta
             irqoff = t[5] if env.irqoff is None else env.irqoff
+            marker = t[7] if env.marker is None else env.marker
             if pc >= ninsn:
                 item_no = t[1] + 1
                 if item_no >= len(self.script):
-                    w.tasks[ti] = (DONE, item_no, 0, (), pcount, irqoff)
+                    w.tasks[ti] = (DONE, item_no, 0, (), pcount, irqoff, (), marker)
                 else:
-                    w.tasks[ti] = (c, item_no, 0, (), pcount, irqoff)
+                    w.tasks[ti] = (c, item_no, 0, (), pcount, irqoff, (), marker)
             else:
-                w.tasks[ti] = (c, t[1], pc, regs, pcount, irqoff)
+                w.tasks[ti] = (c, t[1], pc, regs, pcount, irqoff, (), marker)
         return w, info
 
 
 class _Env(tc.ThisCpuEnv):
     """thiscpu hooks on the abstract state (translate = walk + TLB of the model)."""
 
-    __slots__ = ("m", "w", "c", "ti", "info", "is_update", "val", "pcount_delta", "irqoff")
+    __slots__ = ("m", "w", "c", "ti", "info", "is_update", "val", "pcount_delta", "irqoff", "marker")
 
     def __init__(self, m: Machine, w: World, c: int, ti, info: StepInfo, is_update: bool, val: int):
         self.m, self.w, self.c, self.ti, self.info = m, w, c, ti, info
         self.is_update, self.val = is_update, val
         self.pcount_delta = 0
         self.irqoff = None
+        self.marker = None
 
     def cpu(self) -> int:
         return self.c
@@ -592,6 +626,12 @@ class _Env(tc.ThisCpuEnv):
 
     def irq_save(self) -> None:
         self.irqoff = True
+
+    def pcpu_mark(self, reg: int) -> None:
+        self.marker = reg
+
+    def pcpu_unmark(self) -> None:
+        self.marker = -1
 
     def irq_restore(self) -> None:
         self.irqoff = False

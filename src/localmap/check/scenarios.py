@@ -71,6 +71,18 @@ _add(Scenario("local-multi-insn-no-preempt", "a multi-instruction op (ldr; add; 
               mechanism="preemption control (interrupts off, as the generic fallback does)",
               **_CORE))
 
+# The alternative design (the s390 series' register fix-up, on arm64): no page tables, no
+# preemption control; a task preempted mid-op through an IRQ or an FIQ (both end in
+# preempt_schedule_irq on arm64) is corrected on its exception return when it resumes elsewhere.
+_FIXUP = dict(task_form="fixup-lse", irq_form="raw-offset", preemptible=True,
+              exception_paths=("irq", "fiq"))
+_add(Scenario("fixup-missed-path", "alternative design: marked offset register, fix-up on the IRQ "
+              "return path only (the FIQ path returns without it)", fixup_paths=("irq",),
+              twin="fixup-all-paths", mechanism="the register fix-up on every exception return path "
+              "that can follow a preemption (here the FIQ one)", **_FIXUP))
+_add(Scenario("fixup-all-paths", "alternative design: marked offset register, fix-up on every "
+              "exception return path", fixup_paths=("irq", "fiq"), **_FIXUP))
+
 # Extra scenarios (not in the issue's list): more twins and references.
 EXTRA: dict[str, Scenario] = {}
 for sc in (
