@@ -12,7 +12,9 @@ Reductions, both sound for the properties checked:
   tasks). Identical runnable tasks also yield one ``sched`` action.
 
 A counterexample is the list of actions from the initial state; :func:`replay` re-executes it
-deterministically and must reach the same violation.
+deterministically and must reach the same violation. A scenario brings its own machine
+(``make_machine``): :class:`Machine` for this_cpu and page-table scenarios,
+:class:`localmap.check.ktr.KtrMachine` for code patching under text replication.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Result:
 
 def explore(sc: Scenario, cpus: int | None = None, tasks: int | None = None,
             max_states: int = 5_000_000, symmetry: bool = True) -> Result:
-    m = Machine(sc, cpus, tasks)
+    m = sc.make_machine(cpus, tasks)
     t0 = time.perf_counter()
     init = m.initial()
     k0 = init.key(symmetry)
@@ -111,7 +113,7 @@ def explore(sc: Scenario, cpus: int | None = None, tasks: int | None = None,
 def replay(sc: Scenario, actions: list, cpus: int | None = None, tasks: int | None = None):
     """Re-execute ``actions`` from the initial state. Returns ``(violation, infos)`` where
     ``violation`` is the :class:`Violation` reached (or None) and ``infos`` the steps."""
-    m = Machine(sc, cpus, tasks)
+    m = sc.make_machine(cpus, tasks)
     w = m.initial()
     infos: list[StepInfo] = []
     for i, act in enumerate(actions):

@@ -41,6 +41,8 @@ class _Viol(Exception):
 
 
 def supported(sc: Scenario, actions: list) -> bool:
+    if not isinstance(sc, Scenario):  # e.g. the text-replication scenarios: no this_cpu op
+        return False
     worker = sc.vmalloc or sc.hotplug or sc.kpti or sc.exception_paths
     return not worker and all(a[0] in SUPPORTED_ACTIONS for a in actions)
 

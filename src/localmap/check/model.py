@@ -125,6 +125,9 @@ class Scenario:
     exception_paths: tuple = ()       # fix-up design: exceptions that can preempt a task mid-op
     fixup_paths: tuple = ()           # ... and those whose return fixes the marked register
 
+    def make_machine(self, cpus: int | None = None, tasks: int | None = None) -> "Machine":
+        return Machine(self, cpus, tasks)
+
     def script(self) -> tuple[Item, ...]:
         if self.depopulate:
             return (Item(self.task_form, "add"), Item(self.task_form, "add", need_phase=1))

@@ -15,6 +15,7 @@ preemption): ``local-multi-insn-irqoff``.
 
 from __future__ import annotations
 
+from localmap.check.ktr import KtrScenario
 from localmap.check.model import Scenario
 
 _CORE = dict(irq_form="raw-local", preemptible=True)
@@ -83,6 +84,15 @@ _add(Scenario("fixup-missed-path", "alternative design: marked offset register, 
 _add(Scenario("fixup-all-paths", "alternative design: marked offset register, fix-up on every "
               "exception return path", fixup_paths=("irq", "fiq"), **_FIXUP))
 
+# Code patching under kernel text replication (check/ktr.py): every CPU executes its node's copy.
+_add(KtrScenario("ktr-patch-one-copy", "text replicated per node; the patch writes through the text "
+                 "VA, i.e. only the patching CPU's copy (what __aarch64_insn_write does today)",
+                 patch_copies="one", twin="ktr-patch-all-copies",
+                 mechanism="write every copy through its own alias"))
+_add(KtrScenario("ktr-patch-all-copies", "text replicated per node; every copy written through its "
+                 "own alias, D-cache cleaned and I-cache invalidated per copy, alias TLBI, isb on "
+                 "every CPU, then publish"))
+
 # Extra scenarios (not in the issue's list): more twins and references.
 EXTRA: dict[str, Scenario] = {}
 for sc in (
@@ -102,6 +112,15 @@ for sc in (
              irq_form="raw-offset", preemptible=True),
     Scenario("x86-seg", "x86-64 reference: one %gs-prefixed add", task_form="x86-seg",
              irq_form="raw-offset", preemptible=True),
+    KtrScenario("ktr-patch-all-no-icache", "every copy written and cleaned, no I-cache invalidation",
+                icache_maint=False, twin="ktr-patch-all-copies",
+                mechanism="ic ivau through each copy's alias"),
+    KtrScenario("ktr-patch-all-no-tlbi", "every copy written, but the poke alias is remapped without "
+                "a TLB invalidation", poke_tlbi=False, twin="ktr-patch-all-copies",
+                mechanism="local TLBI when the poke alias is unmapped"),
+    KtrScenario("ktr-patch-all-no-isb", "every copy written with cache maintenance, no isb on the "
+                "other CPUs before publishing", kick_isb=False, twin="ktr-patch-all-copies",
+                mechanism="kick_all_cpus_sync (context synchronisation on every CPU)"),
 ):
     EXTRA[sc.name] = sc
 
