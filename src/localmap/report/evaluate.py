@@ -27,6 +27,9 @@ SECTIONS = [
     ("Per-CPU kernel page tables, before and after", "tables"),
     ("Checker verdicts", "check"),
     ("this_cpu performance", "perf"),
+    ("Other architectures", "arches"),
+    ("Three designs side by side", "designs"),
+    ("Kernel text replication", "text_replication"),
 ]
 
 
