@@ -97,8 +97,9 @@ def _token_table(data: bytes, pos: int, order: str) -> tuple[int, list[bytes], i
     return None
 
 
-def _markers_ending_at(data: bytes, end: int, fmt: str) -> tuple[int, list[int]] | None:
-    """kallsyms_markers read backwards from ``end``: strictly decreasing down to a 0."""
+def _markers_ending_at(data: bytes, end: int, fmt: str, single: bool = False) -> tuple[int, list[int]] | None:
+    """kallsyms_markers read backwards from ``end``: strictly decreasing down to a 0 (a lone 0,
+    i.e. at most 256 symbols, only when ``single``)."""
     p = end - 4
     vals: list[int] = []
     while p >= 0:
@@ -108,7 +109,7 @@ def _markers_ending_at(data: bytes, end: int, fmt: str) -> tuple[int, list[int]]
         vals.append(v)
         if v == 0:
             vals.reverse()
-            return (p, vals) if len(vals) > 1 else None
+            return (p, vals) if (len(vals) > 1 or single) else None
         p -= 4
         if len(vals) > 1 << 16:
             return None
@@ -121,13 +122,13 @@ def _markers(data: bytes, table_start: int, order: str):
     symbol) between them -- that much earlier."""
     fmt = "<I" if order == "little" else ">I"
     for pad in (0, 4):
-        got = _markers_ending_at(data, table_start - pad, fmt)
+        got = _markers_ending_at(data, table_start - pad, fmt, single=True)
         if got is not None:
             yield got
     q = table_start - 8
     floor = max(0, table_start - 3 * (1 << 21))
     while q > floor:
-        got = _markers_ending_at(data, q, fmt)
+        got = _markers_ending_at(data, q, fmt, single=table_start - q <= 3 * 256 + 8)
         if got is not None:
             m = len(got[1])
             gap = table_start - q
