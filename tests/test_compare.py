@@ -47,3 +47,23 @@ def test_comparison_rows_and_page_table_curves():
         ys = [y for _x, y in pts]
         assert ys == sorted(ys), arch   # more CPUs never cost less
     assert max(x for x, _ in curves["armhf"]) < 160 < max(x for x, _ in curves["amd64"])
+
+
+def test_report_sections_show_the_comparison_the_designs_and_text_replication():
+    from localmap.report import html, sections
+    from localmap.report.model import Report
+
+    ctx = sections.Context(bundle=None, progress=False)
+    arches = sections.build_arches(ctx, "Other architectures")
+    designs = sections.build_designs(ctx, "Three designs")
+    ktr = sections.build_text_replication(ctx, "Kernel text replication")
+    rows = {r["flavour"]: r for r in comparison(_summ())}
+    fig = next(f for f in arches.figures if f.id == "arch-sites")
+    assert fig.data["sites"] == {k: r["sites"] for k, r in rows.items()}
+    assert [r[0] for r in arches.tables[0].rows] == list(rows)
+    assert [r[1] for r in arches.tables[1].rows] == [c["verdict"] for c in talk_claims(_summ())]
+    assert [r[0].split(" ")[0] for r in designs.tables[0].rows] == ["today's", "local", "register"]
+    assert ktr.tables[0].rows[2][:3] == ["node", "4", "3"]
+    page = html.render(Report("t", "b", sections=[arches, designs, ktr]))
+    assert 'data-figure="arch-sites"' in page and 'data-figure="arch-pgtables"' in page
+    assert "<script" not in page
