@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 def run_checks(scenarios=None, cpus=None, tasks=None, progress=None, mmu=False) -> list[dict]:
-    """Explore ``scenarios`` (names; default: the 15 of issue 4) and return one dict each:
+    """Explore ``scenarios`` (names; default: the default set) and return one dict each:
     ``scenario``, ``verdict`` ("safe"/"unsafe"), ``states``, ``seconds``, ``counterexample``
     (list of step dicts or None) plus ``cpus``, ``tasks``, ``transitions``,
     ``states_per_second``, ``property``, ``violation``. ``progress`` is an optional callable

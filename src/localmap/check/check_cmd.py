@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         "check", help="exhaustively check this_cpu safety and the page-table lifecycle",
         description="Explore every interleaving of small configurations of the model and print "
         "each scenario's verdict; for an unsafe one, the shortest counterexample. Without "
-        "SCENARIO, the 15 scenarios of issue 4; 'all' adds the extra twins and references.")
+        "SCENARIO, the default set (this_cpu and page-table lifecycle, the register fix-up design, "
+        "code patching under text replication); 'all' adds the extra twins and references.")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO")
     p.add_argument("--cpus", type=int, default=None, help="CPUs (default: per scenario, 2)")
     p.add_argument("--tasks", type=int, default=None, help="tasks (default: per scenario, 2)")
