@@ -383,6 +383,8 @@ def _x86_length(code: bytes, p: int) -> int:
 
 
 def _x86_sites(img: KernelImage, md, progress) -> list[tuple[_Ins, list[_Ins], int]]:
+    """(site, the instructions up to 6 before it and itself, its index in that list), decoding
+    each function that holds a 0x65 byte from its start (a true instruction boundary)."""
     text = img.text
     t = np.frombuffer(text, dtype=np.uint8)
     cand = np.flatnonzero(t == 0x65)
@@ -393,25 +395,27 @@ def _x86_sites(img: KernelImage, md, progress) -> list[tuple[_Ins, list[_Ins], i
         last_cand[i] = c
     out = []
     keys = sorted(last_cand)
+    base = img.stext
     for n, i in enumerate(keys):
         s = starts[i]
         e = min(len(text), last_cand[i] + 16)
         e_func = starts[i + 1] if i + 1 < len(starts) else len(text)
-        insns: list[_Ins] = []
+        insns: list[tuple] = []  # capstone's own tuples: objects only for the sites' windows
         p = s
         while p < e:
             last = p
-            for a, sz, m, o in md.disasm_lite(text[p:e_func], img.stext + p):
-                insns.append(_Ins(a, sz, m, o))
-                last = a - img.stext + sz
+            for tup in md.disasm_lite(text[p:e_func], base + p):
+                insns.append(tup)
+                last = tup[0] - base + tup[1]
                 if last >= e:
                     break
             if last >= e or last >= e_func:
                 break
             p = last + _x86_length(text, last)
-        for k, x in enumerate(insns):
-            if "%gs:" in x.ops:
-                out.append((x, insns, k))
+        for k, tup in enumerate(insns):
+            if "%gs:" in tup[3]:
+                win = [_Ins(*x) for x in insns[max(0, k - 6):k + 1]]
+                out.append((win[-1], win, len(win) - 1))
         if progress and n % 500 == 0:
             progress(n, len(keys))
     return out
