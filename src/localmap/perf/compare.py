@@ -124,6 +124,7 @@ def comparison(summaries: list[dict], cpus: int = TALK_CPUS, unit_size: int = UN
             "removed_per_op": s["removed_per_protected_op"], "removed_per_image": s["removed_instructions"],
             "nr_cpus": s["nr_cpus"], "cpus": cpus, "pgtable_extra_bytes": cost.get("pgtable_extra_bytes"),
             "split_level": cost.get("split_level"), "window_bytes": cost.get("window_bytes"),
+            "local_va_bytes": cost.get("local_va_bytes"),
             "cost_error": cost.get("error"), "beyond_nr_cpus": bool(s["nr_cpus"]) and cpus > s["nr_cpus"],
         })
     return rows

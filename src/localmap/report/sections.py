@@ -396,7 +396,9 @@ def build_arches(ctx: Context, title: str) -> Section:
                                    "each architecture's own kernel page tables"))
     tab = []
     for r in rows:
-        pt = ("does not fit" if r["cost_error"] else human_bytes(r["pgtable_extra_bytes"]))
+        pt = ("does not fit" if r["cost_error"] else
+              f"{human_bytes(r['pgtable_extra_bytes'])} (VA: {human_bytes(r['local_va_bytes'])} in a "
+              f"{human_bytes(r['window_bytes'])} window, split at {r['split_level']})")
         if r["beyond_nr_cpus"]:
             pt += f" (NR_CPUS={r['nr_cpus']})"
         tab.append([r["flavour"], f"{r['kernel']} {r['preempt_model']}", r["before"], r["after"], f"{r['sites']:,}",
@@ -405,7 +407,7 @@ def build_arches(ctx: Context, title: str) -> Section:
     s.tables.append(Table("this_cpu_add on every Debian architecture: today and with a local mapping",
                           ["arch", "kernel", "this_cpu_add today", "with a local mapping", "sites",
                            "own protection brackets", "removed per op", "removed per image",
-                           f"extra page tables, {TALK_CPUS} CPUs"], tab))
+                           f"extra page tables and VA, {TALK_CPUS} CPUs"], tab))
     s.tables.append(Table("The talk's claims about other architectures, checked against the images",
                           ["claim", "verdict", "evidence"],
                           [[c["claim"], c["verdict"], c["evidence"]] for c in talk_claims(summ)]))
