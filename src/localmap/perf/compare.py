@@ -80,8 +80,10 @@ def summarize_arm64(fl: dict) -> dict:
     prot = tot["protection"].get("preempt", 0)
     return {
         "arch": "arm64", "flavour": fl["flavour"], "package": fl.get("package", ""), "image": fl["image"],
-        "kernel": "6.12.117", "preempt_model": fl["preempt_model"], "preempt_count": fl["preempt_count"],
-        "nr_cpus": 512, "text_bytes": fl["text_bytes"], "sites": fl["sites"], "functions": tot["functions"],
+        "kernel": fl.get("package", "").removeprefix("linux-image-").split("+")[0],
+        "preempt_model": fl["preempt_model"], "preempt_count": fl["preempt_count"],
+        "nr_cpus": 512,  # CONFIG_NR_CPUS of both Debian 6.12.117 arm64 flavours (config-* in the packages)
+        "text_bytes": fl["text_bytes"], "sites": fl["sites"], "functions": tot["functions"],
         "site_pattern": path.site, "access": tot["ops"], "protection": tot["protection"],
         "own_bracket": "preempt" if prot else "none", "own_bracket_sites": prot,
         "own_bracket_instructions": tot["removed_instructions"], "replaceable": tot["replaceable"],
