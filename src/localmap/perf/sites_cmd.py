@@ -25,6 +25,11 @@ def _resolve(args) -> tuple[str, str | None, str | None]:
         if flavour in ARCH_KERNELS:
             path, config = debian_arch_kernel(flavour)
             return str(path), symbols, args.config or str(config)
+        from localmap.debian import DEBIAN_KERNELS
+        from localmap.errors import LocalmapError
+        if flavour not in DEBIAN_KERNELS:
+            raise LocalmapError(f"unknown Debian kernel {image!r} (known: debian:"
+                                + ", debian:".join([*DEBIAN_KERNELS, *ARCH_KERNELS]) + ")")
         path, _stub = debian_kernel(flavour)
         return str(path), symbols or str(debian_system_map(flavour)), args.config
     return image, symbols, args.config
