@@ -118,5 +118,6 @@ def cmd_check(args) -> int:
                 out.print(f"  re-executed through the MMU model: {mr['property']} at step "
                           f"{mr['step']}: {mr['message']}", markup=False)
             elif args.mmu:
-                out.print("  (not re-executable through the MMU model: worker-driven scenario)")
+                out.print("  (not re-executable through the MMU model: worker-driven, exception-path "
+                          "or code-patching scenario)")
     return 0
