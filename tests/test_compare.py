@@ -61,7 +61,8 @@ def test_report_sections_show_the_comparison_the_designs_and_text_replication():
     fig = next(f for f in arches.figures if f.id == "arch-sites")
     assert fig.data["sites"] == {k: r["sites"] for k, r in rows.items()}
     assert [r[0] for r in arches.tables[0].rows] == list(rows)
-    assert [r[1] for r in arches.tables[1].rows] == [c["verdict"] for c in talk_claims(_summ())]
+    assert [r[1] for r in arches.tables[2].rows] == [c["verdict"] for c in talk_claims(_summ())]
+    assert [r[1] for r in arches.tables[1].rows][:2] == ["5.0 MiB", "5.0 MiB"]
     assert [r[0].split(" ")[0] for r in designs.tables[0].rows] == ["today's", "local", "register"]
     assert ktr.tables[0].rows[2][:3] == ["node", "4", "3"]
     page = html.render(Report("t", "b", sections=[arches, designs, ktr]))
