@@ -30,7 +30,6 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
-import re
 import struct
 import zlib
 from pathlib import Path
