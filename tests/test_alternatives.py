@@ -62,3 +62,22 @@ def test_three_way_counts_follow_the_sequences_and_the_images():
     for sec, local in rows["local"]["profile_delta_rt_arm64"].items():
         fix = rows["fixup"]["profile_delta_rt_arm64"][sec]
         assert local <= fix <= 0 == rows["today"]["profile_delta_rt_arm64"][sec]
+
+
+def test_leaving_the_tlb_out_changes_no_verdict():
+    """The fix-up scenarios walk the tables instead of tracking TLBs (no table ever changes there);
+    tracking them gives the same verdicts and counterexample length, with more states."""
+    import dataclasses
+
+    from localmap.errors import LocalmapError
+
+    for name in ("fixup-missed-path", "fixup-all-paths"):
+        sc = ALL_SCENARIOS[name]
+        tracked = dataclasses.replace(sc, track_tlb=True)
+        a, b = explore(sc), explore(tracked)
+        assert a.verdict == b.verdict and a.prop == b.prop and a.states < b.states
+        if a.actions:
+            assert len(a.actions) == len(b.actions)
+    bad = dataclasses.replace(ALL_SCENARIOS["depopulate-tlbi"], track_tlb=False)
+    with pytest.raises(LocalmapError, match="TLB can only be left out"):
+        explore(bad)

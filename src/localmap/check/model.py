@@ -124,6 +124,8 @@ class Scenario:
     mechanism: str = ""
     exception_paths: tuple = ()       # fix-up design: exceptions that can preempt a task mid-op
     fixup_paths: tuple = ()           # ... and those whose return fixes the marked register
+    track_tlb: bool = True            # False: tables never change, a TLB could only cache what a
+                                      # walk returns, so translations walk (sound without SMT+CnP)
 
     def make_machine(self, cpus: int | None = None, tasks: int | None = None) -> "Machine":
         return Machine(self, cpus, tasks)
@@ -211,6 +213,8 @@ class Machine:
         self.script = sc.script()
         self.hot_cpu = self.ncpus - 1 if sc.hotplug else None
         self.evictions = True
+        if not sc.track_tlb and (sc.smt and sc.cnp or sc.depopulate or sc.vmalloc or sc.hotplug or sc.kpti):
+            raise LocalmapError(f"scenario {sc.name}: the TLB can only be left out when no table changes")
         self.worker_script = self._worker_script()
         self.ndomains = (self.ncpus + 1) // 2 if (sc.smt and sc.cnp) else self.ncpus
 
@@ -570,6 +574,15 @@ class _Env(tc.ThisCpuEnv):
 
     def translate(self, va: int, write: bool) -> int:
         m, w, c = self.m, self.w, self.c
+        if not m.sc.track_tlb:
+            pa_page, why = m.walk(w, c, va)
+            acc = {"va": f"{va:#x}", "tlb": f"not modelled (tables never change); walk: {why}"}
+            self.info.accesses.append(acc)
+            if pa_page is None:
+                raise Violation("missing-mapping", f"CPU{c} accesses {va:#x}: {why}")
+            pa = pa_page * PAGE + (va & (PAGE - 1))
+            acc["pa"], acc["page"] = f"{pa:#x}", m.page_name(pa_page, w)
+            return pa
         vp = va >> 12
         d = m.domain(c)
         hit = None

@@ -76,7 +76,7 @@ _add(Scenario("local-multi-insn-no-preempt", "a multi-instruction op (ldr; add; 
 # preemption control; a task preempted mid-op through an IRQ or an FIQ (both end in
 # preempt_schedule_irq on arm64) is corrected on its exception return when it resumes elsewhere.
 _FIXUP = dict(task_form="fixup-lse", irq_form="raw-offset", preemptible=True,
-              exception_paths=("irq", "fiq"))
+              exception_paths=("irq", "fiq"), track_tlb=False)  # no page tables change here
 _add(Scenario("fixup-missed-path", "alternative design: marked offset register, fix-up on the IRQ "
               "return path only (the FIQ path returns without it)", fixup_paths=("irq",),
               twin="fixup-all-paths", mechanism="the register fix-up on every exception return path "
