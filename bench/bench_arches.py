@@ -1,26 +1,26 @@
-"""this_cpu site analysis of every other Debian architecture vs `objdump | grep`, side by side.
+"""this_cpu sites of every other Debian architecture: localmap against ``objdump | grep``.
 
 For the kernels of localmap.debian.ARCH_KERNELS (fetched and cached): A = that architecture's
-binutils objdump over [_stext, _etext) piped to grep -c of the site pattern
-(docs/architectures.md); B = localmap: load the image alone (embedded kallsyms) and analyse every
-site. Counts must agree. Minimum and median of REPEAT runs.
+binutils objdump over [_stext, _etext) piped to ``grep -cP`` of the site pattern
+(docs/architectures.md); B = localmap: load the image alone (its own kallsyms) and find and
+classify every site. Each runs REPEAT times (median); the counts must agree. Target: B faster.
 
-    .venv/bin/python bench/bench_arches.py [REPEAT]
+    .venv/bin/python bench/bench_arches.py [--repeat N]
 """
 
 from __future__ import annotations
 
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from benchlib import Row, main, timed
 from localmap.debian import debian_arch_kernel
 from localmap.perf.arches import analyse_arch
 from localmap.perf.images import find_payload, load_any
+from localmap.units import fmt_bytes, fmt_seconds
 
 TOOLS = {"amd64": ("x86_64-linux-gnu-objdump", "-d", r"%gs:"),
          "armhf": ("arm-linux-gnueabihf-objdump", "-D -b binary -m arm", r"\tmrc\t15, 0, \w+, cr13, cr0, \{4\}"),
@@ -29,23 +29,12 @@ TOOLS = {"amd64": ("x86_64-linux-gnu-objdump", "-d", r"%gs:"),
          "s390x": ("s390x-linux-gnu-objdump", "-D -b binary -m s390:64-bit -EB", r"[\t,]952(,|$)")}
 
 
-def timed(fn, repeat):
-    times, result = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return result, min(times), statistics.median(times)
-
-
-def main(argv):
-    repeat = int(argv[0]) if argv else 3
-    print(f"{'arch':<8} {'method':<30} {'count':>6} {'min s':>7} {'median s':>8}")
+def rows(args) -> list[Row]:
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for arch, (tool, args, rx) in TOOLS.items():
+        for arch, (tool, opts, rx) in TOOLS.items():
             if shutil.which(tool) is None:
-                print(f"{arch}: {tool} missing (apt-get install binutils-...), skipped", file=sys.stderr)
-                continue
+                sys.exit(f"{tool} missing: apt-get install binutils for {arch}")
             image, config = debian_arch_kernel(arch)
             img = load_any(image, config=config)
             base, blob = img.segments[0]
@@ -53,24 +42,27 @@ def main(argv):
                 target, adjust = str(image), ""
             elif arch == "amd64":
                 target, adjust = str(Path(tmp) / "vmlinux"), ""
-                raw = image.read_bytes()
-                Path(target).write_bytes(find_payload(raw, image, 0x200)[2])
+                Path(target).write_bytes(find_payload(image.read_bytes(), image, 0x200)[2])
             else:
                 target, adjust = str(Path(tmp) / f"{arch}.bin"), f"--adjust-vma={base:#x}"
                 Path(target).write_bytes(blob)
-            pipeline = (f"{tool} {args} {adjust} --start-address={img.stext:#x} --stop-address={img.etext:#x} "
+            pipeline = (f"{tool} {opts} {adjust} --start-address={img.stext:#x} --stop-address={img.etext:#x} "
                         f"'{target}' | grep -cP '{rx}'")
-            a, amin, amed = timed(lambda: int(subprocess.run(pipeline, shell=True, capture_output=True,
-                                                             text=True).stdout or 0), repeat)
-            b, bmin, bmed = timed(lambda: analyse_arch(load_any(image, config=config)).count, repeat)
-            mb = img.text_bytes / 2**20
-            print(f"{arch:<8} {'A objdump | grep (' + f'{mb:.1f} MB text)':<30} {a:>6} {amin:>7.2f} {amed:>8.2f}")
-            print(f"{arch:<8} {'B localmap load+analyse':<30} {b:>6} {bmin:>7.2f} {bmed:>8.2f}")
+            amed, _, a = timed(lambda: int(subprocess.run(pipeline, shell=True, capture_output=True,
+                                                          text=True).stdout or 0), args.repeat)
+            bmed, _, b = timed(lambda: analyse_arch(load_any(image, config=config)).count, args.repeat)
             if a != b:
-                print(f"MISMATCH {arch}: objdump {a} vs localmap {b}", file=sys.stderr)
-                return 1
-    return 0
+                sys.exit(f"MISMATCH on {arch}: objdump counts {a} sites, localmap {b}")
+            out.append(Row(f"this_cpu sites of Debian's {arch} kernel ({fmt_bytes(img.text_bytes)} text): "
+                           "localmap load + full analysis vs objdump | grep",
+                           f"{fmt_seconds(bmed)} vs {fmt_seconds(amed)} ({amed / bmed:.1f}x), {b} sites both",
+                           "faster than objdump", bmed < amed))
+    return out
+
+
+def add_args(ap) -> None:
+    ap.add_argument("--repeat", type=int, default=3, help="runs per method (default 3)")
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(__doc__, rows, add_args))

@@ -8,7 +8,8 @@ from localmap.arch.arm64 import thiscpu as tc
 from localmap.check.explore import explore
 from localmap.check.model import PAGE, PTR, Machine, Scenario
 from localmap.check.scenarios import ALL_SCENARIOS
-from localmap.design.alternatives import MARK, UNMARK, three_way
+from localmap.design.alternatives import MARK, UNMARK
+from localmap.perf.designs import three_way
 
 
 def test_fixup_sequence_reads_the_offset_into_the_marked_register():

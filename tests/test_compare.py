@@ -53,7 +53,7 @@ def test_report_sections_show_the_comparison_the_designs_and_text_replication():
     from localmap.report import html, sections
     from localmap.report.model import Report
 
-    ctx = sections.Context(bundle=None, progress=False)
+    ctx = sections.Context(bundle=None)
     arches = sections.build_arches(ctx, "Other architectures")
     designs = sections.build_designs(ctx, "Three designs")
     ktr = sections.build_text_replication(ctx, "Kernel text replication")

@@ -54,7 +54,7 @@ def test_defaults_are_the_captured_kernels_sections(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["memory_bytes"] == 90_820_608 and out["pgtable_bytes"] == 208_896
     assert main(["overhead", "--text-replication"]) == 0
-    assert "4.48G" in capsys.readouterr().out  # per-CPU copies on 160 CPUs: 159 x 28.87M
+    assert "4.5 GiB" in capsys.readouterr().out  # per-CPU copies on 160 CPUs: 159 x 28.9 MiB
 
 
 def test_errors_are_one_line(capsys):

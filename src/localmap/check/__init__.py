@@ -3,7 +3,7 @@
 What it models: small systems (CPUs, SMT pairs, tasks, interrupts, TLBs, per-CPU page tables,
 a kernel worker) running the this_cpu sequences of :mod:`localmap.arch.arm64.thiscpu`; every
 interleaving is explored breadth-first (see :mod:`localmap.check.explore`). The public API is
-:func:`run_checks`; the CLI is ``localmap check`` (:mod:`localmap.check.check_cmd`).
+:func:`run_checks`; the command is ``localmap check`` (:mod:`localmap.cli.check`).
 Deliberate differences from the kernel are listed in :mod:`localmap.check.model`.
 """
 

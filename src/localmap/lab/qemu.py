@@ -33,6 +33,7 @@ from pathlib import Path
 from localmap.errors import LocalmapError
 from localmap.lab import bundle_io
 from localmap.lab.initramfs import busybox_initramfs
+from localmap.progress import Progress, as_progress
 
 DEFAULT_KERNEL = "linux-image-6.12.117+deb12-arm64-unsigned"
 BUSYBOX = "busybox-static:arm64"
@@ -131,7 +132,7 @@ def lab_capture(
     percpu_alloc: str | None = None,
     timeout: float = 1200.0,
     config: str | None = None,
-    progress: bool = True,
+    progress: Progress | None = None,
     modules: list[str] | None = None,
     unload_modules: bool = True,
     net_up: bool = False,
@@ -163,20 +164,15 @@ def lab_capture(
         from localmap.ingest.kconfig import read_config
         read_config(Path(config))          # a garbled .config is refused before the boot
 
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, disable=not progress, transient=False) as bar:
-        task = bar.add_task("fetching kernel and busybox (apt-get download, cached)", total=None)
+    with as_progress(progress) as bar:
+        bar.start("fetching kernel and busybox (apt-get download, cached)")
         k = resolve_kernel(kernel, config)
         bb = busybox_binary()
         script = bundle_io.guest_script()
         extra = _config_entry(k.config)  # Debian kernels have no /proc/config.gz
         modset = None
         if modules or net_up:
-            bar.update(task, description="resolving modules (dependencies from .modinfo)")
+            bar.update(description="resolving modules (dependencies from .modinfo)")
             # the NIC's driver, and its PCI transport where that is a module too (Linux 6.1)
             modset = _module_set(k, modules or [], ["virtio_pci", "virtio_net"] if net_up else [])
             extra += modset.initramfs_entries(unload=unload_modules, net_up=net_up)
@@ -187,11 +183,11 @@ def lab_capture(
         append = kernel_cmdline(memcgs, remove, forks, percpu_alloc)
         cmd = qemu_command(k.image, initrd, cpus, append)
         console_log = work / "console.log"
-        bar.update(task, description=f"booting {k.label} on {cpus} CPUs (QEMU TCG)")
+        bar.update(description=f"booting {k.label} on {cpus} CPUs (QEMU TCG)")
         t0 = time.monotonic()
-        res = _run_qemu(cmd, out, console_log, timeout, bar, task)
+        res = _run_qemu(cmd, out, console_log, timeout, bar)
         secs = time.monotonic() - t0
-        bar.update(task, description=f"captured in {secs:.0f} s; validating")
+        bar.update(description=f"captured in {secs:.0f} s; validating")
     if not res.done:
         raise LocalmapError(f"the guest did not finish its capture (console kept in {console_log})")
     v = bundle_io.validate_bundle(out)
@@ -252,7 +248,7 @@ def _config_entry(config: Path | None):
     return [Entry("config", stat.S_IFREG | 0o644, config.read_bytes())]
 
 
-def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar, task) -> bundle_io.SplitResult:
+def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar: Progress) -> bundle_io.SplitResult:
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace",
@@ -278,7 +274,7 @@ def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar, task) -> b
                 log.write(line)
                 lines_seen[0] += 1
                 if lines_seen[0] % 50 == 0 and not phase_seen[0]:
-                    bar.update(task, description=f"booting ({lines_seen[0]} console lines)")
+                    bar.update(description=f"booting ({lines_seen[0]} console lines)")
                 yield line
 
     phase_seen = [False]
@@ -286,11 +282,11 @@ def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar, task) -> b
     def on_event(kind, name):
         if kind == "phase":
             phase_seen[0] = True
-            bar.update(task, description=f"guest: {phases.get(name, name)}")
+            bar.update(description=f"guest: {phases.get(name, name)}")
         elif kind == "file":
-            bar.update(task, description=f"guest: sending {name}")
+            bar.update(description=f"guest: sending {name}")
         elif kind == "done":
-            bar.update(task, description="guest: done, powering off")
+            bar.update(description="guest: done, powering off")
 
     # SIGTERM (e.g. from `timeout`) must not orphan QEMU, which runs in its own session
     old_term = signal.getsignal(signal.SIGTERM)

@@ -39,6 +39,7 @@ import numpy as np
 from localmap.arch.percpu import this_cpu_path
 from localmap.errors import LocalmapError
 from localmap.perf.image import KernelImage
+from localmap.progress import Progress, as_progress
 
 BEFORE = 14   # instructions looked at before a site (bracket open)
 AFTER = 24    # after it (consumer, bracket close)
@@ -382,7 +383,7 @@ def _x86_length(code: bytes, p: int) -> int:
     return q + imm - p
 
 
-def _x86_sites(img: KernelImage, md, progress) -> list[tuple[_Ins, list[_Ins], int]]:
+def _x86_sites(img: KernelImage, md, prog: Progress) -> list[tuple[_Ins, list[_Ins], int]]:
     """(site, the instructions up to 6 before it and itself, its index in that list), decoding
     each function that holds a 0x65 byte from its start (a true instruction boundary)."""
     text = img.text
@@ -396,6 +397,7 @@ def _x86_sites(img: KernelImage, md, progress) -> list[tuple[_Ins, list[_Ins], i
     out = []
     keys = sorted(last_cand)
     base = img.stext
+    prog.start("decoding the functions that hold %gs operands", total=len(keys))
     for n, i in enumerate(keys):
         s = starts[i]
         e = min(len(text), last_cand[i] + 16)
@@ -416,8 +418,8 @@ def _x86_sites(img: KernelImage, md, progress) -> list[tuple[_Ins, list[_Ins], i
             if "%gs:" in tup[3]:
                 win = [_Ins(*x) for x in insns[max(0, k - 6):k + 1]]
                 out.append((win[-1], win, len(win) - 1))
-        if progress and n % 500 == 0:
-            progress(n, len(keys))
+        if n % 500 == 0:
+            prog.update(n)
     return out
 
 
@@ -755,26 +757,27 @@ def _s390_classify(img, md, addr, starts, site_set) -> ArchSite:
 
 # --------------------------------------------------------------------------- entry point
 
-def analyse_arch(img: KernelImage, progress=None) -> ArchReport:
+def analyse_arch(img: KernelImage, progress: Progress | None = None) -> ArchReport:
     """Find and classify every this_cpu site of ``img`` (any Debian architecture but arm64,
-    which :mod:`localmap.perf.sites` analyses). ``progress(done, total)`` is optional."""
+    which :mod:`localmap.perf.sites` analyses)."""
     arch = img.arch
     if arch == "arm64":
         raise LocalmapError("arm64 images are analysed by localmap.perf.sites.analyse")
     path = this_cpu_path(arch)
     md = _md(arch)
+    prog = as_progress(progress)
     rep = ArchReport(arch=arch, image=str(img.path), kind=img.kind, symbols=img.symbols.source,
                      preempt_model=img.preempt_model(), preempt_count=img.preempt_count(),
                      text_start=img.stext, text_end=img.etext, text_bytes=img.text_bytes,
                      pattern=path.site, notes=list(img.notes))
     if arch == "amd64":
         pv = _PercpuVars(img)
-        found = _x86_sites(img, md, progress)
+        found = _x86_sites(img, md, prog)
         rep.sites = [_x86_classify(img, x, pv, ins, k) for x, ins, k in found]
         return rep
     if arch == "armhf":
         addrs = _arm_sites(img)
-        rep.sites = _each(addrs, lambda a, s: _arm_classify(img, md, a, s), progress)
+        rep.sites = _each(addrs, lambda a, s: _arm_classify(img, md, a, s), prog)
         return rep
     if arch == "ppc64el":
         d, votes = ppc_data_offset(img)
@@ -783,28 +786,29 @@ def analyse_arch(img: KernelImage, progress=None) -> ArchReport:
         rep.pattern = path.site.replace("D(r13)", f"{d}(r13)")
         restore = {n for n in img.symbols.names if n in ("arch_local_irq_restore", "__arch_local_irq_restore")}
         addrs = _ppc_sites(img, d)
-        rep.sites = _each(addrs, lambda a, s: _ppc_classify(img, md, a, s, mask, restore), progress)
+        rep.sites = _each(addrs, lambda a, s: _ppc_classify(img, md, a, s, mask, restore), prog)
         return rep
     if arch == "riscv64":
         starts = riscv_starts(img.text)
         addrs = _riscv_sites(img, starts)
-        rep.sites = _each(addrs, lambda a, s: _riscv_classify(img, md, a, starts, s), progress)
+        rep.sites = _each(addrs, lambda a, s: _riscv_classify(img, md, a, starts, s), prog)
         return rep
     if arch == "s390x":
         starts = s390_starts(img.text)
         addrs = _s390_sites(img, md, starts)
-        rep.sites = _each(addrs, lambda a, s: _s390_classify(img, md, a, starts, s), progress)
+        rep.sites = _each(addrs, lambda a, s: _s390_classify(img, md, a, starts, s), prog)
         return rep
     raise LocalmapError(f"no site analysis for {arch}")
 
 
-def _each(addrs: list[int], fn, progress) -> list[ArchSite]:
+def _each(addrs: list[int], fn, prog: Progress) -> list[ArchSite]:
     site_set = set(addrs)
     out = []
+    prog.start("classifying this_cpu sites", total=len(addrs))
     for n, a in enumerate(addrs):
         out.append(fn(a, site_set))
-        if progress and n % 256 == 0:
-            progress(n, len(addrs))
+        if n % 256 == 0:
+            prog.update(n)
     return out
 
 

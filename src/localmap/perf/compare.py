@@ -28,7 +28,7 @@ from pathlib import Path
 from localmap.arch.percpu import this_cpu_path
 from localmap.design.arches import arch_cost
 
-TALK_CPUS = 160
+DEFAULT_CPUS = 160     # the talk's machine (analysis.overhead.TALK_CPUS; perf does not import analysis)
 UNIT = 192 * 1024      # the README's worked example: 192 KiB units, 5 chunks (the talk's 960K VA)
 CHUNKS = 5
 CURVE_CPUS = (1, 2, 4, 8, 16, 32, 64, 128, 160, 256, 512, 1024, 2048, 4096)
@@ -113,7 +113,7 @@ def load_arches_summary() -> dict:
     return {"generated_by": data.get("generated_by", ""), "arches": rows}
 
 
-def comparison(summaries: list[dict], cpus: int = TALK_CPUS, unit_size: int = UNIT,
+def comparison(summaries: list[dict], cpus: int = DEFAULT_CPUS, unit_size: int = UNIT,
                chunks: int = CHUNKS) -> list[dict]:
     """One row per image: sequence before/after, sites, removed instructions, page tables."""
     rows = []

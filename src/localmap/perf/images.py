@@ -279,7 +279,10 @@ def load_any(path: str | Path, symbols: str | Path | None = None,
         raw = path.read_bytes()
     except OSError as exc:
         raise LocalmapError(f"cannot read kernel image: {exc.strerror}", path) from None
-    arch, container = detect(raw)
+    try:
+        arch, container = detect(raw)
+    except LocalmapError as exc:
+        raise LocalmapError(exc.message, path) from None
     if arch == "arm64" and container != "ELF" and symbols is not None:
         return load_image(path, symbols, config)
     cfg_path = Path(config) if config is not None else _find_config(path)

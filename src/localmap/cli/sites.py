@@ -1,49 +1,55 @@
-"""``localmap sites``: this_cpu access sites of a real kernel image (CLI of perf/sites.py and
-perf/arches.py).
+"""``localmap sites``: this_cpu access sites of a real kernel image, as terminal tables.
 
-Models nothing itself; see :mod:`localmap.perf.sites` (arm64) and :mod:`localmap.perf.arches`
-(every other Debian architecture) for the models and their simplifications. ``IMAGE`` may be
-``debian:arm64`` or ``debian:rt-arm64`` (Debian's 6.12.117 image and the real System.map from its
+Drives :func:`localmap.perf.sites.analyse` (arm64) and :func:`localmap.perf.arches.analyse_arch`
+(every other Debian architecture); the models and their simplifications are described there.
+``IMAGE`` is any Debian kernel image (arm64 Image, bzImage, zImage, s390 image, riscv Image, ELF
+vmlinux: the kernel's own kallsyms give the symbols when no symbol file is given), or
+``debian:arm64`` / ``debian:rt-arm64`` (Debian's 6.12.117 image and the real System.map from its
 -dbg package) or ``debian:ARCH`` for ARCH in amd64, armhf, ppc64el, riscv64, s390x (the image
-package only: the kernel's own kallsyms give the symbols).
+package only).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from localmap.report.console import stdout_console
+
+from localmap.cli.common import add_command, positive, progress
+from localmap.cli.console import stdout_console
 
 
-def _resolve(args) -> tuple[str, str | None, str | None]:
-    image = args.image
-    symbols = args.kallsyms or args.system_map
+def resolve_image(image: str, kallsyms: str | None, system_map: str | None,
+                  config: str | None = None) -> tuple[str, str | None, str | None]:
+    """``IMAGE``, its symbols and its .config; ``debian:FLAVOUR`` is fetched (cached): arm64
+    flavours with their System.map, the other architectures' image packages alone."""
+    symbols = kallsyms or system_map
     if image.startswith("debian:"):
-        from localmap.debian import ARCH_KERNELS, debian_arch_kernel, debian_kernel, debian_system_map
+        from localmap.debian import (ARCH_KERNELS, DEBIAN_KERNELS, debian_arch_kernel, debian_kernel,
+                                     debian_system_map)
+        from localmap.errors import LocalmapError
+
         flavour = image.split(":", 1)[1]
         if flavour in ARCH_KERNELS:
-            path, config = debian_arch_kernel(flavour)
-            return str(path), symbols, args.config or str(config)
-        from localmap.debian import DEBIAN_KERNELS
-        from localmap.errors import LocalmapError
+            path, cfg = debian_arch_kernel(flavour)
+            return str(path), symbols, config or str(cfg)
         if flavour not in DEBIAN_KERNELS:
             raise LocalmapError(f"unknown Debian kernel {image!r} (known: debian:"
                                 + ", debian:".join([*DEBIAN_KERNELS, *ARCH_KERNELS]) + ")")
         path, _stub = debian_kernel(flavour)
-        return str(path), symbols or str(debian_system_map(flavour)), args.config
-    return image, symbols, args.config
+        return str(path), symbols or str(debian_system_map(flavour)), config
+    return image, symbols, config
 
 
-def run(args: argparse.Namespace) -> int:
-    from localmap.perf.images import detect_file, load_any
+def run(args) -> int:
+    from localmap.perf.images import load_any
     from localmap.perf.sites import analyse
 
-    image, symbols, config = _resolve(args)
-    if detect_file(image) != "arm64":
-        return _run_arch(args, load_any(image, symbols, config))
+    image, symbols, config = resolve_image(args.image, args.kallsyms, args.system_map, args.config)
     img = load_any(image, symbols, config)
-    rep = analyse(img, progress=not args.json)
+    if img.arch != "arm64":
+        return _run_arch(args, img)
+    with progress(args) as prog:
+        rep = analyse(img, progress=prog)
     if args.json:
         json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -78,22 +84,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_arch(args, img) -> int:
     from localmap.perf.arches import analyse_arch
 
-    progress = None
-    if not args.json:
-        from rich.console import Console
-        from rich.progress import Progress
-
-        bar = Progress(console=Console(stderr=True), transient=True)
-        task = bar.add_task(f"{img.arch} sites", total=None)
-        bar.start()
-
-        def progress(done, total):
-            bar.update(task, completed=done, total=total)
-    try:
-        rep = analyse_arch(img, progress=progress)
-    finally:
-        if progress is not None:
-            bar.stop()
+    with progress(args) as prog:
+        rep = analyse_arch(img, progress=prog)
     if args.json:
         json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -130,17 +122,20 @@ def _run_arch(args, img) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sites", help="this_cpu sites in a kernel image of any Debian architecture (capstone)",
-                              description=__doc__.split("\n")[0])
+    p = add_command(subparsers, "sites", help="this_cpu sites in a kernel image of any Debian architecture",
+                    description="Find every this_cpu access (per-CPU offset acquisition, or %gs: "
+                    "operand on amd64) in a kernel image of any Debian architecture, classify it "
+                    "(operation, form, protection) and count the instructions the local mapping "
+                    "removes.")
     p.add_argument("image", metavar="IMAGE",
                    help="a Debian vmlinuz/vmlinux of any architecture (arm64 Image, bzImage, zImage, "
                    "s390 image, riscv Image, ELF), or debian:FLAVOUR (arm64, rt-arm64, amd64, armhf, "
                    "ppc64el, riscv64, s390x)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms dump (KASLR off), may be .gz")
-    g.add_argument("--system-map", metavar="FILE", help="System.map of the same build")
+    g.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms of the image's kernel (KASLR off), may be .gz")
+    g.add_argument("--system-map", metavar="FILE", help="System.map of the image's build")
     p.add_argument("--config", metavar="FILE", help="the kernel's .config (default: config-* beside IMAGE)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--per-site", action="store_true", help="with --json: every site")
-    p.add_argument("--top", type=int, default=25, help="functions to list (default 25)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--per-site", action="store_true", help="with --json: list every site")
+    p.add_argument("--top", type=positive, default=25, metavar="N", help="functions to list (default 25)")
     p.set_defaults(func=run)

@@ -1,50 +1,66 @@
-"""``localmap overhead``: what the per-CPU page tables and the local mapping cost.
+"""``localmap overhead``: what the per-CPU page tables and the local mapping cost, as tables.
 
-Synthetic: ``localmap overhead --granule 4K --va-bits 48 --cpus 160 --unit-size 192K --chunks 5``
-(K live chunks, every page populated, one group, all CPUs online). Real:
-``localmap overhead BUNDLE --cpus N [--granule G --va-bits N]`` (the bundle's allocation history
-replayed on N CPUs). ``--json`` prints the figures of the one configuration asked for; the human
-form prints a table across granules and CPU counts with the talk's figure beside the model's.
+Drives :mod:`localmap.analysis.overhead`. Synthetic form: K live chunks, every page populated,
+one group, all CPUs online. Bundle form: the bundle's allocation history replayed on N CPUs.
+``--json`` prints the figures of the one configuration asked for; the tables compare granules
+and CPU counts, with the talk's figure beside the model's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import textwrap
 
 from localmap.analysis import overhead as ov
-from localmap.arch.arm64.pgtable import VA_BITS_CHOICES, parse_granule
+from localmap.arch.arm64.pgtable import GRANULES, VA_BITS_CHOICES, parse_granule
+from localmap.cli.common import add_command, info, progress
+from localmap.cli.console import stdout_console
 from localmap.errors import LocalmapError
-from localmap.report.console import stdout_console
+from localmap.units import fmt_bytes, parse_size
 
-GRID_CPUS = (1, 4, 64, 160, 1024, 4096)
+EXAMPLES = """
+examples:
+  synthetic:  localmap overhead --granule 4K --va-bits 48 --cpus 160 --unit-size 192K --chunks 5
+  a bundle:   localmap overhead BUNDLE --cpus 160 [--granule 16K --va-bits 48]
+  text replication:  localmap overhead --text-replication [--nodes 4] [--per cpu] [BUNDLE]
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "overhead",
+    p = add_command(
+        subparsers, "overhead",
         help="VA, page-table memory and page-table work of the design (synthetic or a replayed bundle)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "What the per-CPU page tables and the local mapping cost: local virtual address "
+            "space, extra page-table memory and page-table work, for a synthetic machine or for "
+            "a bundle's allocation history replayed on N CPUs.", 78) + "\n" + EXAMPLES,
+        raw=True,
     )
-    p.add_argument("bundle", nargs="?", help="capture bundle (folder) to replay; omit for the synthetic form")
-    p.add_argument("--granule", help="page size: 4K, 16K or 64K (synthetic: required unless --json is off)")
-    p.add_argument("--va-bits", type=int, help="CONFIG_ARM64_VA_BITS (39/48/52 with 4K, 36/47/48/52 with 16K, 42/48/52 with 64K)")
-    p.add_argument("--vabits-actual", type=int, help="VA bits the CPU runs with (52-bit kernels fall back to 48/47 without LPA2)")
-    p.add_argument("--cpus", type=int, help="number of CPUs (all online)")
-    p.add_argument("--unit-size", default=None, help="percpu unit size, e.g. 192K (synthetic)")
-    p.add_argument("--chunks", type=int, default=None, help="live chunks, the first included (synthetic)")
-    p.add_argument("--window-bytes", default=None, help="size of each window (default: one split-level entry)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--check", action="store_true", help="check invariants I1-I5 after every step (slower)")
+    p.add_argument("bundle", nargs="?", metavar="BUNDLE",
+                   help="capture bundle to replay; omit for the synthetic form")
+    p.add_argument("--granule", help="page size: 4K, 16K or 64K (synthetic form: required)")
+    p.add_argument("--va-bits", type=int, metavar="N", help="CONFIG_ARM64_VA_BITS (39/48/52 with 4K, 36/47/48/52 with 16K, 42/48/52 with 64K)")
+    p.add_argument("--vabits-actual", type=int, metavar="N", help="VA bits the CPU runs with (52-bit kernels fall back to 48/47 without LPA2)")
+    p.add_argument("--cpus", type=int, metavar="N", help="number of CPUs of the machine (all online)")
+    p.add_argument("--unit-size", default=None, metavar="SIZE",
+                   help="percpu unit size, e.g. 192K (synthetic form)")
+    p.add_argument("--chunks", type=int, default=None, metavar="K",
+                   help="live chunks, the first included (synthetic form)")
+    p.add_argument("--window-bytes", default=None, metavar="SIZE",
+                   help="size of each window (default: one split-level entry)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--check", action="store_true", help="check the design's invariants after every step (slower)")
     t = p.add_argument_group("kernel text replication (--text-replication)")
     t.add_argument("--text-replication", action="store_true",
                    help="cost of replicating kernel text + rodata on the per-CPU tables (arm64 4K/48; "
                    "image range from BUNDLE's kallsyms, else Debian 6.12.117 arm64's)")
-    t.add_argument("--nodes", type=int, default=None, help="NUMA nodes (default: a table for 1, 2, 4, 8)")
-    t.add_argument("--per", choices=("node", "cpu"), default="node", help="one copy per node (default) or per CPU")
-    t.add_argument("--modules-bytes", default="0", help="module text to account, e.g. 8M (BUNDLE: from vmallocinfo)")
+    t.add_argument("--nodes", type=int, default=None, metavar="N",
+                   help="NUMA nodes (default: a table for 1, 2, 4, 8)")
+    t.add_argument("--per", choices=("node", "cpu"), default="node",
+                   help="one copy per node (default) or per CPU")
+    t.add_argument("--modules-bytes", default="0", metavar="SIZE",
+                   help="module text to account, e.g. 8M (BUNDLE: from vmallocinfo)")
     t.add_argument("--replicate-modules", action="store_true", help="replicate module text as well")
     t.add_argument("--mapping", choices=("pte", "block"), default="pte",
                    help="image leaves: pages (default) or blocks of the level above")
@@ -54,8 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _text_replication(args: argparse.Namespace, console) -> int:
     from localmap.design.text_replication import text_replication_cost, text_replication_table
 
-    cpus = args.cpus if args.cpus is not None else 160
-    kw = dict(modules_bytes=ov.parse_size(args.modules_bytes), replicate_modules=args.replicate_modules,
+    cpus = args.cpus if args.cpus is not None else ov.TALK_CPUS
+    kw = dict(modules_bytes=parse_size(args.modules_bytes), replicate_modules=args.replicate_modules,
               mapping=args.mapping)
     if args.bundle:
         got = _bundle_image_range(args.bundle)
@@ -63,8 +79,7 @@ def _text_replication(args: argparse.Namespace, console) -> int:
             got.pop("modules_bytes", None)
         kw.update(got)
     if args.nodes is not None:
-        res = text_replication_cost(args.nodes, cpus, per=args.per, **kw)
-        rows = [res]
+        rows = [text_replication_cost(args.nodes, cpus, per=args.per, **kw)]
     else:
         rows = text_replication_table(cpus=cpus, **kw)
     if args.json:
@@ -73,22 +88,22 @@ def _text_replication(args: argparse.Namespace, console) -> int:
     from rich.table import Table
 
     r0 = rows[0]
-    t = Table(title=f"kernel text replication on per-CPU tables: {cpus} CPUs, image {ov.human(r0['image_bytes'])} "
+    t = Table(title=f"kernel text replication on per-CPU tables: {cpus} CPUs, image {fmt_bytes(r0['image_bytes'])} "
                     f"({r0['image_range'][0]}-{r0['image_range'][1]}), {r0['mapping']} leaves")
     for col in ("copies per", "nodes", "replicas", "memory", "page tables", "tables/replica", "module tables/replica",
                 "synced entries/replica", "writes per patch"):
         t.add_column(col, justify="left" if col in ("copies per", "tables/replica", "module tables/replica") else "right")
     for r in rows:
-        t.add_row(r["per"], str(r["nodes"]), str(r["replicas"]), ov.human(r["memory_bytes"]),
-                  ov.human(r["pgtable_bytes"]), " ".join(f"{k}:{v}" for k, v in r["private_tables_per_replica"].items()),
+        t.add_row(r["per"], str(r["nodes"]), str(r["replicas"]), fmt_bytes(r["memory_bytes"]),
+                  fmt_bytes(r["pgtable_bytes"]), " ".join(f"{k}:{v}" for k, v in r["private_tables_per_replica"].items()),
                   " ".join(f"{k}:{v}" for k, v in r["module_tables_per_replica"].items()) or "-",
                   str(r["synced_entries_per_replica"]), str(r["per_patch"]["copies_written"]))
     console.print(t)
     pp = r0["per_patch"]
-    console.print("per patched instruction, for each copy: map its poke alias, write, unmap, local TLBI, "
-                  "D-cache clean, I-cache invalidate by the copy's alias; then an isb on every CPU "
-                  f"({pp['cross_cpu_isb']}). `localmap check ktr-patch-one-copy ktr-patch-all-copies` "
-                  "shows why each step is needed.", highlight=False)
+    info(args, "per patched instruction, for each copy: map its poke alias, write, unmap, local TLBI, "
+               "D-cache clean, I-cache invalidate by the copy's alias; then an isb on every CPU "
+               f"({pp['cross_cpu_isb']}). `localmap check ktr-patch-one-copy ktr-patch-all-copies` "
+               "shows why each step is needed.")
     return 0
 
 
@@ -115,37 +130,33 @@ def _bundle_image_range(bundle) -> dict:
     return out
 
 
-def _progress_enabled() -> bool:
-    return sys.stderr.isatty()
-
-
 def run(args: argparse.Namespace) -> int:
     if args.text_replication:
         return _text_replication(args, stdout_console())
-
     if args.cpus is None:
         raise LocalmapError("--cpus N is required")
     if args.cpus < 1:
         raise LocalmapError(f"--cpus must be at least 1 (got {args.cpus})")
-    window = ov.parse_size(args.window_bytes) if args.window_bytes else None
+    window = parse_size(args.window_bytes) if args.window_bytes else None
     console = stdout_console()
     if args.bundle:
         if args.unit_size or args.chunks:
             raise LocalmapError("--unit-size and --chunks belong to the synthetic form (no BUNDLE)")
         if args.json:
-            res = ov.overhead_bundle(args.bundle, args.cpus, args.granule, args.va_bits,
-                                     checked=args.check, progress=_progress_enabled())
+            with progress(args) as prog:
+                res = ov.overhead_bundle(args.bundle, args.cpus, args.granule, args.va_bits,
+                                         checked=args.check, progress=prog)
             print(json.dumps(res, indent=2))
             return 0
         # the other granules side by side, all fed by the same single replay
         specs = [(args.cpus, args.granule, args.va_bits, True)]
-        for g in ("4K", "16K", "64K"):
+        for g in GRANULES:
             vab = args.va_bits
             if vab is not None and vab not in VA_BITS_CHOICES[parse_granule(g)]:
                 vab = 48
             specs.append((args.cpus, g, vab, False))
-        results = ov.overhead_bundles(args.bundle, specs, checked=args.check,
-                                      progress=_progress_enabled())
+        with progress(args) as prog:
+            results = ov.overhead_bundles(args.bundle, specs, checked=args.check, progress=prog)
         if isinstance(results[0], LocalmapError):
             raise results[0]
         res = results[0]
@@ -162,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
             if r["granule"] == "4K" and r["cpus"] == ov.TALK_CPUS:
                 r["talk_local_va_bytes"] = ov.TALK["local_va_bytes"]
                 r["talk_pgtable"] = ov.TALK["pgtable_note"]
-        console.print(ov.rich_table(rows, title=f"overhead of {res['bundle']} replayed on {args.cpus} CPUs "
-                                                  f"(local VA column: final; peak {ov.human(res['local_va_peak_bytes'])})"))
+        console.print(rich_table(rows, title=f"overhead of {res['bundle']} replayed on {args.cpus} CPUs "
+                                               f"(local VA column: final; peak {fmt_bytes(res['local_va_peak_bytes'])})"))
         console.print(ops_table(res))
         for n in notes:
-            console.print(f"not shown: {n}")
+            info(args, f"not shown: {n}")
         return 0
     missing = [n for n, v in (("--granule", args.granule), ("--va-bits", args.va_bits),
                               ("--unit-size", args.unit_size), ("--chunks", args.chunks)) if v is None]
@@ -177,16 +188,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    cpus_list = sorted(set(GRID_CPUS) | {args.cpus})
+    cpus_list = sorted(set(ov.DEFAULT_CPUS) | {args.cpus})
     pairs = []
-    for g in (4096, 16384, 65536):
+    for g in GRANULES.values():
         vab = args.va_bits if args.va_bits in VA_BITS_CHOICES[g] else 48
         pairs.append((g, vab))
     rows = ov.overhead_table(cpus_list, res["unit_size"], args.chunks, pairs)
-    console.print(ov.rich_table(rows, title=f"synthetic overhead: {args.chunks} chunks of "
-                                            f"{ov.human(res['unit_size'])} units, every page populated"))
+    console.print(rich_table(rows, title=f"synthetic overhead: {args.chunks} chunks of "
+                                         f"{fmt_bytes(res['unit_size'])} units, every page populated"))
     console.print(f"asked for: {res['granule']}/{res['va_bits']} {args.cpus} CPUs -> split level L{res['split_level']}, "
-                  f"local VA {res['local_va_bytes']} bytes, extra page tables {res['pgtable_extra_bytes']} bytes "
+                  f"local VA {fmt_bytes(res['local_va_bytes'])}, extra page tables {fmt_bytes(res['pgtable_extra_bytes'])} "
                   f"(closed form agrees: {res['closed_form_agrees']})")
     return 0
 
@@ -211,4 +222,29 @@ def ops_table(res: dict):
         btl = sum(v for k, v in b.items() if k.startswith("tlbi_") and k != "tlbi_per_op")
         t.add_row(op, str(d.get("count", 0)), str(ent), str(extra), str(tl), str(bent) if b else "-",
                   str(btl) if b else "-")
+    return t
+
+
+def rich_table(rows: list[dict], title: str = "localmap overhead"):
+    """The overhead rows (synthetic grid or replayed bundles) as one table."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("granule/VA", "CPUs", "unit", "chunks", "split", "root copy", "private tables/CPU",
+                "local VA", "extra page tables", "talk"):
+        t.add_column(col, justify="right" if col not in ("granule/VA", "private tables/CPU", "talk") else "left")
+    for r in rows:
+        if "error" in r:
+            t.add_row(f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), "", "", "", "", r["error"], "", "", "")
+            continue
+        talk = ""
+        if "talk_local_va_bytes" in r:
+            talk = f"VA {fmt_bytes(r['talk_local_va_bytes'])}; {r['talk_pgtable']}"
+        t.add_row(
+            f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), fmt_bytes(r["unit_size"]), str(r.get("chunks", r.get("live_chunks", ""))),
+            f"L{r['split_level']}", fmt_bytes(r["root_copy_bytes"]),
+            "/".join(str(v) for v in r["private_tables_per_cpu"].values())
+            + f" (L{'-'.join(r['private_tables_per_cpu'])})",
+            fmt_bytes(r["local_va_bytes"]), fmt_bytes(r["pgtable_extra_bytes"]), talk,
+        )
     return t
