@@ -6,7 +6,8 @@ import pytest
 
 from localmap.arch.arm64 import thiscpu as tc
 from localmap.check.explore import explore
-from localmap.check.model import PAGE, PTR, Machine, Scenario
+from localmap.check.library import OFFSET_IRQ
+from localmap.check.model import G_BASE, PAGE, PTR, VAR_OFF, Item, Machine, Scenario
 from localmap.check.scenarios import ALL_SCENARIOS
 from localmap.design.alternatives import MARK, UNMARK
 from localmap.perf.designs import three_way
@@ -29,10 +30,12 @@ def test_exception_return_fixes_the_marked_register_after_a_migration():
     w, _ = m.apply(w, ("sched", 0, 0))
     for _ in range(2):                       # pcpu_mark; mrs x3 + add x3 (fused)
         w, _ = m.apply(w, ("exec", 0))
-    assert w.tasks[0][3][tc.X_ADDR] == PTR + 0 * PAGE and w.tasks[0][7] == tc.X_ADDR
+    t = w.tasks[0]
+    # CPU c's offset is (c + 1) pages: x3 = ptr + offset(CPU0) is CPU0's copy
+    assert t[4][tc.X_ADDR] == PTR + 1 * PAGE == G_BASE + VAR_OFF and t[9] == tc.X_ADDR
     w, _ = m.apply(w, ("preempt", 0, "fiq"))
     w, info = m.apply(w, ("sched", 1, 0))
-    assert w.tasks[0][3][tc.X_ADDR] == PTR + 1 * PAGE  # now CPU1's copy
+    assert w.tasks[0][4][tc.X_ADDR] == G_BASE + 1 * PAGE + VAR_OFF  # now CPU1's copy
     assert "fix-up" in info.action
 
 
@@ -44,9 +47,15 @@ def test_fixup_missed_path_counterexample_migrates_through_the_unfixed_path():
 
 
 def test_without_the_marker_the_fixup_cannot_help():
-    sc = Scenario("t", "naive form, every path fixes up", task_form="naive-lse", irq_form="raw-offset",
-                  exception_paths=("irq", "fiq"), fixup_paths=("irq", "fiq"))
+    sc = Scenario("t", "naive form, every path fixes up", script=(Item("naive-lse", "add"),),
+                  irq=OFFSET_IRQ, exception_paths=("irq", "fiq"), fixup_paths=("irq", "fiq"))
     assert explore(sc).verdict == "unsafe"
+
+
+def test_removing_the_fiq_fixup_is_the_missed_path():
+    sc = ALL_SCENARIOS["fixup-all-paths"]
+    assert sc.without("fixup-fiq").fixup_paths == ALL_SCENARIOS["fixup-missed-path"].fixup_paths
+    assert explore(sc.without("fixup-fiq")).verdict == "unsafe"
 
 
 def test_three_way_counts_follow_the_sequences_and_the_images():
@@ -63,22 +72,3 @@ def test_three_way_counts_follow_the_sequences_and_the_images():
     for sec, local in rows["local"]["profile_delta_rt_arm64"].items():
         fix = rows["fixup"]["profile_delta_rt_arm64"][sec]
         assert local <= fix <= 0 == rows["today"]["profile_delta_rt_arm64"][sec]
-
-
-def test_leaving_the_tlb_out_changes_no_verdict():
-    """The fix-up scenarios walk the tables instead of tracking TLBs (no table ever changes there);
-    tracking them gives the same verdicts and counterexample length, with more states."""
-    import dataclasses
-
-    from localmap.errors import LocalmapError
-
-    for name in ("fixup-missed-path", "fixup-all-paths"):
-        sc = ALL_SCENARIOS[name]
-        tracked = dataclasses.replace(sc, track_tlb=True)
-        a, b = explore(sc), explore(tracked)
-        assert a.verdict == b.verdict and a.prop == b.prop and a.states < b.states
-        if a.actions:
-            assert len(a.actions) == len(b.actions)
-    bad = dataclasses.replace(ALL_SCENARIOS["depopulate-tlbi"], track_tlb=False)
-    with pytest.raises(LocalmapError, match="TLB can only be left out"):
-        explore(bad)

@@ -12,13 +12,15 @@ memory and a D-cache line (the write lands in the D-cache; ``dc cvau`` makes it 
 instruction fetches). The patcher writes through a poke alias (a fixmap PTE) that it maps to a
 copy's physical page and reads through its own TLB.
 
-The patcher's steps per variant: write every copy, each through its own alias
-(``patch_copies="all"``), or only the one the text VA gives the patching CPU (``"one"``: what
-``__aarch64_insn_write`` does today, since it maps ``__pa_symbol`` of the text address); clean the
-D-cache of each written copy; invalidate the I-cache by each copy's alias (``icache_maint``);
-unmap the alias with a local TLB invalidation before mapping the next copy (``poke_tlbi``); make
-every CPU execute an ``isb`` (``kick_isb``, ``kick_all_cpus_sync``); then publish. Property
-``stale-code``: no CPU executes the old instruction after the change was published.
+The patcher's steps, one mechanism each (the scenario's ``on``): write every copy, each through
+its own alias (``all-copies``; without it only the copy the text VA gives the patching CPU, which
+is what ``__aarch64_insn_write`` does today, since it maps ``__pa_symbol`` of the text address);
+clean the D-cache of each written copy; invalidate the I-cache by each copy's alias
+(``icache-maint``); unmap the alias with a local TLB invalidation before mapping the next copy
+(``poke-tlbi``); make every CPU execute an ``isb`` (``kick-isb``: ``kick_all_cpus_sync``); then
+publish. Property ``stale-code``: no CPU executes the old instruction after the change was
+published. The scenarios have the shape of :mod:`localmap.check.library`'s (a family with
+mechanisms, ``without(m)``) and bring their own machine to the explorer (``machine()``).
 
 Deliberate simplifications: one instruction, one cache line, one copy per CPU; the patcher's
 steps are atomic and do not occupy a CPU; maintenance completes at once (``dsb ish`` implicit);
@@ -29,7 +31,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from localmap.check.model import StepInfo, Violation
+import marshal
+from dataclasses import dataclass, replace
+
+from localmap.check.model import MARSHAL_VERSION, StepInfo, Violation
 from localmap.errors import LocalmapError
 
 MAX_CPUS = 6
@@ -37,23 +42,46 @@ MAX_TASKS = 6
 RUNNABLE = -1
 OLD, NEW = 0, 1
 EMPTY = -1
+MECHANISMS = ("all-copies", "icache-maint", "poke-tlbi", "kick-isb")
+FAMILY = "ktr-patch"
 
 
-@dataclass
+@dataclass(frozen=True)
 class KtrScenario:
     name: str
     summary: str
-    patch_copies: str = "all"      # "all" | "one"
-    icache_maint: bool = True
-    poke_tlbi: bool = True
-    kick_isb: bool = True
+    on: frozenset = frozenset(MECHANISMS)
     cpus: int = 2
     tasks: int = 2
     twin: str | None = None
     mechanism: str = ""
+    family: str = FAMILY
+    params: tuple = ()
+    # what the rest of the checker asks of any scenario
+    kpti: str | None = None
+    setup: tuple = ()
+    roles: tuple | None = None
+    workers: tuple = ()
+    exception_paths: tuple = ()
 
-    def make_machine(self, cpus: int | None = None, tasks: int | None = None) -> "KtrMachine":
+    def machine(self, cpus: int | None = None, tasks: int | None = None,
+                evictions: bool = False) -> "KtrMachine":
         return KtrMachine(self, cpus, tasks)
+
+    def without(self, mechanism: str) -> "KtrScenario":
+        if mechanism not in self.on:
+            raise LocalmapError(f"{self.name}: no mechanism {mechanism!r} to remove")
+        return replace(self, name=f"{self.name} without {mechanism}", on=self.on - {mechanism},
+                       twin=None, mechanism="")
+
+
+def ktr_scenario(name: str, summary: str, on=None, *, twin=None, mechanism="") -> KtrScenario:
+    """A code-patching scenario with mechanisms ``on`` (default: all of them)."""
+    on = frozenset(MECHANISMS if on is None else on)
+    unknown = on - set(MECHANISMS)
+    if unknown:
+        raise ValueError(f"{name}: no mechanism {sorted(unknown)}")
+    return KtrScenario(name, summary, on=on, twin=twin, mechanism=mechanism)
 
 
 @dataclass(slots=True)
@@ -72,15 +100,18 @@ class KtrWorld:
         return KtrWorld(list(self.tasks), list(self.icache), list(self.fetched), list(self.mem),
                         list(self.dcache), self.poke, self.poke_tlb, self.worker, self.phase)
 
-    def key(self, symmetric_tasks: bool = True) -> tuple:
-        tasks = tuple(sorted(self.tasks)) if symmetric_tasks else tuple(self.tasks)
-        return (tasks, tuple(self.icache), tuple(self.fetched), tuple(self.mem), tuple(self.dcache),
-                self.poke, self.poke_tlb, self.worker, self.phase)
+    def raw(self) -> tuple:
+        return (tuple(self.tasks), tuple(self.icache), tuple(self.fetched), tuple(self.mem),
+                tuple(self.dcache), self.poke, self.poke_tlb, self.worker, self.phase)
+
+    @classmethod
+    def from_raw(cls, r: tuple) -> "KtrWorld":
+        return cls(list(r[0]), list(r[1]), list(r[2]), list(r[3]), list(r[4]), r[5], r[6], r[7], r[8])
 
 
 class KtrMachine:
-    """Successor function and property of one text-replication scenario (same interface as
-    :class:`localmap.check.model.Machine`)."""
+    """Successor function, property and state keys of one text-replication scenario (the
+    interface the explorer uses of :class:`localmap.check.model.Machine`)."""
 
     def __init__(self, sc: KtrScenario, cpus: int | None = None, tasks: int | None = None):
         self.sc = sc
@@ -90,23 +121,25 @@ class KtrMachine:
             raise LocalmapError(f"--cpus must be between 2 and {MAX_CPUS} for {sc.name} (got {self.ncpus})")
         if not 1 <= self.ntasks <= MAX_TASKS:
             raise LocalmapError(f"--tasks must be between 1 and {MAX_TASKS} (got {self.ntasks})")
+        self.evictions = False  # I-cache lines are dropped by the model itself (action "evict")
         self.worker_script = self._script()
 
     # the patching CPU is CPU 0; its text VA resolves to copy 0
     def _script(self):
         sc = self.sc
         steps = []
-        targets = range(self.ncpus) if sc.patch_copies == "all" else [0]
+        every = "all-copies" in sc.on
+        targets = range(self.ncpus) if every else [0]
         for k in targets:
-            via = f"copy {k}'s alias" if sc.patch_copies == "all" else "the text VA (the patching CPU's copy)"
+            via = f"copy {k}'s alias" if every else "the text VA (the patching CPU's copy)"
             steps.append((f"map the poke alias to {via}", lambda w, k=k: self._map(w, k)))
             steps.append(("write the new instruction through the poke alias", self._write))
             steps.append(("dc cvau through the poke alias (D-cache -> point of unification)", self._clean))
-            if sc.icache_maint:
+            if "icache-maint" in sc.on:
                 steps.append(("ic ivau through the poke alias (PIPT: that copy's line, every CPU)", self._inval))
-            steps.append(("unmap the poke alias" + (" + local TLBI" if sc.poke_tlbi else " (no TLBI)"),
+            steps.append(("unmap the poke alias" + (" + local TLBI" if "poke-tlbi" in sc.on else " (no TLBI)"),
                           self._unmap))
-        if sc.kick_isb:
+        if "kick-isb" in sc.on:
             steps.append(("kick_all_cpus_sync: every CPU takes an IPI (context synchronisation)", self._kick))
         steps.append(("publish: the kernel now relies on the new instruction everywhere", self._publish))
         return steps
@@ -136,7 +169,7 @@ class KtrMachine:
 
     def _unmap(self, w):
         w.poke = EMPTY
-        if self.sc.poke_tlbi:
+        if "poke-tlbi" in self.sc.on:
             w.poke_tlb = EMPTY
 
     def _kick(self, w):
@@ -156,6 +189,25 @@ class KtrMachine:
 
     def check_state(self, w: KtrWorld) -> None:
         return None
+
+    def encode(self, w: KtrWorld) -> bytes:
+        return self.encode_raw(w.raw())
+
+    def encode_raw(self, raw: tuple) -> bytes:
+        return marshal.dumps(raw, MARSHAL_VERSION)
+
+    def decode(self, blob: bytes) -> KtrWorld:
+        return KtrWorld.from_raw(marshal.loads(blob))
+
+    def key(self, w: KtrWorld, symmetry: bool = True) -> bytes:
+        return self.key_of_raw(w.raw(), symmetry)
+
+    def key_of_raw(self, raw: tuple, symmetry: bool = True) -> bytes:
+        """Tasks all run the same code: with ``symmetry`` their order does not matter (the CPUs
+        are not interchangeable: each executes its own copy, CPU 0 patches)."""
+        if symmetry:
+            raw = (tuple(sorted(raw[0])),) + raw[1:]
+        return marshal.dumps(raw, MARSHAL_VERSION)
 
     def actions(self, w: KtrWorld) -> list[tuple]:
         acts = []
@@ -226,4 +278,4 @@ class KtrMachine:
         raise ValueError(f"unknown action {act!r}")
 
 
-__all__ = ["KtrMachine", "KtrScenario", "KtrWorld"]
+__all__ = ["KtrMachine", "KtrScenario", "KtrWorld", "MECHANISMS", "ktr_scenario"]

@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="size of each window (default: one split-level entry)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--check", action="store_true", help="check the design's invariants after every step (slower)")
+    p.add_argument("--sync", action="store_true",
+                   help="the sync's cost against CPU count (per sync, and per vmalloc of BUNDLE) "
+                   "and the preallocation alternative's memory per granule/VA, then exit")
     t = p.add_argument_group("kernel text replication (--text-replication)")
     t.add_argument("--text-replication", action="store_true",
                    help="cost of replicating kernel text + rodata on the per-CPU tables (arm64 4K/48; "
@@ -131,6 +134,8 @@ def _bundle_image_range(bundle) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sync:
+        return run_sync(args)
     if args.text_replication:
         return _text_replication(args, stdout_console())
     if args.cpus is None:
@@ -248,3 +253,59 @@ def rich_table(rows: list[dict], title: str = "localmap overhead"):
             fmt_bytes(r["local_va_bytes"]), fmt_bytes(r["pgtable_extra_bytes"]), talk,
         )
     return t
+
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    """``--sync``: the sync's cost against CPU count, and the preallocation alternative."""
+    from rich.table import Table
+
+    cpus_list = sorted(set(ov.DEFAULT_CPUS) | ({args.cpus} if args.cpus else set()))
+    granule, va_bits = args.granule or "4K", args.va_bits or 48
+    if args.bundle and not (args.granule or args.va_bits):
+        from localmap.ingest.bundle import load_bundle
+
+        geom = ov._bundle_geometry(load_bundle(args.bundle), None, None)
+        granule, va_bits = geom.page_size, geom.va_bits
+    sync = ov.sync_cost(cpus_list, granule, va_bits, bundle=args.bundle,
+                        vabits_actual=args.vabits_actual)
+    pre = ov.preallocation_table()
+    if args.json:
+        print(json.dumps({"sync": sync, "preallocation": pre}, indent=2))
+        return 0
+    console = stdout_console()
+    prof = sync["profile"]
+    t = Table(title=f"the sync ({sync['granule']}/{sync['va_bits']}): an entry appearing in a "
+                    "copied table, design vs today")
+    cols = ["CPUs", "entries per new entry", "today", "TLBI", "entries per removed entry",
+            "TLBI (vaae1is)"]
+    if prof:
+        cols.append("extra entries per vmalloc")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for r in sync["rows"]:
+        row = [str(r["cpus"]), str(r["add_entries"]), str(r["add_entries_today"]),
+               str(r["add_tlbi"]), str(r["remove_entries"]), str(r["remove_tlbi"])]
+        if prof:
+            row.append(f"{r['extra_entries_per_vmalloc']:.4f}")
+        t.add_row(*row)
+    console.print(t)
+    if prof:
+        console.print(f"{args.bundle}: {prof['areas']} vmalloc areas needed "
+                      f"{prof['synced_entries']} new entries of copied tables beyond the "
+                      f"{prof['boot_entries']} of the boot mappings "
+                      f"({prof['syncs_per_vmalloc']:.5f} syncs per vmalloc)")
+    t = Table(title="the alternative: preallocate every copied-table entry of the growable "
+                    "kernel ranges at boot (no sync ever; one-time, shared by all CPUs)")
+    for c in ("granule/VA", "split", "vmalloc+modules", "vmemmap", "linear map", "total"):
+        t.add_column(c, justify="left" if c == "granule/VA" else "right")
+    for r in pre:
+        reg = r["regions"]
+
+        def cell(k):
+            return f"{fmt_bytes(reg[k]['bytes'])} ({reg[k]['entries']})"
+
+        t.add_row(f"{r['granule']}/{r['va_bits']}", f"L{r['split_level']}", cell("vmalloc"),
+                  cell("vmemmap"), cell("linear map"), fmt_bytes(r["all_bytes"]))
+    console.print(t)
+    return 0
