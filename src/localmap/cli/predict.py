@@ -60,6 +60,8 @@ def render_performance(summary: dict, console=None) -> None:
     """Print the performance section as rich tables."""
     from rich.table import Table
 
+    from localmap.perf.talk import NOT_COMPARABLE
+
     con = console or stdout_console()
     con.print(f"[bold]this_cpu sites and what the local mapping removes[/bold]  (from {summary['source']})")
     t = Table(show_header=True, header_style="bold")
@@ -68,7 +70,8 @@ def render_performance(summary: dict, console=None) -> None:
         t.add_column(col, justify="right" if col not in ("flavour", "preempt") else "left")
     for fl in summary["flavours"]:
         tot = fl["totals"]
-        t.add_row(fl["flavour"], fl["preempt_model"], fmt_bytes(fl["text_bytes"]), str(fl["sites"]),
+        t.add_row(fl["flavour"] + ("" if fl["preempt_count"] else f" ({NOT_COMPARABLE})"), fl["preempt_model"],
+                  fmt_bytes(fl["text_bytes"]), str(fl["sites"]),
                   str(tot["replaceable"]), str(tot["protection"].get("preempt", 0)),
                   str(tot["removed_instructions"]), str(tot["removed_fast_path"]),
                   str(tot["lse_alternatives"]), str(tot["functions"]))
@@ -113,6 +116,10 @@ def render_performance(summary: dict, console=None) -> None:
         con.print(f"  image-wide static share of removable fast-path instructions "
                   f"{100 * pred['image_static_share']:.3f}% (talk, kernel build: sys "
                   f"{summary['talk_kernel_build']['sys_time']})", markup=False)
+    for prof in summary.get("measured", []):
+        from localmap.cli.lab import render_profile
+        con.print(f"[bold]measured per operation (dynamic profile, {prof['kernel']['label']})[/bold]")
+        render_profile(prof, con)
     con.print("[bold]assumptions[/bold]")
     for a in summary["site_assumptions"] + summary["prediction_assumptions"]:
         con.print(f"  - {a}", markup=False, highlight=False)

@@ -18,6 +18,7 @@ unchanged; the bundle's ``modules`` file records what happened.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -248,21 +249,57 @@ def _config_entry(config: Path | None):
     return [Entry("config", stat.S_IFREG | 0o644, config.read_bytes())]
 
 
-def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar: Progress) -> bundle_io.SplitResult:
+@contextlib.contextmanager
+def qemu_running(cmd: list[str], timeout: float, cwd: Path | None = None):
+    """QEMU started in its own session, its console on ``proc.stdout``; yields ``(proc,
+    timed_out)``. QEMU is stopped after ``timeout`` seconds (``timed_out`` is then set), when
+    the block is left by an exception, and on SIGTERM (which would otherwise orphan it)."""
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True)
+                                start_new_session=True, cwd=cwd)
     except OSError as exc:
         raise LocalmapError(f"cannot start {QEMU}: {exc}") from None
     timed_out = threading.Event()
 
     def _kill():
         timed_out.set()
-        _terminate(proc)
+        terminate(proc)
 
     timer = threading.Timer(timeout, _kill)
     timer.start()
+    old_term = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield proc, timed_out
+    except BaseException:
+        terminate(proc)
+        raise
+    finally:
+        timer.cancel()
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar: Progress) -> bundle_io.SplitResult:
+    with qemu_running(cmd, timeout) as (proc, timed_out):
+        res = _split_console(proc, out, console_log, timeout, timed_out, bar)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        terminate(proc)
+    if timed_out.is_set() and not res.done:
+        raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {console_log})")
+    if not res.done and proc.returncode not in (0, None):
+        tail = _tail(console_log)
+        raise LocalmapError(f"QEMU exited with status {proc.returncode}: {tail} (console in {console_log})")
+    return res
+
+
+def _split_console(proc, out: Path, console_log: Path, timeout: float, timed_out, bar: Progress
+                   ) -> bundle_io.SplitResult:
     lines_seen = [0]
     phases = {"memcg": "creating memcgs", "memcg_del": "removing memcgs", "fork": "fork+exec loop",
               "modules": "loading modules", "modules_del": "unloading modules",
@@ -288,35 +325,16 @@ def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar: Progress) 
         elif kind == "done":
             bar.update(description="guest: done, powering off")
 
-    # SIGTERM (e.g. from `timeout`) must not orphan QEMU, which runs in its own session
-    old_term = signal.getsignal(signal.SIGTERM)
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        res = bundle_io.split_console(lines(), out, on_event, source=str(console_log))
-    except BaseException as exc:
-        _terminate(proc)
-        if isinstance(exc, LocalmapError) and timed_out.is_set():
+        return bundle_io.split_console(lines(), out, on_event, source=str(console_log))
+    except LocalmapError:
+        if timed_out.is_set():
             raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {console_log})") from None
         raise
-    finally:
-        timer.cancel()
-        if in_main:
-            signal.signal(signal.SIGTERM, old_term)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        _terminate(proc)
-    if timed_out.is_set() and not res.done:
-        raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {console_log})")
-    if not res.done and proc.returncode not in (0, None):
-        tail = _tail(console_log)
-        raise LocalmapError(f"QEMU exited with status {proc.returncode}: {tail} (console in {console_log})")
-    return res
 
 
-def _terminate(proc: subprocess.Popen) -> None:
+def terminate(proc: subprocess.Popen) -> None:
+    """Stop a process started in its own session: SIGTERM to the group, SIGKILL after 10 s."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, 15)

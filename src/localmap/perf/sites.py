@@ -91,6 +91,15 @@ class Site:
     removed_fast: int  # of which on the fast path (excludes the resched slow-path call)
     preempt_inc: int
     preempt_dec: int
+    # where the sequence lives, for pricing it (perf/mca.py): the instructions the local mapping
+    # removes (preempt_count increment, decrement + resched check on the fast path), the access,
+    # and where the percpu address comes from: "static" (adrp/add of a DEFINE_PER_CPU symbol in
+    # [__per_cpu_start, __per_cpu_end)), "dynamic" (a pointer from a register or memory), or
+    # "unknown" (no add of the offset found in the window)
+    removed_addrs: tuple[int, ...] = ()
+    access_addr: int = 0
+    add_addr: int = 0
+    base: str = "unknown"
 
 
 @dataclass
@@ -358,6 +367,8 @@ def _classify(md, img: KernelImage, alts: _Alternatives, addr: int, has_pc: bool
     # --- preempt_count increment before, decrement + resched check after ---------------------
     inc = dec = dec_fast = 0
     pc_slot = None
+    inc_addrs: list[int] = []
+    dec_addrs: list[int] = []
     for j in range(idx - 1, max(-1, idx - BEFORE - 1), -1):
         a, m, o = ins[j]
         if m == "add" and re.fullmatch(r"w(\d+), w\1, #1", o) and j >= 1 and j + 1 < len(ins):
@@ -369,6 +380,7 @@ def _classify(md, img: KernelImage, alts: _Alternatives, addr: int, has_pc: bool
             if ld and st and _mem(ld[2])[2] == _mem(st[2])[2] and _mem(ld[2])[0] not in (None, 31):
                 pc_slot = _mem(st[2])[2]
                 inc = 3
+                inc_addrs = [ld[0], a, st[0]]
                 break
     if pc_slot is not None:
         for j in range(last + 1, len(ins)):
@@ -378,12 +390,15 @@ def _classify(md, img: KernelImage, alts: _Alternatives, addr: int, has_pc: bool
                 k = j + 1
                 seq = 1
                 ok = False
+                got = [a]
                 while k < len(ins) and k <= j + 3:
                     mk, ok_ = ins[k][1], ins[k][2]
                     if mk in ("sub", "add") and ok_.startswith(f"x{p}, x{p}, "):
                         seq += 1
+                        got.append(ins[k][0])
                     elif _STORE.match(mk) and _mem(ok_)[2] == pc_slot:
                         seq += 1
+                        got.append(ins[k][0])
                         ok = True
                         k += 1
                         break
@@ -394,9 +409,11 @@ def _classify(md, img: KernelImage, alts: _Alternatives, addr: int, has_pc: bool
                     mk, ok_ = ins[k][1], ins[k][2]
                     if mk in ("cbz", "cbnz") or (_LOAD.match(mk) and _mem(ok_)[2] == pc_slot):
                         seq += 1
+                        got.append(ins[k][0])
                         k += 1
                         continue
                     break
+                dec_addrs = got
                 dec_fast = seq
                 dec = seq + (1 if k < len(ins) and ins[k][1] == "bl" else 0)
                 break
@@ -417,10 +434,71 @@ def _classify(md, img: KernelImage, alts: _Alternatives, addr: int, has_pc: bool
         code = img.read_va(alt_addr, 4)
         if code and (int.from_bytes(code, "little") & MRS_MASK) == MRS_TPIDR_EL2:
             vhe_alt = True
+    base, add_addr = _base_kind(img, ins, idx, reg)
     return Site(addr=addr, function=fname, func_offset=addr - (name_start[1] if name_start else addr),
                 reg=reg, op=op, form=form, lse_alt=lse_alt, vhe_alt=vhe_alt, protection=protection,
                 replaceable=replaceable, removed=removed, removed_fast=removed_fast,
-                preempt_inc=inc, preempt_dec=dec)
+                preempt_inc=inc, preempt_dec=dec,
+                removed_addrs=tuple(inc_addrs + dec_addrs) if removed else (),
+                access_addr=accesses[0][0] if accesses else 0, add_addr=add_addr, base=base)
+
+
+_ADRP = re.compile(r"^x(\d+), #(0x[0-9a-f]+|\d+)$")
+
+
+def _base_kind(img: KernelImage, ins: list[tuple[int, str, str]], idx: int, reg: int) -> tuple[str, int]:
+    """Where the percpu address added to the offset comes from: ``static`` when the other operand
+    of the first ``add`` (or register-offset access) consuming the offset register is formed by
+    ``adrp``+``add``/``:lo12:`` of an address in ``[__per_cpu_start, __per_cpu_end)``; ``dynamic``
+    otherwise; ``unknown`` when no consumer is in the window. Returns (kind, address of the add)."""
+    lo, hi = img.symbols.get("__per_cpu_start"), img.symbols.get("__per_cpu_end")
+    other = None
+    at = 0
+    for j in range(idx + 1, min(len(ins), idx + AFTER)):
+        a, m, o = ins[j]
+        regs = _regs(o)
+        if m == "add" and len(regs) == 3 and reg in (regs[1][1], regs[2][1]):
+            other = regs[2][1] if regs[1][1] == reg else regs[1][1]
+            at = a
+            break
+        base_, index_, _ = _mem(o)
+        if "[" in o and index_ is not None and reg in (base_, index_):
+            other = index_ if base_ == reg else base_
+            at = a
+            break
+        d = _dest(m, o)
+        if d == reg:
+            break
+    if other is None:
+        return "unknown", 0
+    if lo is None or hi is None:
+        return "dynamic", at
+    # walk back from the consumer for the last write of `other`: adrp (+ add #lo12) = static
+    k = next(i for i, x in enumerate(ins) if x[0] == at)
+    value = None
+    for j in range(k - 1, -1, -1):
+        a, m, o = ins[j]
+        if _dest(m, o) != other:
+            continue
+        if m == "add":
+            mm = re.fullmatch(rf"x{other}, x{other}, #(0x[0-9a-f]+|\d+)", o)
+            if not mm:
+                return "dynamic", at
+            imm = int(mm.group(1), 0)
+            for jj in range(j - 1, -1, -1):
+                a2, m2, o2 = ins[jj]
+                if _dest(m2, o2) == other:
+                    ad = _ADRP.match(o2) if m2 == "adrp" else None
+                    value = int(ad.group(2), 0) + imm if ad else None
+                    break
+            break
+        if m == "adrp":
+            ad = _ADRP.match(o)
+            value = int(ad.group(2), 0) if ad else None
+        break
+    if value is not None and lo <= value < hi:
+        return "static", at
+    return "dynamic", at
 
 
 def analyse(img: KernelImage, progress: Progress | None = None) -> SitesReport:

@@ -22,6 +22,7 @@ from localmap.design.text_replication import text_replication_table
 from localmap.perf.compare import CHUNKS, UNIT, comparison, load_arches_summary, pgtable_curves, talk_claims
 from localmap.perf.designs import three_way
 from localmap.perf.summary import performance_summary
+from localmap.perf.talk import NOT_COMPARABLE
 from localmap.report.diagrams import tables_figure, va_layout_figure
 from localmap.report.model import Figure, Section, Table
 from localmap.report.svg import bar_chart, line_chart
@@ -164,7 +165,7 @@ def build_replay(ctx: Context, title: str) -> Section:
                                    f"{fmt_count(ag['total'])})"),
         ("  non-atomic / atomic", f"{fmt_percent(ag['nonatomic'])} of {fmt_count(ag['nonatomic_total'])} / "
                                   f"{fmt_percent(ag['atomic'])} of {fmt_count(ag['atomic_total'])}"),
-        ("racing pairs replayed swapped", str(ag["race_swaps"])),
+        ("allocations replayed in the allocator's order", str(ag["race_swaps"])),
         ("final state", f"{fs['nr_chunks']} chunks of {fs['nr_units']} x {fmt_bytes(fs['unit_size'])}, "
                         f"{fs['populated_pages']} pages populated per unit "
                         f"({fmt_bytes(fs['populated_bytes'])} over all units)"),
@@ -328,7 +329,8 @@ def build_perf(ctx: Context, title: str) -> Section:
     rows = []
     for fl in sm["flavours"]:
         t = fl["totals"]
-        rows.append([fl["flavour"], fl["preempt_model"], fmt_bytes(fl['text_bytes']), fmt_count(fl['sites']),
+        label = "" if fl["preempt_count"] else f" ({NOT_COMPARABLE})"
+        rows.append([fl["flavour"] + label, fl["preempt_model"], fmt_bytes(fl['text_bytes']), fmt_count(fl['sites']),
                      fmt_count(t['replaceable']), fmt_count(t['protection'].get('preempt', 0)),
                      fmt_count(t['removed_instructions']), fmt_count(t['removed_fast_path'])])
     s.tables.append(Table("this_cpu sites in the kernel image and what the local mapping removes",
@@ -343,11 +345,54 @@ def build_perf(ctx: Context, title: str) -> Section:
     for pred in sm["predictions"]:
         for sec, tot in pred["sections"].items():
             talk = "-" if tot["talk"] is None else f"{tot['talk']:+.2f}"
+            nc = "" if pred["preempt_model"] not in ("PREEMPT_VOLUNTARY", "PREEMPT_NONE") else \
+                f" ({NOT_COMPARABLE})"
             s.facts.append((f"{pred['image']} ({pred['preempt_model']}): {sec or 'profile'}",
-                            f"model {tot['model']:+.3f} points, talk {talk} points"))
+                            f"model {tot['model']:+.3f} points, talk {talk} points{nc}"))
     s.notes.append("Without PREEMPT_COUNT (Debian's arm64 PREEMPT_VOLUNTARY) the preemption "
                    "steps are already gone, so the local mapping removes nothing there.")
+    for prof in sm.get("measured", []):
+        _measured(s, prof)
     return s
+
+
+def _measured(s: Section, prof: dict) -> None:
+    """A shipped dynamic profile (``localmap lab profile``): figures per workload operation."""
+    k = prof["kernel"]
+    var = prof["headline_variant"]
+    cores = prof["cores"]
+    label = f" -- {prof['label']}" if prof.get("label") else ""
+    s.facts.append((f"measured: {k['label']}", f"{k['preempt_model']}, {fmt_count(k['sites'])} sites, "
+                    f"{fmt_count(k['removable_sites'])} with a removable preempt bracket; "
+                    f"{prof['cpus']} vCPUs{label}"))
+    rows = []
+    for w in prof["workloads"]:
+        rows.append([w["workload"] + (" (not comparable)" if prof.get("label") else ""), fmt_count(w["ops"]),
+                     fmt_count(round(w["kernel_instructions"])), f"{w['this_cpu_executions']:.1f}",
+                     f"{w['static_executions']:.1f} / {w['dynamic_executions']:.1f}",
+                     f"{w['removed_instructions']:.1f}", fmt_percent(w["removed_share"]),
+                     *[f"{w['saved_cycles'][c][var][0]:.0f}..{w['saved_cycles'][c][var][1]:.0f}" for c in cores],
+                     "{:+.2f}..{:+.2f} %".format(*sorted(w["kernel_time_change"]["ampere1" if "ampere1" in cores
+                                                                              else cores[0]]))])
+    s.tables.append(Table(f"Measured per operation: {k['label']} ({k['preempt_model']}){label}",
+                          ["workload", "ops", "kernel instructions", "this_cpu executions",
+                           "static / dynamic", "removed instructions", "share of kernel"]
+                          + [f"cycles saved {c}" for c in cores] + ["kernel time"], rows))
+    if prof.get("comparable_to_talk"):
+        trows = [[r["workload"], r["talk"], "{:+.2f}..{:+.2f} %".format(*r["model_kernel_time"]), r["verdict"],
+                  "; ".join(r["reasons"][:-1]) or "-"] for r in prof["talk"]]
+        s.tables.append(Table(f"Prediction against the talk ({k['label']}, AmpereOne model, DELTA {var})",
+                              ["workload", "talk measured", "model: kernel time", "verdict", "why"], trows))
+        frows = [[r["workload"], f["function"], f"{f['talk_overhead']:.2f} % / {f['talk_change']:+.2f}",
+                  "-" if f["model_share"] is None else f"{f['model_share']:.2f} % / {f['model_change']:+.2f}",
+                  f["why"]] for r in prof["talk"] for f in r["functions"]]
+        if frows:
+            s.tables.append(Table("The talk's backup-slide profile rows against the measured profile",
+                                  ["workload", "function", "talk: overhead / change (points)",
+                                   "model: share / change (points)", "why"], frows))
+    s.notes.append(f"Measured figures: executed counts under QEMU ({k['label']}), cycles from llvm-mca "
+                   f"({', '.join(cores)}), 'low..high' = overlapped..serial; assumptions "
+                   + "; ".join(a.split(" ", 1)[0] for a in prof["assumptions"]) + " (see `localmap lab profile`).")
 
 
 # --- other architectures, the alternative design, text replication ---------------------------
