@@ -65,11 +65,12 @@ class FleetRun:
 
 @contextmanager
 def _quiet_dask() -> Iterator[None]:
-    """Keep Dask's own log lines (connection chatter, shutdown warnings) off the terminal."""
+    """Keep Dask's own log lines (connection chatter, errors of connections closed at shutdown)
+    off the terminal: what a bundle's task says is in its rows."""
     loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -118,7 +119,7 @@ def cluster(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, s
             n = workers or available_cpus()
             with _workers_ignore_sigint():
                 lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=logging.ERROR)
+                                  dashboard_address=None, silence_logs=logging.CRITICAL)
             try:
                 with Client(lc) as client:
                     yield client, f"local cluster of {n} worker processes", n
