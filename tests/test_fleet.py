@@ -326,6 +326,15 @@ def test_fleet_command_json_resume_retry_and_report(small_fleet, tmp_path, capsy
         assert f'data-figure="{fig}"' in page
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
 
+    # --fresh: the folder's earlier results go, the bundles asked run again
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps(list(small_fleet)[:2]))
+    run = run_fleet([str(two)], [Config()], res, fresh=True, workers=1)
+    assert (run.ran, run.done_before, len(run.rows)) == (2, 0, 2)
+    assert not set(parts) & {p.name for p in res.glob("part-*.parquet")}
+    assert [(r["bundle"], r["config"]) for r in store_mod.ResultStore(res).read()] == \
+        [(b, "own/own/own") for b in list(small_fleet)[:2]]
+
 
 def test_fleet_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
     from localmap.fleet import run as run_mod
