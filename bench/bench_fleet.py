@@ -1,6 +1,6 @@
 """`localmap fleet`: bundles per minute against workers, local cluster and separate scheduler.
 
-    .venv/bin/python bench/bench_fleet.py [--bundles 80] [--workers 1,2,4] [--repeat 2]
+    .venv/bin/python bench/bench_fleet.py [--bundles 80] [--workers 1,2,4] [--repeat 3]
 
 A fleet of ``--bundles`` variants of the shared captures (``tests/fleetlib.py``: traces cut
 after 340 to 8,000 events, other CPU counts; built first, not timed) is evaluated on two
@@ -113,7 +113,7 @@ def rows(args) -> list[Row]:
 def add_args(ap) -> None:
     ap.add_argument("--bundles", type=int, default=80)
     ap.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
 
 
 if __name__ == "__main__":
