@@ -60,6 +60,7 @@ def register(sub) -> None:
     lc.add_argument("-o", "--output", required=True, metavar="DIR", help="bundle folder to create")
     lc.set_defaults(func=_lab_capture)
     _register_kernel_profile(labsub)
+    _register_prototype(labsub)
 
 
 def _capture(args) -> int:
@@ -279,3 +280,133 @@ def render_profile(data: dict, console=None) -> None:
     con.print("[bold]assumptions[/bold]")
     for a in data["assumptions"]:
         con.print(f"  - {a}", markup=False, highlight=False)
+
+
+# --- lab prototype: thin glue over localmap.lab.prototype -----------------------------------------
+
+def _register_prototype(labsub) -> None:
+    from localmap.lab.prototype import SERIES_VERSION
+
+    pp = labsub.add_parser("prototype", help="build, boot and check the design's kernel patch series "
+                           "(kernel/) against the model",
+                           description=f"Apply the patch series of kernel/ to Linux {SERIES_VERSION} "
+                           "(refusing any other source), build it and the unpatched kernel with the "
+                           "same config (cached), boot both under QEMU on each CPU count, run the "
+                           "built-in self-check, its stress, CPU hotplug cycles and the memcg/fork "
+                           "workloads, compare the per-CPU page-table pages walked in the running "
+                           "kernel with the model's for the same chunks, and profile kernel "
+                           "instructions per workload operation before and after.")
+    pp.add_argument("--cpus", default="1,2,4,8", metavar="LIST",
+                    help="comma-separated vCPU counts (default 1,2,4,8)")
+    pp.add_argument("--no-build", action="store_true", help="fail instead of building a kernel")
+    pp.add_argument("--build-only", action="store_true",
+                    help="only check the series and build (or find) both kernels")
+    pp.add_argument("--check-series", action="store_true",
+                    help="only check the source version and that the series applies")
+    pp.add_argument("--no-profile", action="store_true",
+                    help="skip the instructions-per-operation profiles")
+    pp.add_argument("--no-llsc", action="store_true",
+                    help="skip the extra boot on a CPU without LSE atomics (-cpu cortex-a57)")
+    pp.add_argument("--stress-ms", type=int, default=1000, metavar="MS",
+                    help="this_cpu stress per run (default 1000)")
+    pp.add_argument("--cycles", type=int, default=2, metavar="N", help="CPU hotplug cycles (default 2)")
+    pp.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                    help="per boot (default 900)")
+    pp.add_argument("--patches", metavar="DIR", help="the series folder (default: kernel/ of the checkout)")
+    pp.add_argument("--json", action="store_true", help="print the result as JSON")
+    pp.add_argument("-o", "--output", metavar="FILE", help="also write the JSON result here")
+    pp.set_defaults(func=_lab_prototype)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    from localmap.errors import LocalmapError
+
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LocalmapError(f"{what} wants comma-separated integers, not {text!r}") from None
+    if not vals or any(v < 1 or v > 64 for v in vals):
+        raise LocalmapError(f"{what} wants CPU counts between 1 and 64, not {text!r}")
+    return vals
+
+
+def _lab_prototype(args) -> int:
+    import json
+    import sys
+
+    from localmap.errors import LocalmapError
+    from localmap.lab import prototype as proto
+
+    cpus = _int_list(args.cpus, "--cpus")
+    if args.stress_ms < 1 or args.cycles < 0 or args.timeout <= 0:
+        raise LocalmapError("--stress-ms must be >= 1, --cycles >= 0 and --timeout > 0")
+    with _bar() as bar:
+        task = bar.add_task("checking the patch series", total=None)
+
+        def say(what):
+            bar.update(task, description=what[:70])
+
+        def kcb(what, done, total):
+            bar.update(task, description="kernel: " + what[:60], completed=done, total=total)
+
+        if args.check_series:
+            data = proto.check_series(progress=say, path=args.patches)
+        elif args.build_only:
+            base, patched = proto.builds(build=not args.no_build, progress=kcb, path=args.patches)
+            data = {"baseline": base.to_dict(), "patched": patched.to_dict()}
+        else:
+            data = proto.run_prototype(
+                cpus, build=not args.no_build, profile=not args.no_profile,
+                stress_ms=args.stress_ms, cycles=args.cycles, timeout=args.timeout,
+                extra_boots=() if args.no_llsc else (("cortex-a57", 2),),
+                progress=say, kernel_progress=kcb, path=args.patches)
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump(data, fh, indent=1, default=str)
+    if args.json or args.check_series or args.build_only:
+        json.dump(data, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return 0
+    render_prototype(data)
+    return 0 if all(b.get("booted") and not b.get("failures") for b in data["boots"]) else 1
+
+
+def render_prototype(data: dict, console=None) -> None:
+    from rich.table import Table
+
+    from localmap.report.console import stdout_console
+
+    con = console or stdout_console()
+    con.print(f"[bold]prototype[/bold]: Linux {data['version']} ({data['flavour']}), "
+              f"{len(data['patches'])} patches", highlight=False)
+    t = Table(title="boots", header_style="bold")
+    for c in ("kernel", "CPUs", "cpu", "booted", "hotplug", "memcg", "fork", "self-check failures",
+              "stress ops", "pgtable pages kernel", "model", "differences"):
+        t.add_column(c, justify="left" if c in ("kernel", "cpu", "differences") else "right")
+    for b in data["boots"]:
+        r = b.get("results", {})
+        st = b.get("stress", {}).get("stress", {})
+        ops = sum(st.get(k, 0) for k in ("process_ops", "softirq_ops", "hardirq_ops"))
+        diffs = b.get("pgtables", {}).get("differences")
+        t.add_row(b["kernel"], str(b["cpus"]), b["cpu_model"], "yes" if b["booted"] else "NO",
+                  _ok(r.get("hotplug")), _ok(r.get("memcg")), _ok(r.get("fork")),
+                  "-" if b["kernel"] == "baseline" else str(b.get("failures")),
+                  f"{ops:,}" if ops else "-",
+                  str(b.get("measured_pgtable_pages", "-")), str(b.get("model_pgtable_pages", "-")),
+                  "-" if diffs is None else ("none" if not diffs else "; ".join(diffs)[:60]))
+    con.print(t)
+    ins = data.get("instructions")
+    if ins:
+        t = Table(title=f"kernel instructions per operation ({ins['cpus']} vCPUs)", header_style="bold")
+        for c in ("workload", "before", "after", "removed", "model: bracket removed",
+                  "model: net (DELTA load)"):
+            t.add_column(c, justify="left" if c == "workload" else "right")
+        for w in ins["workloads"]:
+            t.add_row(w["workload"], f"{w['before']:,.0f}", f"{w['after']:,.0f}",
+                      f"{w['measured_removed']:,.0f}", f"{w['model_removed']:,.1f}",
+                      f"{w['model_net_removed'].get('load', 0):,.1f}")
+        con.print(t)
+
+
+def _ok(v) -> str:
+    return "-" if v is None else ("ok" if v else "FAIL")
