@@ -456,13 +456,20 @@ def compare_pgtables(layout: dict, tables: dict, kpti: bool = True) -> dict:
 
 # --- instructions per operation ------------------------------------------------------------------
 
-INSTRUCTION_WORKLOADS = (("fork", 30), ("memcg", 30), ("page-fault", 3), ("mmapfork", 6))
+INSTRUCTION_WORKLOADS = (("fork", 30), ("memcg", 30), ("page-fault", 3), ("mmapfork", 6),
+                         ("exec-io", 10))
+# Virtual time advances one nanosecond per instruction: timer interrupts per operation then depend
+# on what the guest executes, not on how loaded the host is (without it the per-operation counts
+# of two runs of the same kernel differ by several percent).
+ICOUNT = ["-icount", "shift=0"]
 
 
 def instructions(baseline, patched, workloads=INSTRUCTION_WORKLOADS, cpus: int = 2,
                  progress: Progress | None = None, timeout: float = 3600.0) -> dict:
-    """Kernel instructions per workload operation on both kernels (:mod:`localmap.lab.profile`),
-    the difference, and the model's prediction from the baseline's executed this_cpu sites."""
+    """Kernel instructions per workload operation on both kernels (:mod:`localmap.lab.profile`,
+    with ``-icount``), the difference, and the model's prediction from the baseline's executed
+    this_cpu sites (the preempt brackets the local mapping removes; net of materialising DELTA
+    by a load, as the patches do, or hoisted out of the function)."""
     from localmap.lab import profile as prof
 
     def pk(b, label):
@@ -470,8 +477,10 @@ def instructions(baseline, patched, workloads=INSTRUCTION_WORKLOADS, cpus: int =
                                    system_map=b.system_map, config=b.config, preempt_model=FLAVOUR)
 
     wl = list(workloads)
-    base = prof.profile(pk(baseline, "baseline"), wl, cpus, progress=progress, timeout=timeout)
-    run = prof.run_profile(pk(patched, "patched"), wl, cpus, progress=progress, timeout=timeout)
+    kb, kp = pk(baseline, "baseline"), pk(patched, "patched")
+    base_run = prof.run_profile(kb, wl, cpus, progress=progress, timeout=timeout, qemu_extra=ICOUNT)
+    base = prof.profile(kb, wl, cpus, progress=progress, run=base_run)
+    run = prof.run_profile(kp, wl, cpus, progress=progress, timeout=timeout, qemu_extra=ICOUNT)
     rows = []
     for w in base["workloads"]:
         name = w["workload"]
@@ -488,7 +497,7 @@ def instructions(baseline, patched, workloads=INSTRUCTION_WORKLOADS, cpus: int =
             "this_cpu_executions_before": w["this_cpu_executions"],
             "tpidr_reads_after": round(sum(pc.sites.values()) / pc.ops, 3) if pc.ops else 0.0,
         })
-    return {"cpus": cpus, "workloads": rows, "baseline_kernel": base["kernel"],
+    return {"cpus": cpus, "qemu": ICOUNT, "workloads": rows, "baseline_kernel": base["kernel"],
             "assumptions": base["assumptions"]}
 
 
