@@ -52,7 +52,7 @@ CROSS_GCC = "aarch64-linux-gnu-gcc"
 WORKLOADS: dict[str, tuple[int, str, str]] = {
     "page-fault": (4, "page faulted in a shared file mapping (1,024 pages a round)",
                    "will-it-scale page_fault3 (backup-slide profile)"),
-    "vm": (4, "anonymous page written, read and unmapped (1,024 pages a round)",
+    "vm": (4, "anonymous 4K page (no THP) written, read and unmapped (1,024 pages a round)",
            "stress-ng --vm 160 --vm-bytes 128M"),
     "fork": (50, "fork + exit + wait", "stress-ng --fork 160"),
     "mmapfork": (10, "fork of a child that maps, touches, advises and unmaps 2 MiB",
@@ -223,7 +223,7 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
     say(f"booting {kernel.label} on {cpus} CPUs" + (" with the counting plugin" if plugin else ""))
     t0 = time.monotonic()
     boot = None
-    ops: dict[str, int] = {}
+    ops: list[tuple[str, int]] = []
     lines: list[str] = []
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -242,7 +242,7 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
                 say(f"booted in {boot:.1f} s; running {spec}")
             m = _LMWORK.search(line)
             if m:
-                ops[m.group(1)] = int(m.group(2))
+                ops.append((m.group(1), int(m.group(2))))
                 say(f"{m.group(1)} done ({m.group(2)} ops, {time.monotonic() - t0:.0f} s)")
             if "LMPROFILE-FAIL" in line:
                 say(line.strip())
@@ -259,15 +259,18 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
         tail = [ln.strip() for ln in lines if ln.strip()][-1:] or ["no output"]
         raise LocalmapError(f"the guest did not finish the workloads ({tail[0][:160]}); "
                             f"console in {work / 'console.log'}")
-    missing = [n for n, _r in workloads if n not in ops]
-    if missing:
+    if [n for n, _o in ops] != [n for n, _r in workloads]:
+        done = {n for n, _o in ops}
+        missing = [n for n, _r in workloads if n not in done] or [n for n, _r in workloads]
         raise LocalmapError(f"workloads failed in the guest: {', '.join(missing)} "
                             f"(console in {work / 'console.log'})")
+    keys = _keys(workloads)
     run = ProfileRun(kernel=kernel, cpus=cpus, workloads={}, boot_seconds=boot or 0.0,
                      seconds=seconds, instrumented=plugin is not None, console=str(work / "console.log"))
     if plugin is None:
         for i, (name, rounds) in enumerate(workloads):
-            run.workloads[name] = WorkloadCounts(name, rounds, ops[name], 0, 0)
+            run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], 0, 0)
+        _done(work, run)
         return run
     snaps = tcgplugin.parse_output(out.read_text())
     by_marker = {s["marker"]: s for s in snaps}
@@ -277,14 +280,33 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
             raise LocalmapError(f"the plugin saw no markers for {name} (output {out})")
         sites = {a: c - b["sites"].get(a, 0) for a, c in e["sites"].items() if c - b["sites"].get(a, 0)}
         blocks = {k: c - b["blocks"].get(k, 0) for k, c in e["blocks"].items() if c - b["blocks"].get(k, 0)}
-        run.workloads[name] = WorkloadCounts(name, rounds, ops[name], e["kernel_insns"] - b["kernel_insns"],
-                                             e["user_insns"] - b["user_insns"], sites, blocks)
+        run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], e["kernel_insns"] - b["kernel_insns"],
+                                                e["user_insns"] - b["user_insns"], sites, blocks)
     last = by_marker.get(-1)
     if last is not None:
         run.totals = dict(last["sites"])
         run.totals_blocks = dict(last["blocks"])
         run.total_kernel_instructions = last["kernel_insns"]
+    _done(work, run)
     return run
+
+
+def _done(work: Path, run: ProfileRun) -> None:
+    """A finished run keeps only its console (as ``last-console.log``); failed runs keep all."""
+    last = _cache() / "last-console.log"
+    os.replace(work / "console.log", last)
+    run.console = str(last)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _keys(workloads: list[tuple[str, int]]) -> list[str]:
+    """Result keys: the workload's name, ``name#2``, ``name#3`` ... when it runs again."""
+    seen: dict[str, int] = {}
+    out = []
+    for name, _r in workloads:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -419,11 +441,11 @@ def profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: int 
     prices = mca.price_sites(img, sites, tuple(cores or mca.CORES))
     results = []
     all_functions = {}
-    for name, _r in workloads:
-        op, _rounds_default, bench = WORKLOADS[name][1], WORKLOADS[name][0], WORKLOADS[name][2]
-        full = dynamic.analyse_workload(name, run.workloads[name], report, prices, img.symbols,
+    for key, (name, _r) in zip(_keys(workloads), workloads):
+        op, bench = WORKLOADS[name][1], WORKLOADS[name][2]
+        full = dynamic.analyse_workload(key, run.workloads[key], report, prices, img.symbols,
                                         op=op, talk=bench, top=10_000)
-        all_functions[name] = full["functions"]
+        all_functions[key] = full["functions"]
         full["functions"] = full["functions"][:12]
         full["sites"] = full["sites"][:12]
         results.append(full)

@@ -12,7 +12,10 @@ is given as a bracket, because an out-of-order core overlaps it with the surroun
 latency of its dependency chain (load->add->store, store-forwarded load->sub->store, compare,
 re-read, compare), fully serial. The op itself (LSE or LL/SC) is priced with measured ns from the
 linux-arm-kernel thread; it is the same before and after. Differs from the kernel: no cache
-misses, no contention, no branch mispredictions, no resched slow path.
+misses, no contention, no branch mispredictions, no resched slow path. The ``mrs``/``mov #DELTA``
++ ``add`` are priced as one ALU cycle each without a source (an assumption), and DELTA is taken as
+one immediate although it is a boot-time value; :mod:`localmap.perf.mca` replaces these hand
+figures with llvm-mca's models and the DELTA variants, for the sites a profile executed.
 """
 
 from __future__ import annotations

@@ -74,7 +74,27 @@ def performance_summary(image: str | Path | None = None, kallsyms: str | Path | 
         "site_assumptions": __import__("localmap.perf.sites", fromlist=["ASSUMPTIONS"]).ASSUMPTIONS,
         "prediction_assumptions": predict_mod.ASSUMPTIONS,
         "talk_kernel_build": {"sys_time": "-13% .. -18%", "wall_time": "-3% .. -7%"},
+        "measured": load_profiles(),
     }
+
+
+NOT_COMPARABLE = "no preempt count: not comparable to the talk"
+
+
+def load_profiles() -> list[dict]:
+    """The dynamic profiles shipped with the package (``localmap/data/profile-*.json``, made by
+    ``bench/make_profile_summary.py`` with ``localmap lab profile``): the talk-matching lab kernel
+    first, then Debian's own (PREEMPT_VOLUNTARY, labelled not comparable)."""
+    import json
+    from importlib import resources
+
+    out = []
+    for f in sorted(resources.files("localmap.data").iterdir(), key=lambda f: f.name):
+        if f.name.startswith("profile-") and f.name.endswith(".json"):
+            with f.open() as fh:
+                out.append(json.load(fh))
+    out.sort(key=lambda d: (not d.get("comparable_to_talk"), d["kernel"]["label"]))
+    return out
 
 
 def render_performance(summary: dict, console=None) -> None:
@@ -89,7 +109,7 @@ def render_performance(summary: dict, console=None) -> None:
         t.add_column(col, justify="right" if col not in ("flavour", "preempt") else "left")
     for fl in summary["flavours"]:
         tot = fl["totals"]
-        t.add_row(fl["flavour"], fl["preempt_model"], f"{fl['text_bytes'] / 2**20:.1f}", str(fl["sites"]),
+        t.add_row(fl["flavour"] + ("" if fl["preempt_count"] else f" ({NOT_COMPARABLE})"), fl["preempt_model"], f"{fl['text_bytes'] / 2**20:.1f}", str(fl["sites"]),
                   str(tot["replaceable"]), str(tot["protection"].get("preempt", 0)),
                   str(tot["removed_instructions"]), str(tot["removed_fast_path"]),
                   str(tot["lse_alternatives"]), str(tot["functions"]))
@@ -134,6 +154,10 @@ def render_performance(summary: dict, console=None) -> None:
         con.print(f"  image-wide static share of removable fast-path instructions "
                   f"{100 * pred['image_static_share']:.3f}% (talk, kernel build: sys "
                   f"{summary['talk_kernel_build']['sys_time']})", markup=False)
+    for prof in summary.get("measured", []):
+        from localmap.lab.cli import render_profile
+        con.print(f"[bold]measured per operation (dynamic profile, {prof['kernel']['label']})[/bold]")
+        render_profile(prof, con)
     con.print("[bold]assumptions[/bold]")
     for a in summary["site_assumptions"] + summary["prediction_assumptions"]:
         con.print(f"  - {a}", markup=False, highlight=False)

@@ -358,7 +358,8 @@ def build_perf(ctx: Context, title: str) -> Section:
     rows = []
     for fl in sm["flavours"]:
         t = fl["totals"]
-        rows.append([fl["flavour"], fl["preempt_model"], f"{fl['text_bytes'] / 2**20:.1f} MB", f"{fl['sites']:,}",
+        label = "" if fl["preempt_count"] else " (no preempt count: not comparable to the talk)"
+        rows.append([fl["flavour"] + label, fl["preempt_model"], f"{fl['text_bytes'] / 2**20:.1f} MB", f"{fl['sites']:,}",
                      f"{t['replaceable']:,}", f"{t['protection'].get('preempt', 0):,}",
                      f"{t['removed_instructions']:,}", f"{t['removed_fast_path']:,}"])
     s.tables.append(Table("this_cpu sites in the kernel image and what the local mapping removes",
@@ -373,11 +374,53 @@ def build_perf(ctx: Context, title: str) -> Section:
     for pred in sm["predictions"]:
         for sec, tot in pred["sections"].items():
             talk = "-" if tot["talk"] is None else f"{tot['talk']:+.2f}"
+            nc = "" if pred["preempt_model"] not in ("PREEMPT_VOLUNTARY", "PREEMPT_NONE") else \
+                " (no preempt count: not comparable to the talk)"
             s.facts.append((f"{pred['image']} ({pred['preempt_model']}): {sec or 'profile'}",
-                            f"model {tot['model']:+.3f} points, talk {talk} points"))
+                            f"model {tot['model']:+.3f} points, talk {talk} points{nc}"))
     s.notes.append("Without PREEMPT_COUNT (Debian's arm64 PREEMPT_VOLUNTARY) the preemption "
                    "steps are already gone, so the local mapping removes nothing there.")
+    for prof in sm.get("measured", []):
+        _measured(s, prof)
     return s
+
+
+def _measured(s: Section, prof: dict) -> None:
+    """A shipped dynamic profile (``localmap lab profile``): figures per workload operation."""
+    k = prof["kernel"]
+    var = prof["headline_variant"]
+    cores = prof["cores"]
+    label = f" -- {prof['label']}" if prof.get("label") else ""
+    s.facts.append((f"measured: {k['label']}", f"{k['preempt_model']}, {k['sites']:,} sites, "
+                    f"{k['removable_sites']:,} with a removable preempt bracket; {prof['cpus']} vCPUs{label}"))
+    rows = []
+    for w in prof["workloads"]:
+        rows.append([w["workload"] + (" (not comparable)" if prof.get("label") else ""), f"{w['ops']:,}",
+                     f"{w['kernel_instructions']:,.0f}", f"{w['this_cpu_executions']:.1f}",
+                     f"{w['static_executions']:.1f} / {w['dynamic_executions']:.1f}",
+                     f"{w['removed_instructions']:.1f}", f"{100 * w['removed_share']:.2f} %",
+                     *[f"{w['saved_cycles'][c][var][0]:.0f}..{w['saved_cycles'][c][var][1]:.0f}" for c in cores],
+                     "{:+.2f}..{:+.2f} %".format(*sorted(w["kernel_time_change"]["ampere1" if "ampere1" in cores
+                                                                              else cores[0]]))])
+    s.tables.append(Table(f"Measured per operation: {k['label']} ({k['preempt_model']}){label}",
+                          ["workload", "ops", "kernel instructions", "this_cpu executions",
+                           "static / dynamic", "removed instructions", "share of kernel"]
+                          + [f"cycles saved {c}" for c in cores] + ["kernel time"], rows))
+    if prof.get("comparable_to_talk"):
+        trows = [[r["workload"], r["talk"], "{:+.2f}..{:+.2f} %".format(*r["model_kernel_time"]), r["verdict"],
+                  "; ".join(r["reasons"][:-1]) or "-"] for r in prof["talk"]]
+        s.tables.append(Table(f"Prediction against the talk ({k['label']}, AmpereOne model, DELTA {var})",
+                              ["workload", "talk measured", "model: kernel time", "verdict", "why"], trows))
+        frows = [[r["workload"], f["function"], f"{f['talk_overhead']:.2f} % / {f['talk_change']:+.2f}",
+                  "-" if f["model_share"] is None else f"{f['model_share']:.2f} % / {f['model_change']:+.2f}",
+                  f["why"]] for r in prof["talk"] for f in r["functions"]]
+        if frows:
+            s.tables.append(Table("The talk's backup-slide profile rows against the measured profile",
+                                  ["workload", "function", "talk: overhead / change (points)",
+                                   "model: share / change (points)", "why"], frows))
+    s.notes.append(f"Measured figures: executed counts under QEMU ({k['label']}), cycles from llvm-mca "
+                   f"({', '.join(cores)}), 'low..high' = overlapped..serial; assumptions "
+                   + "; ".join(a.split(" ", 1)[0] for a in prof["assumptions"]) + " (see `localmap lab profile`).")
 
 
 __all__ = ["Context", "Unavailable", "LocalmapError", "replay_scores"]

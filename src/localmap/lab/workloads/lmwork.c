@@ -73,13 +73,17 @@ static long round_page_fault(void)
 
 static long round_vm(void)
 {
-	/* stress-ng vm: anonymous mapping, write every page, read it back, unmap */
+	/*
+	 * stress-ng vm: anonymous mapping, write every page, read it back, unmap; 4K pages (no
+	 * transparent huge page), so every page is one fault, one allocation, one set of stat updates
+	 */
 	char *p = mmap(NULL, VM_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	volatile char sum = 0;
 	if (p == MAP_FAILED) {
 		perror("mmap");
 		exit(1);
 	}
+	madvise(p, VM_BYTES, MADV_NOHUGEPAGE);
 	touch(p, VM_BYTES);
 	for (unsigned long off = 0; off < VM_BYTES; off += PAGE)
 		sum += p[off];
