@@ -207,3 +207,86 @@ def test_bad_debugfs_text_is_one_clear_error():
         proto.parse_layout("geometry page_size=4096\n")
     with pytest.raises(LocalmapError, match=r"percpu_local/tables:1: cannot parse"):
         proto.parse_tables("cpu=x root=copy\n")
+
+
+# --- slow: the series against the installed source, and the cached builds -------------------------
+
+def _need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} missing (apt-get install {package})")
+
+
+def _function(dis: str, name: str) -> str:
+    m = re.search(rf"^[0-9a-f]+ <{re.escape(name)}>:\n(.*?)(?=^[0-9a-f]+ <|\Z)", dis, re.M | re.S)
+    assert m, f"{name} not in the object"
+    return m.group(1)
+
+
+@pytest.mark.slow
+def test_series_applies_and_the_patched_files_compile(tmp_path):
+    """Without a full build: the installed source is 6.12.117, the series applies, the lab's
+    config turns the prototype on, and every file the series touches compiles without a warning;
+    this_cpu_add_batch's fast path reads no TPIDR_EL1 but the local delta."""
+    from localmap.lab import kernel as kb
+
+    for tool, pkg in (("patch", "patch"), ("flex", "flex"), ("bison", "bison"), ("bc", "bc"),
+                      ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"), ("make", "make")):
+        _need(tool, pkg)
+    if not kb.SOURCE_TARBALL.is_file():
+        pytest.skip(f"{kb.SOURCE_TARBALL} missing (apt-get install linux-source-6.12)")
+    res = proto.check_series()
+    assert res["version"] == proto.SERIES_VERSION
+    assert res["patches"] == [p.name for p in proto.series()]
+    tree = Path(res["tree"])
+    work = tmp_path / "o"
+    cfg = kb.parse_config(kb.derive_config(proto.FLAVOUR, tree, work))
+    for sym in ("ARM64_PER_CPU_KERNEL_PGD", "HAVE_LOCAL_PER_CPU_MAP", "LOCAL_PER_CPU_MAP",
+                "LOCAL_PER_CPU_MAP_SELFTEST", "PREEMPT_DYNAMIC"):
+        assert cfg.get(sym) == "y", sym
+    assert subprocess.run(kb._make(tree, work, "prepare", jobs=2), capture_output=True).returncode == 0
+    touched = set()
+    for p in proto.series():
+        touched |= set(re.findall(r"^diff --git a/(\S+\.[cS]) ", p.read_text(), re.M))
+    # percpu-vm.c and the self-check are #included by percpu.c, not objects of their own
+    objs = sorted(f[:-2] + ".o" for f in touched
+                  if f not in ("mm/percpu-vm.c", "mm/percpu-local-selftest.c"))
+    assert "arch/arm64/mm/kernel_pgd.o" in objs and "mm/percpu.o" in objs
+    proc = subprocess.run(kb._make(tree, work, *objs, "lib/percpu_counter.o", jobs=2),
+                          capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-2000:]
+    assert "warning:" not in out, out[-2000:]
+    dis = subprocess.run(["aarch64-linux-gnu-objdump", "-dr", str(work / "lib/percpu_counter.o")],
+                         capture_output=True, text=True).stdout
+    body = _function(dis, "percpu_counter_add_batch")
+    assert "__pcpu_local_delta" in body and "tpidr_el1" not in body
+
+
+@pytest.fixture(scope="module")
+def builds():
+    from localmap.lab import kernel as kb
+
+    patched = kb.find_cached(proto.FLAVOUR, proto.series())
+    if patched is None:
+        pytest.skip("no cached build of the patch series (a full kernel build, ~70 min on 2 cores, "
+                    f"does not fit CI); build it with: {proto.build_command()}")
+    return kb.find_cached(proto.FLAVOUR, []), patched
+
+
+@pytest.mark.slow
+def test_cached_build_boots_with_a_clean_self_check(builds):
+    _need(proto.QEMU, "qemu-system-arm")
+    base, patched = builds
+    rec = proto.boot(patched.image, 2, stress_ms=500, cycles=1, memcgs=50, dels=25, forks=50,
+                     extra_append="preempt=full", timeout=600)
+    s = proto.summarize_boot(rec, "patched")
+    assert s["booted"], s.get("error")
+    assert all(s["results"].values()) and s["kernel_errors"] == []
+    assert s["failures"] == 0, s["fail"]
+    assert s["measured_pgtable_pages"] == s["model_pgtable_pages"], s["pgtables"]["differences"]
+    assert rec["info"]["kernel"] == f"{proto.SERIES_VERSION}-localmap-{proto.FLAVOUR}"
+    if base is not None:  # the unpatched build of the same config boots the same guest
+        b = proto.summarize_boot(proto.boot(base.image, 2, stress_ms=500, cycles=1, memcgs=50,
+                                            dels=25, forks=50, extra_append="preempt=full",
+                                            timeout=600), "baseline")
+        assert b["booted"] and all(b["results"].values())

@@ -305,8 +305,9 @@ def _register_prototype(labsub) -> None:
                     help="only check the source version and that the series applies")
     pp.add_argument("--no-profile", action="store_true",
                     help="skip the instructions-per-operation profiles")
-    pp.add_argument("--no-llsc", action="store_true",
-                    help="skip the extra boot on a CPU without LSE atomics (-cpu cortex-a57)")
+    pp.add_argument("--no-extra", action="store_true",
+                    help="skip the extra boots of the patched kernel (-cpu cortex-a57: no LSE "
+                    "atomics; kpti=1: the KPTI trampoline)")
     pp.add_argument("--stress-ms", type=int, default=1000, metavar="MS",
                     help="this_cpu stress per run (default 1000)")
     pp.add_argument("--cycles", type=int, default=2, metavar="N", help="CPU hotplug cycles (default 2)")
@@ -358,7 +359,7 @@ def _lab_prototype(args) -> int:
             data = proto.run_prototype(
                 cpus, build=not args.no_build, profile=not args.no_profile,
                 stress_ms=args.stress_ms, cycles=args.cycles, timeout=args.timeout,
-                extra_boots=() if args.no_llsc else (("cortex-a57", 2),),
+                extra_boots=() if args.no_extra else proto.EXTRA_BOOTS,
                 progress=say, kernel_progress=kcb, path=args.patches)
     if args.output:
         with open(args.output, "w") as fh:
@@ -380,15 +381,16 @@ def render_prototype(data: dict, console=None) -> None:
     con.print(f"[bold]prototype[/bold]: Linux {data['version']} ({data['flavour']}), "
               f"{len(data['patches'])} patches", highlight=False)
     t = Table(title="boots", header_style="bold")
-    for c in ("kernel", "CPUs", "cpu", "booted", "hotplug", "memcg", "fork", "self-check failures",
+    for c in ("kernel", "CPUs", "cpu", "append", "booted", "hotplug", "memcg", "fork", "self-check failures",
               "stress ops", "pgtable pages kernel", "model", "differences"):
-        t.add_column(c, justify="left" if c in ("kernel", "cpu", "differences") else "right")
+        t.add_column(c, justify="left" if c in ("kernel", "cpu", "append", "differences") else "right")
     for b in data["boots"]:
         r = b.get("results", {})
         st = b.get("stress", {}).get("stress", {})
         ops = sum(st.get(k, 0) for k in ("process_ops", "softirq_ops", "hardirq_ops"))
         diffs = b.get("pgtables", {}).get("differences")
-        t.add_row(b["kernel"], str(b["cpus"]), b["cpu_model"], "yes" if b["booted"] else "NO",
+        t.add_row(b["kernel"], str(b["cpus"]), b["cpu_model"], b.get("append", ""),
+                  "yes" if b["booted"] else "NO",
                   _ok(r.get("hotplug")), _ok(r.get("memcg")), _ok(r.get("fork")),
                   "-" if b["kernel"] == "baseline" else str(b.get("failures")),
                   f"{ops:,}" if ops else "-",

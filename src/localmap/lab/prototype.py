@@ -538,33 +538,45 @@ def summarize_boot(rec: dict, kernel: str) -> dict:
     return out
 
 
+# Extra boots of the patched kernel besides -cpu max: (QEMU CPU, vCPUs, command line). Cortex-A57
+# has no LSE atomics, so this_cpu operations run as LL/SC loops; kpti=1 forces the KPTI
+# trampoline, which finds its tables at fixed offsets from each CPU's own root.
+EXTRA_BOOTS = (("cortex-a57", 2, ""), ("max", 2, "kpti=1"))
+APPEND = "preempt=full"  # kernel preemption on (PREEMPT_DYNAMIC boots voluntary by default)
+
+
 def run_prototype(cpus=(1, 2, 4, 8), *, build: bool = True, profile: bool = True,
                   stress_ms: int = 1000, cycles: int = 2, memcgs: int = 200, dels: int = 100,
-                  forks: int = 200, extra_boots: tuple = (("cortex-a57", 2),),
+                  forks: int = 200, extra_boots: tuple = EXTRA_BOOTS, append: str = APPEND,
                   progress: Progress | None = None, kernel_progress: Callable | None = None,
                   path: str | Path | None = None, timeout: float = 900.0) -> dict:
     """Build (cached) the baseline and the patched kernel, boot both on every CPU count, check,
     compare with the model, and (``profile``) measure instructions per operation.
 
-    ``extra_boots``: (QEMU CPU model, CPUs) boots of the patched kernel besides ``-cpu max``;
-    Cortex-A57 has no LSE atomics, so this_cpu operations run as LL/SC loops there."""
+    Returns ``version``, ``flavour``, ``patches``, ``kernels`` (cache folders), ``boots`` (one
+    :func:`summarize_boot` per boot: ``kernel``, ``cpus``, ``booted``, ``failures``,
+    ``measured_pgtable_pages``, ``model_pgtable_pages``, ...) and ``instructions``."""
     say = progress or (lambda s: None)
     base, patched = builds(build=build, progress=kernel_progress, path=path)
     boots = []
-    plan = [(n, "max") for n in cpus] + [(n, model) for model, n in extra_boots]
-    for n, model in plan:
-        for label, k in (("baseline", base), ("patched", patched)):
-            if label == "baseline" and model != "max":
-                continue
-            say(f"booting the {label} kernel on {n} CPUs (-cpu {model})")
-            rec = boot(k.image, n, stress_ms=stress_ms, cycles=cycles, memcgs=memcgs, dels=dels,
-                       forks=forks, cpu_model=model, timeout=timeout, progress=say)
-            boots.append(summarize_boot(rec, label))
+    plan = [(n, "max", "", ("baseline", "patched")) for n in cpus] + \
+        [(n, model, extra, ("patched",)) for model, n, extra in extra_boots]
+    kernels = {"baseline": base, "patched": patched}
+    for n, model, extra, which in plan:
+        for label in which:
+            line = " ".join(x for x in (append, extra) if x)
+            say(f"booting the {label} kernel on {n} CPUs (-cpu {model}{', ' + extra if extra else ''})")
+            rec = boot(kernels[label].image, n, stress_ms=stress_ms, cycles=cycles, memcgs=memcgs,
+                       dels=dels, forks=forks, cpu_model=model, extra_append=line,
+                       timeout=timeout, progress=say)
+            row = summarize_boot(rec, label)
+            row["append"] = line
+            boots.append(row)
     out = {"version": SERIES_VERSION, "flavour": FLAVOUR,
            "patches": [p.name for p in series(path)],
            "kernels": {"baseline": str(base.dir), "patched": str(patched.dir)},
            "boots": boots}
     if profile:
-        say("profiling both kernels (QEMU TCG plugin)")
+        say("profiling both kernels (QEMU TCG plugin, -icount)")
         out["instructions"] = instructions(base, patched, progress=say)
     return out
