@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -292,3 +293,27 @@ def test_cached_build_boots_with_a_clean_self_check(builds):
                                             dels=25, forks=50, extra_append="preempt=full",
                                             timeout=600), "baseline")
         assert b["booted"] and all(b["results"].values())
+
+
+def test_check_series_refuses_another_source_version(tmp_path, monkeypatch):
+    """The lab unpacks the source it is given and refuses any version but the series' own."""
+    import io
+    import tarfile
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tarball = tmp_path / "linux-source-6.12.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tf:
+        text = b"VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 118\nEXTRAVERSION =\n"
+        info = tarfile.TarInfo("linux-source-6.12/Makefile")
+        info.size = len(text)
+        tf.addfile(info, io.BytesIO(text))
+    with pytest.raises(LocalmapError, match=r"patches are for Linux 6\.12\.117, but .*linux-source"
+                                            r"-6\.12\.tar\.xz is 6\.12\.118"):
+        proto.check_series(tarball=tarball)
+
+
+def test_cli_refuses_bad_cpu_lists():
+    for bad, msg in (("0", "between 1 and 64"), ("2,x", "comma-separated integers")):
+        proc = subprocess.run([sys.executable, "-m", "localmap", "lab", "prototype", "--cpus", bad,
+                               "--no-build"], capture_output=True, text=True)
+        assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr
