@@ -1,6 +1,7 @@
 # localmap: two entry points for a fresh Debian machine with Python 3.11:
 #   make run   -- set up .venv and run the main job on the embedded default bundle
 #   make test  -- set up .venv and run the test suite
+# (make test-slow: the long tests; make bench: measure and regenerate docs/benchmarks.md)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -28,7 +29,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: install
-	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/report.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -1,14 +1,13 @@
-"""Time the main job (``localmap evaluate``) as ``make run`` runs it, and each of its sections.
+"""The main job as ``make run`` runs it (``localmap evaluate --html``), and each report section.
 
-Usage: .venv/bin/python bench/bench_evaluate.py [BUNDLE] [--repeat N]
+Wall time of the whole command in a fresh process (imports included, HTML written), median of
+``--repeat`` runs, then the seconds of each section in-process. Target: ``make run`` < 60 s.
 
-Prints the wall time of the whole command in a fresh process (imports included, HTML written)
-and, in-process, the seconds spent in each report section. ``make run`` must stay under 60 s.
+    .venv/bin/python bench/bench_evaluate.py [BUNDLE] [--repeat N]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -16,12 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import Row, main
+from localmap.units import fmt_seconds
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("bundle", nargs="?")
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+
+def rows(args) -> list[Row]:
     exe = Path(sys.executable).with_name("localmap")
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -32,17 +30,23 @@ def main() -> int:
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             walls.append(time.perf_counter() - t0)
-    print(f"localmap evaluate {args.bundle or '(default bundle)'} --html: "
-          f"median {statistics.median(walls):.2f} s, min {min(walls):.2f} s over {len(walls)} runs")
     from localmap.report.evaluate import evaluate
 
-    rep = evaluate(args.bundle, progress=False)
+    wall = statistics.median(walls)
+    out = [Row(f"localmap evaluate {args.bundle or '(default bundle)'} --html (= make run), "
+               f"median of {len(walls)}", fmt_seconds(wall), "< 60 s", wall < 60)]
+    rep = evaluate(args.bundle)
     for s in rep.sections:
-        print(f"  {s.title:<48} {s.seconds:6.2f} s")
+        out.append(Row(f"  section: {s.title}", fmt_seconds(s.seconds)))
     for title, reason in rep.omitted:
-        print(f"  {title:<48} omitted: {reason}")
-    return 0
+        out.append(Row(f"  section: {title}", f"omitted: {reason}"))
+    return out
+
+
+def add_args(ap) -> None:
+    ap.add_argument("bundle", nargs="?")
+    ap.add_argument("--repeat", type=int, default=3)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, rows, add_args))

@@ -1,4 +1,4 @@
-"""Speed of the percpu replay (issue 2's acceptance), measured in one run. A plain script.
+"""Speed of the percpu replay against its targets, measured in one run.
 
     .venv/bin/python bench/bench_replay.py                 # (a) and (b)
     .venv/bin/python bench/bench_replay.py --only a        # s1 parse vs replay only
@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import json
@@ -32,15 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-S1 = Path("/work/shared/data/bundles/s1_612_4k_smp4")
+from benchlib import Row, main, s1_bundle
+from localmap.units import fmt_bytes, fmt_count, fmt_percent, fmt_seconds
+
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "localmap" / "bench"
-
-
-def _s1() -> Path:
-    if S1.is_dir():
-        return S1
-    from localmap.ingest.bundle import default_bundle_path   # the shipped copy of s1
-    return default_bundle_path()
 
 
 def _timed(fn):
@@ -54,7 +48,7 @@ def bench_a(runs: int) -> dict:
     from localmap.ingest.bundle import load_bundle
     from localmap.ingest.trace import read_trace
 
-    bundle = _s1()
+    bundle = s1_bundle()
     trace_path = load_bundle(bundle).trace_path
     parse_w, parse_c, rep_w, rep_c = [], [], [], []
     agreement = None
@@ -81,14 +75,12 @@ def make_synthetic(events: int, cpus: int, seed: int, reuse: bool) -> tuple[Path
     out = CACHE / f"synthetic_{cpus}cpu_{events}ev_seed{seed}"
     if reuse and (out / "trace").exists() and (out / "meminfo.fork").exists():
         return out, 0.0
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from localmap.cli.progress import TerminalProgress
+
     t = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as prog:
-        task = prog.add_task(f"generating {events:,} events, {cpus} CPUs", total=events)
-        make_synthetic_bundle(out, nr_cpus=cpus, nr_events=events, seed=seed,
-                              progress=lambda n: prog.update(task, completed=n))
+    with TerminalProgress(sys.stderr.isatty()) as prog:
+        prog.start(f"generating {events:,} events, {cpus} CPUs", total=events)
+        make_synthetic_bundle(out, nr_cpus=cpus, nr_events=events, seed=seed, progress=prog.update)
     return out, time.perf_counter() - t
 
 
@@ -96,7 +88,7 @@ def _child(path: str) -> None:
     """Runs in a fresh interpreter: replay only, then report time and peak RSS as JSON."""
     from localmap.analysis.replay import replay
 
-    w, c, r = _timed(lambda: replay(path, progress=sys.stderr.isatty()))
+    w, c, r = _timed(lambda: replay(path))
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"wall": w, "cpu": c, "parse": r.parse_seconds, "rss_kb": rss_kb,
                       "allocs": r.nr_allocs, "events": r.nr_events, "agreement": r.agreement,
@@ -129,8 +121,38 @@ def profile(label: str, source, top: int = 15) -> str:
     return f"== cProfile of the replay of {label} (top {top} by own time) ==\n" + s.getvalue()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def rows(args) -> list[Row]:
+    out = []
+    a = b = None
+    if args.only in (None, "a"):
+        a = bench_a(args.runs)
+        out += [
+            Row(f"parse {Path(a['bundle']).name}'s trace ({fmt_count(a['events'])} events), "
+                f"median of {a['runs']}", f"{fmt_seconds(a['parse_wall'], 3)} wall, "
+                f"{fmt_seconds(a['parse_cpu'], 3)} CPU"),
+            Row(f"whole replay of {Path(a['bundle']).name} (both passes), median of {a['runs']}",
+                f"{fmt_seconds(a['replay_wall'], 3)} wall = {a['ratio_wall']:.2f}x parse "
+                f"({a['ratio_cpu']:.2f}x in CPU time), agreement {fmt_percent(a['agreement'])}",
+                "<= 3x parse", a["ok"]),
+        ]
+    if args.only in (None, "b"):
+        b = bench_b(args.events, args.cpus, args.seed, args.reuse)
+        out += [
+            Row(f"replay of a synthetic {fmt_count(b['events'])}-event trace, {b['cpus']} CPUs, "
+                "fresh process", f"{fmt_seconds(b['wall'], 1)} wall (parse {fmt_seconds(b['parse'], 1)}), "
+                f"peak RSS {fmt_bytes(b['rss_kb'] * 1024)}, agreement {fmt_percent(b['agreement'])}",
+                "< 60 s, < 1 GiB", b["ok"]),
+        ]
+    missed = (a is not None and not a["ok"]) or (b is not None and not b["ok"])
+    if args.profile or missed:
+        print(profile("s1_612_4k_smp4", s1_bundle()), file=sys.stderr)
+        n = args.profile or 200_000
+        path, _ = make_synthetic(n, args.cpus, args.seed, True)
+        print(profile(f"a synthetic trace of {n:,} events, {args.cpus} CPUs", path), file=sys.stderr)
+    return out
+
+
+def add_args(ap) -> None:
     ap.add_argument("--only", choices=("a", "b"))
     ap.add_argument("--runs", type=int, default=5, help="repetitions for (a) (default 5)")
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -139,57 +161,11 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true",
                     help="reuse a synthetic bundle generated earlier with the same arguments")
     ap.add_argument("--profile", type=int, metavar="EVENTS", default=0,
-                    help="also cProfile the replay of s1 and of a synthetic trace of EVENTS")
-    ap.add_argument("--child", metavar="BUNDLE", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        _child(args.child)
-        return 0
-    cmd = "$ .venv/bin/python bench/bench_replay.py " + " ".join(sys.argv[1:])
-    rows = []
-    a = b = None
-    if args.only in (None, "a"):
-        a = bench_a(args.runs)
-    if args.only in (None, "b"):
-        b = bench_b(args.events, args.cpus, args.seed, args.reuse)
-    print(cmd.rstrip())
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
-          f"python {sys.version.split()[0]}")
-    if a:
-        rows += [
-            ("(a) s1 parse (read_trace), median", f"{a['parse_wall']:.3f} s wall",
-             f"{a['parse_cpu']:.3f} s CPU", f"{a['events']} events, {a['runs']} runs"),
-            ("(a) s1 whole replay, median", f"{a['replay_wall']:.3f} s wall",
-             f"{a['replay_cpu']:.3f} s CPU", f"agreement {a['agreement']:.4%}"),
-            ("(a) replay / parse", f"{a['ratio_wall']:.2f}x wall", f"{a['ratio_cpu']:.2f}x CPU",
-             "target <= 3x: " + ("met" if a["ok"] else "MISSED")),
-        ]
-    if b:
-        rows += [
-            ("(b) synthetic generation (not counted)", f"{b['generate_s']:.1f} s wall", "",
-             f"{b['events']:,} events, {b['cpus']} CPUs" +
-             (" (reused)" if not b["generate_s"] else "")),
-            ("(b) replay, fresh child process", f"{b['wall']:.1f} s wall", f"{b['cpu']:.1f} s CPU",
-             f"parse {b['parse']:.1f} s; target < 60 s"),
-            ("(b) peak RSS (getrusage ru_maxrss, child)", f"{b['rss_kb'] / 1024:.0f} MB", "",
-             "target < 1 GB: " + ("met" if b["rss_kb"] * 1024 < 1 << 30 else "MISSED")),
-            ("(b) agreement", f"{b['agreement']:.4%}", "",
-             f"{b['allocs']:,} allocs, causes {b['causes'] or '-'}, "
-             f"chunks +{b['chunks_created']}/-{b['chunks_destroyed']}"),
-        ]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    w2 = max(len(r[2]) for r in rows)
-    for r in rows:
-        print(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>{w2}}  {r[3]}")
-    missed = (a is not None and not a["ok"]) or (b is not None and not b["ok"])
-    if args.profile or missed:
-        print(profile("s1_612_4k_smp4", _s1()))
-        n = args.profile or 200_000
-        path, _ = make_synthetic(n, args.cpus, args.seed, True)
-        print(profile(f"a synthetic trace of {n:,} events, {args.cpus} CPUs", path))
-    return 0
+                    help="also cProfile the replay of s1 and of a synthetic trace of EVENTS (stderr)")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2])
+        sys.exit(0)
+    sys.exit(main(__doc__, rows, add_args))

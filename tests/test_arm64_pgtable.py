@@ -1,7 +1,6 @@
 """arm64 geometry, kernel layout, walker, TLB: against FACTS.md §4, memory.h and the captures."""
 
 import gzip
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,6 @@ from localmap.errors import LocalmapError
 from localmap.mm.page_alloc import FrameAllocator
 from localmap.mm.vmalloc import VmapAllocator, clear_pte, set_pte
 
-BUNDLES = Path("/work/shared/data/bundles")
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
 # FACTS.md §4: levels per pair, and root-entry span / count
@@ -57,12 +55,10 @@ def test_parse_granule():
         parse_granule("8K")
 
 
-def test_vmalloc_end_matches_capture():
+def test_vmalloc_end_matches_capture(s1):
     """s1 (4K, VA_BITS=52, LPA2 under QEMU -cpu max): the first dynamic chunk is the top-most
     pcpu_get_vm_areas area, so its end is VMALLOC_END (rounded down to the chunk alignment)."""
-    trace = BUNDLES / "s1_612_4k_smp4" / "trace.gz"
-    if not trace.exists():
-        pytest.skip("bundle s1_612_4k_smp4 not present")
+    trace = s1 / "trace.gz"
     with gzip.open(trace, "rt") as f:
         first = next(l for l in f if "percpu_create_chunk" in l)
     base = int(first.split("base_addr=")[1].split()[0], 16)

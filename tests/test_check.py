@@ -12,7 +12,7 @@ from localmap.check.explore import explore, replay
 from localmap.check.model import Machine, Violation
 from localmap.check.scenarios import ALL_SCENARIOS, DEFAULT_SET, SCENARIOS
 
-# The expected verdicts of issue 4 (the code derives them by exploration only).
+# The expected verdicts of the default scenarios (the code derives them by exploration only).
 UNSAFE = {"naive-no-preempt", "local-lse-smt-cnp", "depopulate-no-tlbi", "vmalloc-no-sync",
           "hotplug-map-after-online", "kpti-naive-root", "local-multi-insn-no-preempt"}
 SAFE = {"baseline-preempt", "local-lse", "local-llsc", "local-lse-smt-nocnp", "depopulate-tlbi",

@@ -19,7 +19,7 @@ KB = 1024
 
 
 def test_worked_example():
-    """Issue 3: 4K/48, 160 CPUs, 192 KiB units, 5 chunks."""
+    """The worked example: 4K/48, 160 CPUs, 192 KiB units, 5 chunks."""
     r = overhead_synthetic("4K", 48, 160, "192K", 5, materialise="all")
     assert r["split_level"] == r["root_level"] == 0
     assert r["private_tables_per_cpu"] == {"1": 1, "2": 1, "3": 5}

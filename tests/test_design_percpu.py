@@ -7,7 +7,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localmap.analysis.overhead import ReplayDriver
+from localmap.design.replay_driver import ReplayDriver
 from localmap.arch.arm64.pgtable import Geometry
 from localmap.mm.percpu import Percpu, PcpuAllocError, first_chunk_alloc_info
 

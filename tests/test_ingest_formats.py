@@ -20,9 +20,6 @@ from localmap.analysis.replay import replay
 from localmap.errors import LocalmapError
 from localmap.ingest.trace import ALLOC, CREATE, FREE, read_trace
 
-S2 = Path("/work/shared/data/bundles/s2_612_4k_smp2_page")
-pytestmark = pytest.mark.skipif(not (S2 / "trace.gz").exists(),
-                                reason="the real capture s2_612_4k_smp2_page is not on this machine")
 
 # tracefs: "  TASK-PID  [CPU] FLAGS  SECS.USECS: EVENT: FIELDS"
 LINE = re.compile(r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+(?P<flags>\S+)\s+"
@@ -30,8 +27,8 @@ LINE = re.compile(r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+(?P<flag
 
 
 @pytest.fixture(scope="module")
-def s2_text() -> str:
-    with gzip.open(S2 / "trace.gz", "rt") as fh:
+def s2_text(s2) -> str:
+    with gzip.open(s2 / "trace.gz", "rt") as fh:
         return fh.read()
 
 
@@ -48,14 +45,14 @@ def s2_records(s2_text):
 
 
 @pytest.fixture(scope="module")
-def original(s2_text, tmp_path_factory):
-    d = _bundle(tmp_path_factory.mktemp("orig"), "trace", s2_text)
+def original(s2, s2_text, tmp_path_factory):
+    d = _bundle(s2, tmp_path_factory.mktemp("orig"), "trace", s2_text)
     return read_trace(d / "trace"), replay(d)
 
 
-def _bundle(folder: Path, trace_name: str, text: str | None, data: bytes | None = None) -> Path:
+def _bundle(s2, folder: Path, trace_name: str, text: str | None, data: bytes | None = None) -> Path:
     """A bundle folder: the s2 capture's other files, and the given trace."""
-    for p in S2.iterdir():
+    for p in s2.iterdir():
         if not p.name.startswith("trace"):
             (folder / p.name).symlink_to(p)
     if data is None:
@@ -116,28 +113,28 @@ def test_rewrite_covers_every_event(s2_records, original):
     assert res.agreement == 1.0 and not res.partial
 
 
-def test_trace_cmd_report_layout(s2_records, original, tmp_path):
+def test_trace_cmd_report_layout(s2, s2_records, original, tmp_path):
     text = to_trace_cmd(s2_records)
     assert text.splitlines()[1] == "cpus=2"
-    d = _bundle(tmp_path, "trace", text)
+    d = _bundle(s2, tmp_path, "trace", text)
     t = read_trace(d / "trace")
     assert t.format == "trace-cmd" and t.nr_cpus_header == 2 and t.lost_events == 0
     assert [_key(e) for e in t.events] == [_key(e) for e in original[0].events]
     _assert_same_replay(original[1], replay(d))
 
 
-def test_trace_cmd_empty_cpu_lines_are_skipped(s2_records, original, tmp_path):
+def test_trace_cmd_empty_cpu_lines_are_skipped(s2, s2_records, original, tmp_path):
     # trace-cmd prints "CPU N is empty" for CPUs without data; the line carries no event
     text = to_trace_cmd(s2_records, empty_cpus=(1,))
-    t = read_trace(_bundle(tmp_path, "trace", text) / "trace")
+    t = read_trace(_bundle(s2, tmp_path, "trace", text) / "trace")
     assert t.format == "trace-cmd" and t.skipped_lines == 0
     assert [_key(e) for e in t.events] == [_key(e) for e in original[0].events]
 
 
-def test_perf_script_layout(s2_records, original, tmp_path):
+def test_perf_script_layout(s2, s2_records, original, tmp_path):
     text = to_perf_script(s2_records)
     assert " percpu:percpu_alloc_percpu: call_site=" in text
-    d = _bundle(tmp_path, "trace", text)
+    d = _bundle(s2, tmp_path, "trace", text)
     t = read_trace(d / "trace")
     assert t.format == "perf-script" and t.lost_events == 0
     no_ts = [k[:2] + k[3:] for k in map(_key, t.events)]
@@ -146,15 +143,15 @@ def test_perf_script_layout(s2_records, original, tmp_path):
     _assert_same_replay(original[1], replay(d))
 
 
-def test_perf_script_timestamps(s2_records, original, tmp_path):
-    t = read_trace(_bundle(tmp_path, "trace", to_perf_script(s2_records)) / "trace")
+def test_perf_script_timestamps(s2, s2_records, original, tmp_path):
+    t = read_trace(_bundle(s2, tmp_path, "trace", to_perf_script(s2_records)) / "trace")
     assert [e.ts for e in t.events] == [e.ts for e in original[0].events]
 
 
-def test_old_format_without_call_site(s2_text, original, tmp_path):
+def test_old_format_without_call_site(s2, s2_text, original, tmp_path):
     text = to_old_format(s2_text)
     assert "call_site" not in text and "bytes_alloc" not in text and "gfp_flags" not in text
-    d = _bundle(tmp_path, "trace", text)
+    d = _bundle(s2, tmp_path, "trace", text)
     t = read_trace(d / "trace")
     assert t.old_format
     assert [_key(e, False) for e in t.events] == [_key(e, False) for e in original[0].events]
@@ -163,11 +160,11 @@ def test_old_format_without_call_site(s2_text, original, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["plain", "xz", "gz"])
-def test_compression(kind, s2_text, original, tmp_path):
+def test_compression(s2, kind, s2_text, original, tmp_path):
     raw = s2_text.encode()
     name, data = {"plain": ("trace", raw), "xz": ("trace.xz", lzma.compress(raw)),
                   "gz": ("trace.gz", gzip.compress(raw))}[kind]
-    d = _bundle(tmp_path, name, None, data)
+    d = _bundle(s2, tmp_path, name, None, data)
     t = read_trace(d / name)
     assert [_key(e) for e in t.events] == [_key(e) for e in original[0].events]
     _assert_same_replay(original[1], replay(d))
@@ -184,38 +181,38 @@ def test_truncated_xz_is_one_clear_error(s2_text, tmp_path):
 
 # -- lost events -----------------------------------------------------------------------------
 
-def test_tracefs_overwritten_ring_buffer_is_partial(s2_text, tmp_path):
+def test_tracefs_overwritten_ring_buffer_is_partial(s2, s2_text, tmp_path):
     # the tracer wrote 7000 events but the buffer holds the last 6751: 249 were overwritten
     text = s2_text.replace("entries-in-buffer/entries-written: 6751/6751",
                            "entries-in-buffer/entries-written: 6751/7000", 1)
     assert text != s2_text
-    d = _bundle(tmp_path, "trace", text)
+    d = _bundle(s2, tmp_path, "trace", text)
     t = read_trace(d / "trace")
     assert t.lost_events == 249
     res = replay(d)
     assert res.partial and any("249 events lost" in r for r in res.partial_reasons)
 
 
-def test_tracefs_oldest_events_overwritten(s2_records, s2_text, tmp_path):
+def test_tracefs_oldest_events_overwritten(s2, s2_records, s2_text, tmp_path):
     """A real overrun drops the *oldest* events: the replay must still run and say partial."""
     lines = s2_text.splitlines(keepends=True)
     header = [ln for ln in lines if ln.startswith("#")]
     body = [ln for ln in lines if not ln.startswith("#")]
     dropped = 300
     header = [h.replace("6751/6751", f"{6751 - dropped}/6751") for h in header]
-    d = _bundle(tmp_path, "trace", "".join(header + body[dropped:]))
+    d = _bundle(s2, tmp_path, "trace", "".join(header + body[dropped:]))
     res = replay(d)
     assert res.partial and any(f"{dropped} events lost" in r for r in res.partial_reasons)
     assert res.nr_allocs == sum(1 for r in s2_records[dropped:]
                                 if r["event"] == "percpu_alloc_percpu")
 
 
-def test_trace_cmd_lost_events_marker_is_partial(s2_records, tmp_path):
+def test_trace_cmd_lost_events_marker_is_partial(s2, s2_records, tmp_path):
     text = to_trace_cmd(s2_records)
     lines = text.splitlines(keepends=True)
     mid = len(lines) // 2
     lines.insert(mid, "CPU:1 [LOST 17 EVENTS]\n")
-    d = _bundle(tmp_path, "trace", "".join(lines))
+    d = _bundle(s2, tmp_path, "trace", "".join(lines))
     t = read_trace(d / "trace")
     assert t.lost_events == 17 and t.format == "trace-cmd"
     assert any("CPU 1: 17 events lost" in x for x in t.lost_detail)

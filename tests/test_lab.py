@@ -17,11 +17,6 @@ from localmap.ingest.bundle import load_bundle
 from localmap.lab import bundle_io
 from localmap.lab.initramfs import Entry, busybox_initramfs, newc
 
-DATA = Path(os.environ.get("LOCALMAP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-S2 = DATA / "bundles" / "s2_612_4k_smp2_page"
-S1 = DATA / "bundles" / "s1_612_4k_smp4"
-needs_data = pytest.mark.skipif(not S2.is_dir(), reason=f"shared captures not found at {DATA}")
-
 
 def _raw(path: Path) -> bytes:
     data = path.read_bytes()
@@ -54,18 +49,17 @@ def _console_from_bundle(src: Path, noise: bool = True) -> list[str]:
     return lines
 
 
-@needs_data
-def test_split_console_rebuilds_the_shared_bundle(tmp_path):
+def test_split_console_rebuilds_the_shared_bundle(s2, tmp_path):
     events = []
-    res = bundle_io.split_console(_console_from_bundle(S2), tmp_path,
+    res = bundle_io.split_console(_console_from_bundle(s2), tmp_path,
                                   on_event=lambda k, n: events.append((k, n)))
     assert res.done and res.foreign_lines == 1
     assert ("phase", "memcg") in events and ("done", "") in events
-    for f in S2.iterdir():
+    for f in s2.iterdir():
         got = tmp_path / f.name
         assert got.is_file(), f.name
         assert _raw(got) == _raw(f), f.name
-    a, b = load_bundle(tmp_path), load_bundle(S2)
+    a, b = load_bundle(tmp_path), load_bundle(s2)
     assert a.first_chunk.text == b.first_chunk.text
     assert a.meminfo == b.meminfo
     assert a.cpus == b.cpus and a.config.page_size == b.config.page_size == 4096
@@ -85,9 +79,8 @@ def test_split_console_rejects_cut_and_corrupt_output(tmp_path):
         bundle_io.split_console(_record("passwd", b"x"), tmp_path / "c")
 
 
-@needs_data
-@pytest.mark.parametrize("bundle", [S1, S2], ids=["s1", "s2"])
-def test_validate_accepts_the_shared_captures(bundle):
+def test_validate_accepts_the_shared_captures(shared_bundle):
+    bundle = shared_bundle
     v = bundle_io.validate_bundle(bundle)
     assert v.ok, v.problems
     with gzip.open(bundle / "trace.gz", "rt") as fh:
@@ -95,13 +88,12 @@ def test_validate_accepts_the_shared_captures(bundle):
     assert v.events == n > 1000
 
 
-@needs_data
-def test_validate_finds_lost_events_hashed_pointers_and_no_first_chunk(tmp_path):
-    shutil.copytree(S2, tmp_path / "b")
+def test_validate_finds_lost_events_hashed_pointers_and_no_first_chunk(s2, tmp_path):
+    shutil.copytree(s2, tmp_path / "b")
     b = tmp_path / "b"
     for p in b.iterdir():
         p.chmod(0o644)
-    text = _raw(S2 / "trace.gz").decode()
+    text = _raw(s2 / "trace.gz").decode()
     lost = text.replace("entries-in-buffer/entries-written: 6751/6751",
                         "entries-in-buffer/entries-written: 6751/7000")
     assert lost != text
@@ -183,12 +175,12 @@ def test_lab_errors_are_one_line(tmp_path, monkeypatch, capsys):
         resolve_kernel(str(tmp_path / "missing" / "Image"))
 
 
-def test_lab_command_line_matches_the_shared_capture():
+def test_lab_command_line_matches_the_shared_capture(s2):
     from localmap.lab.qemu import kernel_cmdline
 
     line = kernel_cmdline(300, 0, 200, "page")
-    if (S2 / "cmdline").is_file():
-        assert line == (S2 / "cmdline").read_text().strip()
+    if (s2 / "cmdline").is_file():
+        assert line == (s2 / "cmdline").read_text().strip()
     assert "no_hash_pointers" in line and "trace_event=percpu:*" in line
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import lzma
-import os
 import shutil
 import stat
 import subprocess
@@ -18,8 +17,6 @@ from localmap.lab import bundle_io
 from localmap.lab import modules as kmod
 from localmap.lab.initramfs import busybox_initramfs
 
-DATA = Path(os.environ.get("LOCALMAP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-S2 = DATA / "bundles" / "s2_612_4k_smp2_page"
 
 DEP = """\
 kernel/net/a/base.ko.xz:
@@ -142,17 +139,15 @@ def test_guest_report_check():
         assert any("2 loaded (8 bytes of .data..percpu in 1 of them)" in n for n in v.notes)
 
 
-def test_modules_record_and_phase_order(tmp_path):
+def test_modules_record_and_phase_order(s2, tmp_path):
     assert bundle_io.bundle_filename("modules") == ("modules", False)
     assert bundle_io.bundle_filename("meminfo.modules_del") == ("meminfo.modules_del", False)
     script = bundle_io.guest_script().decode()
     assert "insmod" in script and "rmmod" in script and "emit modules" in script
-    if not S2.is_dir():
-        pytest.skip(f"shared captures not found at {DATA}")
     from localmap.ingest.bundle import load_bundle
 
     b = tmp_path / "b"
-    shutil.copytree(S2, b)
+    shutil.copytree(s2, b)
     fork = (b / "meminfo.fork").read_text()
     (b / "meminfo.modules").write_text(fork)
     (b / "meminfo.modules_del").write_text(fork)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -78,3 +79,37 @@ def test_resolve_refuses_unknown_kernels(tmp_path):
     img.write_bytes(b"\0" * 64)
     with pytest.raises(LocalmapError, match="system-map"):
         prof.resolve(str(img))
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_compile_cached_builds_once_per_source_and_flags(tmp_path):
+    from localmap.lab.cc import compile_cached
+
+    src = "int main(void) { return 3; }\n"
+    exe = compile_cached("cc", src, "prog", ["-O2"], tmp_path)
+    assert subprocess.run([str(exe)]).returncode == 3
+    stamp = exe.stat().st_mtime_ns
+    assert compile_cached("cc", src, "prog", ["-O2"], tmp_path) == exe and exe.stat().st_mtime_ns == stamp
+    assert compile_cached("cc", src, "prog", ["-O1"], tmp_path) != exe          # flags are in the key
+    assert compile_cached("cc", src, "prog", ["-O2"], tmp_path, key_extra="qemu 8") != exe
+    assert compile_cached("cc", src, "lib.so", ["-O2"], tmp_path).name.endswith(".so")
+    with pytest.raises(LocalmapError, match="building it failed: .*error"):
+        compile_cached("cc", "int main(void) { return x; }\n", "bad", [], tmp_path, what="building it")
+    assert not list(tmp_path.glob(".cc-*"))                                     # no work folders left
+
+
+def test_qemu_runner_stops_the_process_on_timeout_and_on_errors():
+    from localmap.lab.qemu import qemu_running
+
+    t0 = time.monotonic()
+    with qemu_running(["sh", "-c", "echo up; exec sleep 30"], timeout=0.5) as (proc, timed_out):
+        assert proc.stdout.readline() == "up\n"
+        proc.wait()
+    assert timed_out.is_set() and proc.returncode != 0 and time.monotonic() - t0 < 15
+    with pytest.raises(RuntimeError):
+        with qemu_running(["sh", "-c", "exec sleep 30"], timeout=60) as (proc, timed_out):
+            raise RuntimeError("the caller failed")
+    assert proc.poll() is not None and not timed_out.is_set()
+    with pytest.raises(LocalmapError, match="cannot start"):
+        with qemu_running(["/nonexistent/qemu"], timeout=1):
+            pass

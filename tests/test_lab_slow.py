@@ -20,9 +20,6 @@ from localmap.lab import bundle_io
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(os.environ.get("LOCALMAP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-S2 = DATA / "bundles" / "s2_612_4k_smp2_page"
-
 
 def _ensure_qemu() -> None:
     if shutil.which("qemu-system-aarch64"):
@@ -46,8 +43,7 @@ def _event_counts(trace: Path) -> Counter:
     return c
 
 
-@pytest.mark.skipif(not S2.is_dir(), reason=f"shared captures not found at {DATA}")
-def test_lab_rebuilds_s2(tmp_path):
+def test_lab_rebuilds_s2(s2, tmp_path):
     _ensure_qemu()
     if os.geteuid() != 0:
         pytest.skip("apt-get download of the kernel needs root on a fresh machine")
@@ -57,20 +53,20 @@ def test_lab_rebuilds_s2(tmp_path):
     res = lab_capture(DEFAULT_KERNEL, 2, out, memcgs=300, remove=0, forks=200,
                       percpu_alloc="page", timeout=1500, progress=False)
     assert res.validation.ok
-    lab, ref = load_bundle(out), load_bundle(S2)
+    lab, ref = load_bundle(out), load_bundle(s2)
     # same kernel, same first chunk, same command line, same CPUs
     assert lab.first_chunk.text.split("] ", 1)[1] == ref.first_chunk.text.split("] ", 1)[1]
     assert lab.uname == ref.uname
     assert lab.cmdline == ref.cmdline
     assert lab.cpus == ref.cpus
     assert (gzip.decompress((out / "config.gz").read_bytes())
-            == gzip.decompress((S2 / "config.gz").read_bytes()))
+            == gzip.decompress((s2 / "config.gz").read_bytes()))
     # the workload did the same thing: Percpu in every phase within one page per CPU
     assert [p for p, _ in lab.meminfo] == [p for p, _ in ref.meminfo]
     for (_, a), (_, b) in zip(lab.meminfo, ref.meminfo):
         assert abs(a - b) <= 2 * 4096 * 2, (lab.meminfo, ref.meminfo)
     # and the trace has the same shape (the collection step after the workload differs a little)
-    a, b = _event_counts(out / "trace.gz"), _event_counts(S2 / "trace.gz")
+    a, b = _event_counts(out / "trace.gz"), _event_counts(s2 / "trace.gz")
     assert a["percpu_create_chunk:"] == b["percpu_create_chunk:"]
     for ev in ("percpu_alloc_percpu:", "percpu_free_percpu:"):
         assert abs(a[ev] - b[ev]) <= 0.05 * b[ev], (ev, a, b)

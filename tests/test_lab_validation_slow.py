@@ -1,4 +1,4 @@
-"""Slow: issue 2's acceptance on a capture that is not in shared/ — module loads and unloads that
+"""Slow: the replay's acceptance thresholds on a capture that is not in shared/ — module loads and unloads that
 use the first chunk's reserved region.
 
 Boots Debian's 6.12.117 arm64 kernel on 2 CPUs under QEMU with a small memcg/fork workload, then

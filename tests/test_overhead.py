@@ -1,7 +1,6 @@
 """`localmap overhead`: both CLI forms, JSON keys, errors, and full checked replays of the captures."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +10,6 @@ from localmap.analysis.overhead import closed_form, overhead_bundle, overhead_sy
 from localmap.arch.arm64.pgtable import Geometry
 from localmap.cli import main
 
-BUNDLES = sorted(p for p in Path("/work/shared/data/bundles").glob("*") if (p / "trace.gz").exists())
 KEYS = {"levels", "root_level", "split_level", "root_copy_bytes", "window_bytes", "local_va_bytes",
         "private_tables_per_cpu", "pgtable_extra_bytes"}
 
@@ -33,7 +31,7 @@ def test_cli_synthetic_human_table_has_talk_column(capsys):
                "--chunks", "2"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "960K" in out and "couple of MB" in out  # the talk's figures beside the 4K/160 row
+    assert "960 KiB" in out and "couple of MB" in out  # the talk's figures beside the 4K/160 row
     assert "16K/48" in out and "64K/48" in out
 
 
@@ -74,13 +72,12 @@ def test_overhead_table_rows():
     assert r1["pgtable_extra_bytes"] == 4096 * (1 + 1 + 1)
 
 
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
-def test_full_replay_keeps_invariants(bundle):
+def test_full_replay_keeps_invariants(shared_bundle):
     """I1-I5 checked after every step over the whole allocation history, on the bundle's own
     CPU count, then a final full check."""
     from localmap.ingest.bundle import load_bundle
 
-    b = load_bundle(bundle)
+    b = load_bundle(shared_bundle)
     n = b.nr_possible_cpus
     r = overhead_bundle(b, n, checked=True)
     assert KEYS <= set(r)
@@ -94,10 +91,8 @@ def test_full_replay_keeps_invariants(bundle):
     assert r["pgtable_extra_bytes"] == (n - 1) * (128 + 4096) + priv
 
 
-def test_replay_on_more_cpus_scales_page_tables():
-    b = BUNDLES[0] if BUNDLES else None
-    if b is None:
-        pytest.skip("no bundles")
+def test_replay_on_more_cpus_scales_page_tables(s1):
+    b = s1
     r4 = overhead_bundle(b, 4)
     r16 = overhead_bundle(b, 16)
     assert r16["local_va_bytes"] == r4["local_va_bytes"]  # one unit per chunk, whatever the CPU count
@@ -106,11 +101,9 @@ def test_replay_on_more_cpus_scales_page_tables():
     assert r16_64k["granule"] == "64K" and r16_64k["split_level"] == 1
 
 
-def test_one_replay_feeds_several_machines_like_separate_replays():
+def test_one_replay_feeds_several_machines_like_separate_replays(s2):
     from localmap.analysis.overhead import overhead_bundles
-    b = BUNDLES[-1] if BUNDLES else None
-    if b is None:
-        pytest.skip("no bundles")
+    b = s2
     shared = overhead_bundles(b, [(4, None, None, True), (16, "64K", 48, False),
                                   (16, "2K", 48, False)])
     assert shared[0] == overhead_bundle(b, 4)
@@ -120,13 +113,11 @@ def test_one_replay_feeds_several_machines_like_separate_replays():
 
 @pytest.mark.parametrize("files,msg", [(("trace.gz", "dmesg", "cpus"), "no kernel .config"),
                                        (("trace.gz", "config.gz"), "first-chunk")])
-def test_bundle_without_needed_data_is_one_error(tmp_path, files, msg, capsys):
-    if not BUNDLES:
-        pytest.skip("no bundles")
+def test_bundle_without_needed_data_is_one_error(s2, tmp_path, files, msg, capsys):
     import shutil
 
     for f in files:
-        shutil.copy(BUNDLES[-1] / f, tmp_path / f)
+        shutil.copy(s2 / f, tmp_path / f)
     rc = main(["overhead", str(tmp_path), "--cpus", "4"])
     err = capsys.readouterr().err
     assert rc == 2 and msg in err and err.count("\n") == 1

@@ -175,3 +175,41 @@ def test_talk_rows_explain_a_function_without_bracket():
     by = {f["function"]: f for f in r["functions"]}
     assert "__this_cpu_add under its caller" in by["mod_memcg_lruvec_state"]["why"]
     assert by["percpu_counter_add_batch"]["model_change"] == -0.3 and "30 %" in by["percpu_counter_add_batch"]["why"]
+
+
+@needs_mca
+def test_measured_profile_joins_counts_analysis_and_prices(monkeypatch, tmp_path):
+    """The profile of a run, as ``localmap lab profile --json`` prints it: every workload in run
+    order with the figures of :func:`dynamic.analyse_workload` on the same image and prices, the
+    kernel's site totals, and the talk rows for the workloads the talk measured."""
+    from types import SimpleNamespace
+
+    import localmap.perf.image as image_mod
+
+    img = rt_image()
+    img.config = {"CONFIG_PREEMPT_RT": "y", "CONFIG_PREEMPT_COUNT": "y"}
+    monkeypatch.setattr(image_mod, "load_image", lambda *a, **kw: img)
+    s_ref, s_read = REF_GET + 0x38, ADD_BATCH + 0x38
+    fork = WorkloadCounts("fork", 1, 2, 1000, 0, {s_ref: 10}, {(REF_GET, 20): 10},
+                          op="fork + exit + wait", talk="stress-ng --fork 160")
+    probe = WorkloadCounts("syscall", 1, 5, 500, 0, {s_read: 5}, {(ADD_BATCH, 5): 5})
+    kernel = SimpleNamespace(label="test", image=tmp_path / "Image", vmlinux=None,
+                             system_map=tmp_path / "System.map", config=None)
+    run = SimpleNamespace(kernel=kernel, cpus=2, boot_seconds=1.23, seconds=4.56,
+                          workloads={"fork": fork, "syscall": probe})
+    data = dynamic.measured_profile(run, cores=("neoverse-n1",))
+    assert [w["workload"] for w in data["workloads"]] == ["fork", "syscall"]
+    rep = analyse(img)
+    prices = mca.price_sites(img, [s for s in rep.sites_list if s.addr in (s_ref, s_read)], ("neoverse-n1",))
+    for got, (name, counts) in zip(data["workloads"], run.workloads.items()):
+        want = dynamic.analyse_workload(name, counts, rep, prices, img.symbols, op=counts.op, talk=counts.talk)
+        for key in ("ops", "kernel_instructions", "this_cpu_executions", "removed_instructions",
+                    "removed_share", "net_removed", "op", "talk_benchmark"):
+            assert got[key] == want[key], (name, key)
+        assert got["saved_cycles"]["neoverse-n1"] == want["saved_cycles"]["neoverse-n1"], name
+        assert any(x != 0 for v in got["saved_cycles"]["neoverse-n1"].values() for x in v), name
+    assert data["cores"] == ["neoverse-n1"] and data["cpus"] == 2 and data["boot_seconds"] == 1.2
+    assert data["kernel"]["sites"] == rep.sites and data["kernel"]["preempt_count"] is True
+    assert data["comparable_to_talk"] and data["label"] is None
+    assert [r["workload"] for r in data["talk"]] == ["fork"]       # the probe is not in the talk
+    assert data["assumptions"] == dynamic.ASSUMPTIONS + mca.ASSUMPTIONS

@@ -6,8 +6,10 @@ import json
 from importlib import resources
 
 from localmap.perf import mca
-from localmap.perf.summary import NOT_COMPARABLE, load_profiles
+from localmap.perf.summary import load_profiles
+from localmap.perf.talk import NOT_COMPARABLE
 from localmap.report.sections import Context, build_perf
+from localmap.units import fmt_count
 
 
 def _shipped():
@@ -34,7 +36,7 @@ def test_a_talk_matching_and_a_debian_profile_are_shipped():
 
 
 def test_evaluate_shows_the_measured_figures():
-    sec = build_perf(Context(bundle=None, progress=False), "this_cpu performance")
+    sec = build_perf(Context(bundle=None), "this_cpu performance")
     tables = {t.title: t for t in sec.tables}
     for prof in load_profiles():
         k = prof["kernel"]
@@ -43,7 +45,7 @@ def test_evaluate_shows_the_measured_figures():
         col = tables[title].headers.index("cycles saved neoverse-v2")
         for w in prof["workloads"]:
             r = rows[w["workload"]]
-            assert r[1] == f"{w['ops']:,}" and r[2] == f"{w['kernel_instructions']:,.0f}"
+            assert r[1] == fmt_count(w["ops"]) and r[2] == fmt_count(round(w["kernel_instructions"]))
             assert r[5] == f"{w['removed_instructions']:.1f}"
             assert r[col] == "{:.0f}..{:.0f}".format(*w["saved_cycles"]["neoverse-v2"][prof["headline_variant"]])
         if not prof["comparable_to_talk"]:

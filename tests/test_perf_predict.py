@@ -9,7 +9,8 @@ import pytest
 
 from localmap.errors import LocalmapError
 from localmap.perf import costs, predict
-from localmap.perf.summary import performance_summary, render_performance
+from localmap.cli.predict import render_performance
+from localmap.perf.summary import performance_summary
 
 
 def _numbers(node, path=""):

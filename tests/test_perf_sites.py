@@ -20,9 +20,6 @@ from localmap.perf import image as image_mod
 from localmap.perf.image import KernelImage, Symbols, load_image, read_symbol_file
 from localmap.perf.sites import MRS_TPIDR_EL1, MRS_TPIDR_EL2, analyse, scan_words
 
-BUNDLES = Path("/work/shared/data/bundles")
-if not BUNDLES.is_dir():  # CI: shared/ beside the clone
-    BUNDLES = Path(__file__).resolve().parents[2] / "shared/data/bundles"
 
 # percpu_ref_get_many (static copy at 0xffff8000803febf0) and percpu_counter_add_batch
 # (0xffff800080734ef8) of the rt-arm64 image: whole functions, up to the next symbol.
@@ -128,10 +125,9 @@ def test_json_shape():
     assert d["functions"][0]["function"] == "percpu_ref_get_many" and len(d["site_list"]) == 1
 
 
-def test_kallsyms_of_bundles_fit_text_range(tmp_path):
-    found = sorted(BUNDLES.glob("*/kallsyms.gz"))
-    if not found:
-        pytest.skip(f"no captured bundles with kallsyms.gz under {BUNDLES}")
+def test_kallsyms_of_bundles_fit_text_range(shared_data, tmp_path):
+    found = sorted(shared_data.glob("*/kallsyms.gz"))
+    assert found, f"no kallsyms.gz in the shared captures under {shared_data}"
     for b in found:
         syms = read_symbol_file(b)
         stext, etext = syms.get("_stext"), syms.get("_etext")

@@ -1,6 +1,6 @@
 """Slow tests on Debian's real 6.12.117 arm64 and rt-arm64 images (download ~1.2 GB, cached).
 
-They check the acceptance criteria of issue 5: ``sites`` equals an independent count by
+They check the site analysis's acceptance criteria: ``sites`` equals an independent count by
 ``aarch64-linux-gnu-objdump`` over ``[_stext, _etext)``, and each site's function agrees with
 kallsyms/System.map (attributed here with a separate, plain bisect).
 """
@@ -22,9 +22,6 @@ from localmap.errors import LocalmapError
 
 pytestmark = pytest.mark.slow
 
-BUNDLES = Path("/work/shared/data/bundles")
-if not BUNDLES.is_dir():
-    BUNDLES = Path(__file__).resolve().parents[2] / "shared/data/bundles"
 OBJDUMP = "aarch64-linux-gnu-objdump"
 
 
@@ -93,16 +90,15 @@ def test_sites_equal_objdump_and_attribution_agrees(flavour, objdump):
         assert ours.preempt_model == "PREEMPT_RT" and ours.totals()["protection"]["preempt"] > 500
 
 
-def test_capture_kallsyms_match_the_arm64_image():
+def test_capture_kallsyms_match_the_arm64_image(shared_data):
     """The bundles' /proc/kallsyms (KASLR off) give the same sites and functions as System.map."""
     from localmap.perf.image import load_image
     from localmap.perf.sites import analyse
 
     image, smap = _kernel("arm64")
     base = analyse(load_image(image, smap))
-    found = sorted(BUNDLES.glob("*/kallsyms.gz"))
-    if not found:
-        pytest.skip(f"no captured bundles with kallsyms.gz under {BUNDLES}")
+    found = sorted(shared_data.glob("*/kallsyms.gz"))
+    assert found, f"no kallsyms.gz in the shared captures under {shared_data}"
     for ks in found:
         rep = analyse(load_image(image, ks))
         assert rep.sites == base.sites

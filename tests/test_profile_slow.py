@@ -106,7 +106,7 @@ def test_profile_json_has_every_figure(kernel, tmp_path):
     out = tmp_path / "p.json"
     target = str(build.dir) if build else "debian:arm64"
     cmd = [sys.executable, "-m", "localmap", "lab", "profile", "page-fault=1", "fork=5", "mmapfork=2",
-           "memcg=5", "vm=1", "exec-io=2", "--kernel", target, "--json", "-o", str(out)]
+           "memcg=5", "vm=1", "exec-io=2", "--kernel", target, "--json", "--save", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(proc.stdout)

@@ -14,12 +14,7 @@ from localmap.analysis.replay import CAUSES, replay
 from localmap.cli import main
 from localmap.ingest.bundle import default_bundle_path, load_bundle
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bundles"
-BUNDLES = sorted(p for p in SHARED.glob("*") if p.is_dir()) if SHARED.exists() else []
-S2 = SHARED / "s2_612_4k_smp2_page"
 ALLOC_RE = re.compile(r"percpu_alloc_percpu: .*base_addr=(\w+) off=(\d+)")
-
-needs_shared = pytest.mark.skipif(not BUNDLES, reason="shared/data/bundles not present")
 
 
 def kernel_answers(trace: Path) -> list[tuple[int, int]]:
@@ -34,13 +29,17 @@ def kernel_answers(trace: Path) -> list[tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def results():
-    return {b.name: replay(b) for b in BUNDLES}
+def results(shared_data):
+    return {b.name: replay(b) for b in sorted(shared_data.iterdir()) if (b / "trace.gz").is_file()}
 
 
-@needs_shared
-@pytest.mark.parametrize("name", [b.name for b in BUNDLES])
-def test_real_bundles_meet_the_agreement_targets(results, name, tmp_path):
+@pytest.fixture
+def name(shared_bundle):
+    """Each shared capture's name in turn."""
+    return shared_bundle.name
+
+
+def test_real_bundles_meet_the_agreement_targets(shared_data, results, name, tmp_path):
     r = results[name]
     assert not r.partial
     assert r.agreement >= 0.995
@@ -51,7 +50,7 @@ def test_real_bundles_meet_the_agreement_targets(results, name, tmp_path):
     dec = tmp_path / "decisions.tsv"
     r.write_decisions(dec)
     lines = dec.read_text().splitlines()
-    answers = kernel_answers(SHARED / name / "trace.gz")
+    answers = kernel_answers(shared_data / name / "trace.gz")
     assert len(lines) == len(answers) == r.nr_allocs
     same = 0
     for i, (line, (base, off)) in enumerate(zip(lines, answers)):
@@ -61,11 +60,9 @@ def test_real_bundles_meet_the_agreement_targets(results, name, tmp_path):
     assert same == r.agree
 
 
-@needs_shared
-@pytest.mark.parametrize("name", [b.name for b in BUNDLES])
-def test_geometry_equals_the_dmesg_line(results, name):
+def test_geometry_equals_the_dmesg_line(shared_data, results, name):
     g = results[name].geometry
-    text = (SHARED / name / "dmesg").read_text()
+    text = (shared_data / name / "dmesg").read_text()
     m = re.search(r"s(\d+) r(\d+) d(\d+)(?: u(\d+))?", text[text.index("percpu:"):])
     s, r, d = map(int, m.group(1, 2, 3))
     assert g.matches_dmesg is True
@@ -73,20 +70,18 @@ def test_geometry_equals_the_dmesg_line(results, name):
                          "unit_size": int(m.group(4)) if m.group(4) else s + r + d}
 
 
-@needs_shared
-@pytest.mark.parametrize("name", [b.name for b in BUNDLES])
-def test_final_state_matches_meminfo(results, name):
+def test_final_state_matches_meminfo(shared_data, results, name):
     r = results[name]
     final = r.meminfo_check[-1]
     assert final["kind"] == "final state"
     percpu_kb = int(re.search(r"Percpu:\s+(\d+) kB",
-                              (SHARED / name / "meminfo.fork").read_text()).group(1))
+                              (shared_data / name / "meminfo.fork").read_text()).group(1))
     assert final["model_bytes"] == percpu_kb * 1024
     assert all(m["ok"] for m in r.meminfo_check)
     # the pcpu_get_vm_areas areas of /proc/vmallocinfo (read at the end) are the live chunks
     assert r.vmalloc_check["ok"] and r.vmalloc_check["kernel_areas"] > 0
     # chunk creations/destructions are the trace's; live chunks are what is left
-    text = gzip.open(SHARED / name / "trace.gz", "rt").read()
+    text = gzip.open(shared_data / name / "trace.gz", "rt").read()
     created = text.count("percpu_create_chunk:")
     destroyed = text.count("percpu_destroy_chunk:")
     fs = r.final_state()
@@ -94,15 +89,14 @@ def test_final_state_matches_meminfo(results, name):
     assert fs["nr_chunks"] == 2 + created - destroyed          # + first + reserved
 
 
-@needs_shared
-def test_pretrace_reconstruction_is_derived_from_the_first_events(results):
+def test_pretrace_reconstruction_is_derived_from_the_first_events(shared_data, results):
     """The first chunk starts at (static + reserved) % PAGE_SIZE; the trace's first allocation
     lands at 5512 and its third (8 bytes) at 5584 although 5520 was free: exactly those two
     areas are reconstructed, nothing else (no free parameter)."""
     for name, r in results.items():
         g = r.geometry
         start = (g.static_size + g.reserved_size) % g.page_size
-        answers = kernel_answers(SHARED / name / "trace.gz")[:3]
+        answers = kernel_answers(shared_data / name / "trace.gz")[:3]
         areas = [(a["off"], a["size"]) for a in r.reconstruction["areas"]]
         assert areas[0] == (start, answers[0][1] - start)
         assert areas[1] == (answers[1][1] + 4, answers[2][1] - answers[1][1] - 4)
@@ -120,10 +114,10 @@ def test_default_bundle_is_shipped_and_replays_fully():
 
 # --------------------------------------------------------------------------- variants of s2
 
-def copy_bundle(tmp_path: Path, edit=None) -> Path:
+def copy_bundle(s2: Path, tmp_path: Path, edit=None) -> Path:
     dst = tmp_path / "b"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(S2, dst)
+    shutil.copytree(s2, dst)
     for p in dst.iterdir():
         p.chmod(0o644)
     if edit is not None:
@@ -140,8 +134,7 @@ def run_cli(args, capsys):
     return code, out, err
 
 
-@needs_shared
-def test_racing_pair_printed_in_the_other_order_is_swapped(tmp_path):
+def test_racing_pair_printed_in_the_other_order_is_swapped(s2, tmp_path):
     def edit(lines):
         # the first two allocations (4 bytes at 5512 and 5516) as if they raced on two CPUs
         # and ftrace printed the second one first
@@ -151,15 +144,13 @@ def test_racing_pair_printed_in_the_other_order_is_swapped(tmp_path):
         b = b.replace("[000]", "[001]")
         lines[i], lines[i + 1] = b, a
         return lines
-    r = replay(copy_bundle(tmp_path, edit))
+    r = replay(copy_bundle(s2, tmp_path, edit))
     assert r.swaps == 1
     assert r.agreement == 1.0
     assert r.decisions[0][2] == 5516 and r.decisions[1][2] == 5512   # file order kept
 
 
-@needs_shared
-def test_partial_trace_is_flagged_and_still_reconstructs(tmp_path):
-    s1 = SHARED / "s1_612_4k_smp4"
+def test_partial_trace_is_flagged_and_still_reconstructs(s1, tmp_path):
     dst = tmp_path / "late"
     shutil.copytree(s1, dst)
     for p in dst.iterdir():
@@ -175,9 +166,8 @@ def test_partial_trace_is_flagged_and_still_reconstructs(tmp_path):
                                                   "other-offset", "other-chunk"}
 
 
-@needs_shared
-def test_trace_file_inside_a_bundle_and_json(tmp_path, capsys):
-    code, out, err = run_cli(["replay", str(S2 / "trace.gz"), "--json"], capsys)
+def test_trace_file_inside_a_bundle_and_json(s2, tmp_path, capsys):
+    code, out, err = run_cli(["replay", str(s2 / "trace.gz"), "--json"], capsys)
     assert code == 0
     d = json.loads(out)
     for key in ("agreement", "geometry", "reconstruction", "final_state", "disagreements",
@@ -193,7 +183,6 @@ def free_elsewhere(line: str, off: int) -> str:
     return line[:m.start()] + f"off={off} ptr={ptr:016x}" + line[m.end():]
 
 
-@needs_shared
 @pytest.mark.parametrize("edit,message", [
     (lambda ls: ls[:-1] + [ls[-1][: len(ls[-1]) // 2] + "\n"], "truncated or malformed"),
     (lambda ls: ls + [ls[-1].replace("percpu_free_percpu", "percpu_frob_percpu")],
@@ -208,8 +197,8 @@ def free_elsewhere(line: str, off: int) -> str:
         x for x in ls if "percpu_free_percpu: base_addr=ffff800082b4b000" in x), 100000)],
      "is outside the first chunk"),
 ])
-def test_bad_traces_give_one_line_errors(tmp_path, capsys, edit, message):
-    b = copy_bundle(tmp_path, edit)
+def test_bad_traces_give_one_line_errors(s2, tmp_path, capsys, edit, message):
+    b = copy_bundle(s2, tmp_path, edit)
     code, out, err = run_cli(["replay", str(b)], capsys)
     assert code == 2
     assert message in err
@@ -217,9 +206,8 @@ def test_bad_traces_give_one_line_errors(tmp_path, capsys, edit, message):
     assert re.match(r"localmap: \S+trace\.gz:\d+: ", err)
 
 
-@needs_shared
-def test_missing_dmesg_line_and_missing_files(tmp_path, capsys):
-    b = copy_bundle(tmp_path)
+def test_missing_dmesg_line_and_missing_files(s2, tmp_path, capsys):
+    b = copy_bundle(s2, tmp_path)
     (b / "dmesg").write_text("[    0.000000] Booting Linux on physical CPU 0x0\n")
     code, _, err = run_cli(["replay", str(b)], capsys)
     assert code == 2 and "first-chunk line" in err and "dmesg" in err
@@ -240,8 +228,7 @@ def test_bundle_loader_reads_compressed_and_phases(tmp_path):
     assert b.nr_possible_cpus == 4
 
 
-@needs_shared
-def test_free_printed_before_an_allocation_that_preceded_it(tmp_path):
+def test_free_printed_before_an_allocation_that_preceded_it(s2, tmp_path):
     """An allocation followed by another task's free at a lower offset of the same chunk,
     printed the other way round (as a softirq or PREEMPT_RT's rcuc can make it): where the
     model would then reuse the freed space, the replay must take that free back and agree.
@@ -250,7 +237,7 @@ def test_free_printed_before_an_allocation_that_preceded_it(tmp_path):
                           r"off=(\d+)")
     free_re = re.compile(r"-(\d+)\s.*?(\d+\.\d+): percpu_free_percpu: base_addr=(\w+) "
                          r"off=(\d+)")
-    lines = gzip.open(S2 / "trace.gz", "rt").read().splitlines(keepends=True)
+    lines = gzip.open(s2 / "trace.gz", "rt").read().splitlines(keepends=True)
     pairs = []
     for i in range(len(lines) - 1):
         a, f = alloc_re.search(lines[i]), free_re.search(lines[i + 1])
@@ -264,21 +251,19 @@ def test_free_printed_before_an_allocation_that_preceded_it(tmp_path):
             moved = ls[i + 1].replace(fts, f"{ts - 0.0002:.6f}")   # 0.2 ms before the alloc
             ls[i], ls[i + 1] = moved, ls[i]
             return ls
-        r = replay(copy_bundle(tmp_path / str(n), edit))
+        r = replay(copy_bundle(s2, tmp_path / str(n), edit))
         assert r.agreement == 1.0
         swapped += r.swaps
     assert swapped >= 1
 
 
-@needs_shared
-@pytest.mark.parametrize("name", [b.name for b in BUNDLES])
-def test_final_chunk_contents_equal_the_live_allocations_of_the_trace(results, name):
+def test_final_chunk_contents_equal_the_live_allocations_of_the_trace(shared_data, results, name):
     """Per dynamic chunk: used bytes and allocation count at the end equal what the trace text
     leaves allocated (allocations not freed, sizes rounded to 4 bytes), counted independently."""
     alloc_re = re.compile(r"percpu_alloc_percpu: .*size=(\d+) align=\d+ base_addr=(\w+) off=(\d+)")
     free_re = re.compile(r"percpu_free_percpu: base_addr=(\w+) off=(\d+)")
     live: dict[tuple[str, int], int] = {}
-    with gzip.open(SHARED / name / "trace.gz", "rt") as fh:
+    with gzip.open(shared_data / name / "trace.gz", "rt") as fh:
         for line in fh:
             m = alloc_re.search(line)
             if m:
@@ -304,9 +289,8 @@ def test_final_chunk_contents_equal_the_live_allocations_of_the_trace(results, n
             assert c["fragmentation"] == pytest.approx(1 - max(gaps) / c["free_bytes"])
 
 
-@needs_shared
-def test_unknown_page_size_in_dmesg_is_refused(tmp_path, capsys):
-    b = copy_bundle(tmp_path)
+def test_unknown_page_size_in_dmesg_is_refused(s2, tmp_path, capsys):
+    b = copy_bundle(s2, tmp_path)
     (b / "config.gz").unlink()
     text = (b / "dmesg").read_text().replace("percpu: 32 4K pages", "percpu: 32 8K pages")
     (b / "dmesg").write_text(text)
@@ -314,9 +298,8 @@ def test_unknown_page_size_in_dmesg_is_refused(tmp_path, capsys):
     assert code == 2 and "8K pages" in err and re.search(r"dmesg:\d+: ", err)
 
 
-@needs_shared
-def test_trace_with_another_name_beside_its_bundle_files(tmp_path, capsys):
-    b = copy_bundle(tmp_path)
+def test_trace_with_another_name_beside_its_bundle_files(s2, tmp_path, capsys):
+    b = copy_bundle(s2, tmp_path)
     (b / "trace.gz").rename(b / "workload-trace.txt.gz")
     code, out, err = run_cli(["replay", str(b / "workload-trace.txt.gz"), "--json"], capsys)
     assert code == 0, err

@@ -10,7 +10,8 @@ import pytest
 
 from localmap.report import html as html_mod
 from localmap.report.model import Figure, Report, Section, Table
-from localmap.report.svg import Canvas, human_bytes, line_chart
+from localmap.report.svg import Canvas, line_chart
+from localmap.units import fmt_bytes
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -41,10 +42,10 @@ def test_text_is_escaped_everywhere():
     assert root.find(f".//{SVG}script") is None
 
 
-def test_human_bytes():
-    assert human_bytes(512) == "512 B"
-    assert human_bytes(139264) == "136 KiB"
-    assert human_bytes(549755813888) == "512 GiB"
+def test_fmt_bytes():
+    assert fmt_bytes(512) == "512 B"
+    assert fmt_bytes(139264) == "136 KiB"
+    assert fmt_bytes(549755813888) == "512 GiB"
 
 
 class _Scan(HTMLParser):

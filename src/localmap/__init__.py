@@ -11,7 +11,11 @@ non-x86 architectures"). Layout mirrors the kernel it models:
 - ``localmap.check``         exhaustive checker
 - ``localmap.perf``          this_cpu sites in kernel images, cost models, prediction
 - ``localmap.lab``           capture of real kernels (host and QEMU)
-- ``localmap.report``        terminal and HTML reports
+- ``localmap.report``        the main job's report (document model, HTML, figures)
+- ``localmap.cli``           every command: options, progress, terminal tables
+
+beside ``errors``, ``units`` and ``progress``, which every layer uses. The layering is in
+docs/architecture.md.
 """
 
 __version__ = "0.1.0"

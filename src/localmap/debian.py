@@ -230,7 +230,7 @@ def fetch_and_extract(spec: str) -> Path:
     return extract_deb(fetch_deb(spec))
 
 
-# Names used by the performance analysis (issue 5).
+# Names used by the performance analysis.
 DEBIAN_KERNELS = {
     "arm64": "linux-image-6.12.117+deb12-arm64-unsigned:arm64",
     "rt-arm64": "linux-image-6.12.117+deb12-rt-arm64-unsigned:arm64",

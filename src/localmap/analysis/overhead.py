@@ -10,7 +10,7 @@ Two sources of figures, which the tests hold equal:
   derived from that shared structure, which the tests prove equal to full materialisation).
 
 :func:`overhead_synthetic` (K live chunks, every page populated, one group, all CPUs online) and
-:func:`overhead_bundle` (a capture's allocation history replayed through the lead's allocator
+:func:`overhead_bundle` (a capture's allocation history replayed through the allocator
 model, driving a design machine of N CPUs through the listener protocol) return dicts with the
 same keys; :func:`overhead_table` gives the grid across granules and CPU counts.
 
@@ -24,30 +24,18 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from localmap.arch.arm64.pgtable import Geometry, granule_name, parse_granule
+from localmap.arch.arm64.pgtable import GRANULES, Geometry, granule_name, parse_granule
 from localmap.design.layout import design_layout
 from localmap.design.machine import BaselineMachine, DesignMachine
+from localmap.design.replay_driver import ReplayDriver, Tee
 from localmap.errors import LocalmapError
+from localmap.progress import Progress
+from localmap.units import KiB, parse_size
 
 FULL_MATERIALISE_LIMIT = 400_000  # cpus * chunks * unit_pages above which CPUs 2.. are derived
-TALK_CPUS = 160
-TALK = {"local_va_bytes": 960 * 1024, "pgtable_note": "a couple of MB (4K pages, 160 CPUs, Fedora config)"}
-
-
-def parse_size(text: str | int) -> int:
-    if isinstance(text, int):
-        return text
-    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)):
-        if t.endswith(suffix):
-            t, mult = t[:-1], m
-            break
-    try:
-        value = int(t, 0) * mult
-    except ValueError:
-        raise LocalmapError(f"bad size {text!r} (e.g. 192K, 139264, 1M)") from None
-    return value
+TALK_CPUS = 160                   # the talk's machine (AmpereOne)
+TALK = {"local_va_bytes": 960 * KiB,
+        "pgtable_note": f"a couple of MB (4K pages, {TALK_CPUS} CPUs, Fedora config)"}
 
 
 def _validate(geom: Geometry, cpus: int, unit_size: int, chunks: int) -> None:
@@ -243,130 +231,6 @@ def overhead_synthetic(
 
 # --- replayed bundles ---------------------------------------------------------------------
 
-class ReplayDriver:
-    """A percpu-allocator listener that drives a DesignMachine of ``cpus`` CPUs.
-
-    The design machine is built on the first event (the unit size comes from the allocator's
-    chunks). The first chunk of the design is mapped in the global window and fully populated at
-    boot (no embed mode); the allocator's first and reserved chunks live inside it, so their
-    events change nothing. Dynamic chunks are re-placed top-down in the global window: the
-    allocation history's addresses were the kernel's, for its own CPU count.
-
-    When the design's granule is larger than the replay's page size (a 4K capture evaluated with
-    16K or 64K pages), the unit is rounded up to the granule and a design page is populated while
-    any of the replay pages it contains is populated."""
-
-    def __init__(self, geom: Geometry, cpus: int, *, src_page_size: int | None = None,
-                 vabits_actual: int | None = None, checked: bool = False, kpti: bool = False,
-                 map_global: bool = True, unit_size: int | None = None, machine_cls: type = DesignMachine):
-        self.machine_cls = machine_cls
-        self.geom = geom
-        self.cpus = cpus
-        self.src_page = src_page_size or geom.page_size
-        if geom.page_size % self.src_page:
-            raise LocalmapError(f"cannot evaluate a {self.src_page}-byte-page history with smaller "
-                                f"{geom.page_size}-byte pages")
-        self.scale = geom.page_size // self.src_page
-        self.kw = dict(vabits_actual=vabits_actual, checked=checked, kpti=kpti, map_global=map_global)
-        self.machine: DesignMachine | None = None
-        self.map: dict[int, Any] = {}
-        self.src_populated: dict[int, set[int]] = {}
-        self.events = 0
-        if unit_size is not None:
-            self._build(unit_size)
-
-    def _build(self, src_unit_size: int) -> DesignMachine:
-        g = self.geom.page_size
-        m = self.machine_cls(self.geom, self.cpus, -(-src_unit_size // g) * g, **self.kw)
-        first = m.create_chunk(key="first", first=True)
-        m.populate(first, 0, first.nr_pages)
-        self.machine = m
-        return m
-
-    def _m(self, chunk: Any) -> DesignMachine:
-        if self.machine is None:
-            return self._build(chunk.nr_pages * self.src_page)
-        return self.machine
-
-    def _is_first(self, chunk: Any) -> bool:
-        return bool(getattr(chunk, "is_first", False) or getattr(chunk, "is_reserved", False))
-
-    def chunk_created(self, chunk: Any) -> None:
-        m = self._m(chunk)
-        self.events += 1
-        if self._is_first(chunk):
-            return
-        self.map[id(chunk)] = (chunk, m.create_chunk(key=("dyn", id(chunk))))
-        self.src_populated[id(chunk)] = set()
-
-    def chunk_destroyed(self, chunk: Any) -> None:
-        m = self._m(chunk)
-        self.events += 1
-        if self._is_first(chunk):
-            return
-        _, c = self.map.pop(id(chunk))
-        self.src_populated.pop(id(chunk), None)
-        m.destroy_chunk(c)
-
-    def _chunk(self, chunk: Any):
-        m = self._m(chunk)
-        if self._is_first(chunk):
-            return m, None
-        entry = self.map.get(id(chunk))
-        if entry is None:  # a chunk the allocator had before we were attached
-            self.chunk_created(chunk)
-            entry = self.map[id(chunk)]
-        return m, entry[1]
-
-    def pages_populated(self, chunk: Any, page_start: int, page_end: int) -> None:
-        self.events += 1
-        m, c = self._chunk(chunk)
-        if c is None:
-            return
-        pop = self.src_populated[id(chunk)]
-        pop.update(range(page_start, page_end))
-        lo, hi = page_start // self.scale, -(-page_end // self.scale)
-        m.populate(c, lo, hi)  # already-populated design pages are left alone
-
-    def pages_depopulated(self, chunk: Any, page_start: int, page_end: int) -> None:
-        self.events += 1
-        m, c = self._chunk(chunk)
-        if c is None:
-            return
-        pop = self.src_populated[id(chunk)]
-        pop.difference_update(range(page_start, page_end))
-        sc = self.scale
-        empty = [gp for gp in range(page_start // sc, -(-page_end // sc))
-                 if c.populated[gp] and not any(p in pop for p in range(gp * sc, gp * sc + sc))]
-        runs: list[list[int]] = []
-        for gp in empty:
-            if runs and runs[-1][1] == gp:
-                runs[-1][1] = gp + 1
-            else:
-                runs.append([gp, gp + 1])
-        for lo, hi in runs:
-            m.depopulate(c, lo, hi)
-
-    def tlb_flushed(self, chunk: Any, page_start: int, page_end: int) -> None:
-        pass  # the design machine invalidates in depopulate
-
-
-class Tee:
-    """Forwards every listener event to several listeners (design and baseline side by side)."""
-
-    def __init__(self, *listeners: Any):
-        self.listeners = listeners
-
-    def __getattr__(self, name: str):
-        fns = [getattr(lst, name) for lst in self.listeners if hasattr(lst, name)]
-
-        def call(*args: Any) -> None:
-            for fn in fns:
-                fn(*args)
-
-        return call
-
-
 def _bundle_geometry(bundle: Any, granule: int | str | None, va_bits: int | None) -> Geometry:
     cfg = getattr(bundle, "config", None)
     page = parse_granule(granule) if granule is not None else getattr(cfg, "page_size", None)
@@ -386,7 +250,7 @@ def overhead_bundles(
     specs: Iterable[tuple[int, int | str | None, int | None, bool]],
     *,
     checked: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
     map_global: bool = True,
 ) -> list[dict[str, Any] | LocalmapError]:
     """The bundle's allocation history on several machines at once, from ONE allocator replay.
@@ -394,7 +258,7 @@ def overhead_bundles(
     ``specs``: ``(cpus, granule, va_bits, baseline)`` each (granule/va_bits ``None`` = the
     bundle's own). Returns one result per spec (as :func:`overhead_bundle`), or the
     :class:`LocalmapError` that rules that spec out (e.g. a 16K history at 4K pages)."""
-    from localmap.analysis import replay as replay_mod  # the lead's allocator replay
+    from localmap.analysis import replay as replay_mod  # the allocator replay
     from localmap.ingest.bundle import load_bundle
 
     if isinstance(bundle, (str, bytes)) or hasattr(bundle, "__fspath__"):
@@ -450,7 +314,7 @@ def overhead_bundle(
     va_bits: int | None = None,
     *,
     checked: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
     map_global: bool = True,
     baseline: bool = True,
 ) -> dict[str, Any]:
@@ -467,11 +331,12 @@ def overhead_bundle(
 
 # --- the grid for the report ---------------------------------------------------------------
 
-DEFAULT_GRID = ((4096, 48), (16384, 48), (65536, 48))
+DEFAULT_GRID = tuple((page, 48) for page in GRANULES.values())
+DEFAULT_CPUS = (1, 4, 64, TALK_CPUS, 1024, 4096)
 
 
 def overhead_table(
-    cpus_list: Iterable[int] = (1, 4, 64, 160, 1024, 4096),
+    cpus_list: Iterable[int] = DEFAULT_CPUS,
     unit_size: int | str = 192 * 1024,
     chunks: int = 5,
     pairs: Iterable[tuple[int, int]] = DEFAULT_GRID,
@@ -499,37 +364,3 @@ def overhead_table(
                 row["talk_pgtable"] = TALK["pgtable_note"]
             rows.append(row)
     return rows
-
-
-def rich_table(rows: list[dict[str, Any]], title: str = "localmap overhead"):
-    from rich.table import Table
-
-    t = Table(title=title)
-    for col in ("granule/VA", "CPUs", "unit", "chunks", "split", "root copy", "private tables/CPU",
-                "local VA", "extra page tables", "talk"):
-        t.add_column(col, justify="right" if col not in ("granule/VA", "private tables/CPU", "talk") else "left")
-    for r in rows:
-        if "error" in r:
-            t.add_row(f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), "", "", "", "", r["error"], "", "", "")
-            continue
-        talk = ""
-        if "talk_local_va_bytes" in r:
-            talk = f"VA {human(r['talk_local_va_bytes'])}; {r['talk_pgtable']}"
-        t.add_row(
-            f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), human(r["unit_size"]), str(r.get("chunks", r.get("live_chunks", ""))),
-            f"L{r['split_level']}", human(r["root_copy_bytes"]),
-            "/".join(str(v) for v in r["private_tables_per_cpu"].values())
-            + f" (L{'-'.join(r['private_tables_per_cpu'])})",
-            human(r["local_va_bytes"]), human(r["pgtable_extra_bytes"]), talk,
-        )
-    return t
-
-
-def human(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= div:
-            v = n / div
-            return f"{v:.0f}{unit}" if v == int(v) else f"{v:.2f}{unit}"
-    return f"{n}"

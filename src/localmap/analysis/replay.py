@@ -47,9 +47,10 @@ from pathlib import Path
 from localmap.errors import LocalmapError
 from localmap.ingest.bundle import Bundle, load_bundle
 from localmap.ingest.trace import ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, PcpuEvent, read_trace
-from localmap.mm.percpu import (MASK64, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError, PcpuChunk,
+from localmap.mm.percpu import (MASK64, PAGE_SIZES, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError, PcpuChunk,
                                 find_next_bit, first_chunk_alloc_info,
                                 pcpu_build_alloc_info)
+from localmap.progress import Progress, as_progress
 
 RACE_WINDOW_S = 0.010
 
@@ -87,7 +88,9 @@ class Disagreement:
 
 
 @dataclass
-class Geometry:
+class FirstChunkGeometry:
+    """The first chunk's static/reserved/dynamic split as the kernel printed it and as derived."""
+
     mode: str
     static_size: int
     reserved_size: int
@@ -104,7 +107,7 @@ class Geometry:
 @dataclass
 class ReplayResult:
     source: str
-    geometry: Geometry
+    geometry: FirstChunkGeometry
     percpu: Percpu
     partial: bool
     partial_reasons: list[str]
@@ -238,7 +241,7 @@ def _free_runs(c: PcpuChunk) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 def derive_geometry(bundle: Bundle, page_size: int | None = None,
-                    nr_cpus: int | None = None) -> Geometry:
+                    nr_cpus: int | None = None) -> FirstChunkGeometry:
     fc = bundle.first_chunk
     cfg = bundle.config
     notes: list[str] = []
@@ -256,10 +259,10 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
         raise LocalmapError("no dmesg first-chunk line: the first chunk's geometry is unknown "
                             "(bundle needs a 'dmesg' with the 'percpu: ... pages/cpu' line)",
                             bundle.path)
-    if fc.page_size is not None and fc.page_size not in (4096, 16384, 65536):
+    if fc.page_size is not None and fc.page_size not in PAGE_SIZES:
         raise LocalmapError(f"first-chunk line has {fc.page_size // 1024}K pages; the model knows "
                             "arm64's 4K, 16K and 64K", bundle.files.get("dmesg"), fc.line)
-    if page_size not in (4096, 16384, 65536):
+    if page_size not in PAGE_SIZES:
         raise LocalmapError(f"unknown page size {page_size} (expected 4K, 16K or 64K)",
                             bundle.path)
     static = fc.static_size
@@ -288,11 +291,11 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
     matches = None if derived is None else derived == kernel
     if matches is False:
         notes.append(f"derived geometry {derived} differs from dmesg {kernel}; using dmesg's")
-    return Geometry(fc.mode, fc.static_size, fc.reserved_size, fc.dyn_size, fc.unit_size,
+    return FirstChunkGeometry(fc.mode, fc.static_size, fc.reserved_size, fc.dyn_size, fc.unit_size,
                     page_size, nr_cpus, fc.text, derived or {}, matches, notes)
 
 
-def _build_percpu(geo: Geometry, pcpu_base: int, per_cpu_start: int,
+def _build_percpu(geo: FirstChunkGeometry, pcpu_base: int, per_cpu_start: int,
                   listener=None) -> Percpu:
     """The model machine with the kernel's printed split (equal to the derived one when the
     config allowed a derivation)."""
@@ -307,7 +310,7 @@ def _build_percpu(geo: Geometry, pcpu_base: int, per_cpu_start: int,
                   listener=listener)
 
 
-def _addresses(events: list[PcpuEvent], geo: Geometry, bundle: Bundle, path: str) -> dict:
+def _addresses(events: list[PcpuEvent], geo: FirstChunkGeometry, bundle: Bundle, path: str) -> dict:
     created = set()
     uncreated: dict[int, PcpuEvent] = {}
     nonreserved_bases = set()
@@ -978,7 +981,7 @@ class _Engine:
         return out
 
 
-def replay(source: Bundle | Path | str, *, listener=None, progress: bool = False,
+def replay(source: Bundle | Path | str, *, listener=None, progress: Progress | None = None,
            page_size: int | None = None, nr_cpus: int | None = None) -> ReplayResult:
     """Replay a bundle (or a bare trace with its bundle files beside it). See module doc."""
     bundle = source if isinstance(source, Bundle) else load_bundle(source)
@@ -1059,7 +1062,7 @@ def _vmalloc_check(bundle: Bundle, p: Percpu) -> dict | None:
 
 
 def _meminfo_check(bundle: Bundle, p: Percpu, populated_seen: set[int],
-                   geo: Geometry) -> list[dict]:
+                   geo: FirstChunkGeometry) -> list[dict]:
     """Compare /proc/meminfo Percpu with the model's populated pages.
 
     The last phase was read after the workload, when the trace was complete: the model's final
@@ -1085,49 +1088,34 @@ def _meminfo_check(bundle: Bundle, p: Percpu, populated_seen: set[int],
 
 
 class _Progress:
-    """rich progress on stderr for the parse and the two passes (silent when disabled)."""
+    """Reports the parse and the two passes to a :class:`~localmap.progress.Progress`."""
 
-    def __init__(self, enabled: bool, path):
-        self.enabled = enabled
+    def __init__(self, progress: Progress | None, path):
+        self._p = as_progress(progress)
         self.path = Path(path)
-        self._p = None
-        self._task = None
 
     def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
-                                       TimeElapsedColumn)
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(),
-                               TaskProgressColumn(), TimeElapsedColumn(),
-                               console=Console(stderr=True), transient=True)
-            self._p.__enter__()
+        total = None
+        try:
+            if self.path.suffix == ".gz":
+                with open(self.path, "rb") as fh:
+                    fh.seek(-4, 2)
+                    total = int.from_bytes(fh.read(4), "little")
+            else:
+                total = self.path.stat().st_size
+        except OSError:
             total = None
-            try:
-                if self.path.suffix == ".gz":
-                    with open(self.path, "rb") as fh:
-                        fh.seek(-4, 2)
-                        total = int.from_bytes(fh.read(4), "little")
-                else:
-                    total = self.path.stat().st_size
-            except OSError:
-                total = None
-            self._task = self._p.add_task(f"parsing {self.path.name}", total=total)
+        self._p.start(f"parsing {self.path.name}", total=total)
         return self
 
     def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.__exit__(*exc)
+        pass
 
     def parse_update(self, nbytes: int) -> None:
-        if self._p is not None:
-            self._p.update(self._task, completed=nbytes)
+        self._p.update(nbytes)
 
     def phase(self, name: str, total: int) -> None:
-        if self._p is not None:
-            self._p.remove_task(self._task)
-            self._task = self._p.add_task(name, total=total)
+        self._p.start(name, total=total)
 
     def replay_update(self, i: int) -> None:
-        if self._p is not None:
-            self._p.update(self._task, completed=i)
+        self._p.update(i)

@@ -47,9 +47,6 @@ PER_CPU_START = 0xFFFF800081F52000
 VMALLOC_END = 0xFFFFC1FFBF800000
 EMBED_TOP = 0xFFF0000100000000 - (10 << 20)   # first chunk allocated near the top of 4G RAM
 PAGE_BASE = 0xFFFF800082B31000                 # vm_area_register_early, after the image
-MODULE_RESERVE = 8 << 10
-DYNAMIC_RESERVE = 28 << 10
-DYNAMIC_EARLY = 20 << 10
 
 # (call_site, size, align, gfp) as printed in s1_612_4k_smp4
 MEMCG_BURST = (
@@ -233,10 +230,7 @@ class _Generator:
         self.teardown = teardown
         self.nr_cpus = nr_cpus
         self.nr_events = nr_events
-        self.ai = first_chunk_alloc_info(mode, STATIC_SIZE, nr_cpus, page_size,
-                                         module_reserve=MODULE_RESERVE,
-                                         dynamic_reserve=DYNAMIC_RESERVE,
-                                         dynamic_early_size=DYNAMIC_EARLY)
+        self.ai = first_chunk_alloc_info(mode, STATIC_SIZE, nr_cpus, page_size)
         if mode == "embed":
             base = (EMBED_TOP - nr_cpus * self.ai.unit_size) & ~(page_size - 1)
         else:

@@ -3,7 +3,7 @@
 What it models: small systems (CPUs, SMT pairs, tasks, interrupts, TLBs, per-CPU page tables,
 a kernel worker) running the this_cpu sequences of :mod:`localmap.arch.arm64.thiscpu`; every
 interleaving is explored breadth-first (see :mod:`localmap.check.explore`). The public API is
-:func:`run_checks`; the CLI is ``localmap check`` (:mod:`localmap.check.check_cmd`).
+:func:`run_checks`; the command is ``localmap check`` (:mod:`localmap.cli.check`).
 Deliberate differences from the kernel are listed in :mod:`localmap.check.model`.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 def run_checks(scenarios=None, cpus=None, tasks=None, progress=None, mmu=False) -> list[dict]:
-    """Explore ``scenarios`` (names; default: the 15 of issue 4) and return one dict each:
+    """Explore ``scenarios`` (names; default: the default set) and return one dict each:
     ``scenario``, ``verdict`` ("safe"/"unsafe"), ``states``, ``seconds``, ``counterexample``
     (list of step dicts or None) plus ``cpus``, ``tasks``, ``transitions``,
     ``states_per_second``, ``property``, ``violation``. ``progress`` is an optional callable

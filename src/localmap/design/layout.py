@@ -22,8 +22,6 @@ from localmap.arch.arm64.memory import KernelLayout
 from localmap.arch.arm64.pgtable import Geometry
 from localmap.errors import LocalmapError
 
-MASK64 = (1 << 64) - 1
-
 
 def split_level(geom: Geometry) -> int:
     """The level at which the local window owns whole entries (arm64 numbering)."""

@@ -50,8 +50,8 @@ from localmap.design.layout import DesignLayout, design_layout
 from localmap.errors import LocalmapError
 from localmap.mm.page_alloc import FrameAllocator
 from localmap.mm.vmalloc import VmapAllocator, VmapArea, clear_pte, set_pte
+from localmap.units import MASK64
 
-MASK64 = (1 << 64) - 1
 PER_CPU_START = 0xFFFF_8000_8200_0000  # stands for __per_cpu_start (a link-time constant)
 FAULTS = frozenset({"skip_sync", "skip_tlbi", "forget_cpu", "keep_cnp"})
 

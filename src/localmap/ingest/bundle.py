@@ -22,7 +22,8 @@ from localmap.errors import LocalmapError
 from localmap.ingest import kconfig, procfs
 from localmap.ingest.textfile import open_text, read_text
 
-MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork")
+# the workload phases after which Percpu: is read, in the order the capture script runs them
+MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork", "modules", "modules_del", "workload")
 
 
 def _find(folder: Path, name: str) -> Path | None:
@@ -157,7 +158,7 @@ def load_bundle(path: Path | str, trace: Path | str | None = None) -> Bundle:
         files["trace"] = Path(trace)
     if "trace" not in files:
         raise LocalmapError("bundle has no trace file (expected trace, trace.gz or trace.xz; "
-                            "see the bundle layout in the README)", path)
+                            "see the bundle layout in docs/formats.md)", path)
     return Bundle(path=path, trace_path=files["trace"], files=files)
 
 

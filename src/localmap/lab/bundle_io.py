@@ -43,7 +43,6 @@ BUNDLE_FILES: dict[str, tuple[str, bool]] = {
     # "NAME unloaded|busy" per rmmod
     "modules": ("modules", False),
 }
-MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork", "modules", "modules_del", "workload")
 REQUIRED = ("trace.gz", "dmesg", "cpus", "config.gz")
 
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
@@ -225,17 +224,3 @@ def _is_kernel_pointer(val: str) -> bool:
         return int(val, 16) >> 63 == 1
     except ValueError:  # "(____ptrval____)" and the like
         return False
-
-
-def print_summary(out, seconds: float, v, file=None) -> None:
-    """What a capture produced: where, how long, the first-chunk line, events, problems, notes
-    (shared by ``localmap capture`` and ``localmap lab capture``)."""
-    import sys
-    file = file or sys.stdout
-    print(f"bundle written to {out} in {seconds:.0f} s", file=file)
-    print(f"  first chunk: {v.first_chunk or 'not found'}", file=file)
-    print(f"  percpu events: {v.events}", file=file)
-    for p in v.problems:
-        print(f"  PROBLEM: {p}", file=file)
-    for n in v.notes:
-        print(f"  note: {n}", file=file)

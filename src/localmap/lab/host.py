@@ -20,6 +20,7 @@ from pathlib import Path
 
 from localmap.errors import LocalmapError
 from localmap.lab import bundle_io
+from localmap.progress import Progress, as_progress
 
 
 @dataclass
@@ -30,7 +31,7 @@ class HostResult:
 
 
 def capture(out, workload: str | None = None, memcgs: int = 300, remove: int = 0, forks: int = 200,
-            buffer_kb: int = 8192, progress: bool = True, shell: str = "/bin/sh",
+            buffer_kb: int = 8192, progress: Progress | None = None, shell: str = "/bin/sh",
             root_check: bool = True) -> HostResult:
     out = Path(out)
     if memcgs < 0 or forks < 0 or not 0 <= remove <= memcgs:
@@ -53,22 +54,18 @@ def capture(out, workload: str | None = None, memcgs: int = 300, remove: int = 0
     script = Path(tempfile.mkdtemp(prefix="localmap-capture-")) / "capture.sh"
     script.write_bytes(bundle_io.guest_script())
 
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     t0 = time.monotonic()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task("starting the capture script", total=None)
+    with as_progress(progress) as bar:
+        bar.start("starting the capture script")
         names = {"memcg": "creating memcgs", "memcg_del": "removing memcgs",
                  "fork": "fork+exec loop", "workload": f"running {workload!r}",
                  "collect": "collecting files"}
 
         def on_event(kind, name):
             if kind == "phase":
-                bar.update(task, description=names.get(name, name))
+                bar.update(description=names.get(name, name))
             elif kind == "file":
-                bar.update(task, description=f"collecting {name}")
+                bar.update(description=f"collecting {name}")
 
         try:
             proc = subprocess.Popen([shell, str(script)], stdin=subprocess.DEVNULL,

@@ -28,7 +28,7 @@ analysis and profiles), ``System.map``, ``.config``, ``build.log`` and ``build.j
 API::
 
     res = build_kernel(flavour="dynamic", patches=[Path("kernel/0001-x.patch")],
-                       extra_config={"FOO": "y"}, progress=cb)
+                       extra_config={"FOO": "y"}, progress=reporter)  # localmap.progress
     res.image, res.vmlinux, res.system_map, res.config, res.key, res.seconds, res.cached
     image = build_kernel_image(...)   # just the Path of the Image
 """
@@ -45,9 +45,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 from localmap.errors import LocalmapError
+from localmap.progress import Progress, as_progress
 
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 DEBIAN_CONFIG_PACKAGE = "linux-image-6.12.117+deb12-arm64-unsigned:arm64"
@@ -99,9 +98,6 @@ FLAVOUR_REQUIRED: dict[str, dict[str, str]] = {
     "full": {"PREEMPT": "y", "PREEMPT_COUNT": "y", "PREEMPT_DYNAMIC": "-"},
     "rt": {"PREEMPT_RT": "y", "PREEMPT_COUNT": "y"},
 }
-
-Progress = Callable[[str, int, int], None]  # (what, done, total estimate)
-
 
 @dataclass
 class KernelBuild:
@@ -247,8 +243,7 @@ def pristine_source(tarball: Path = SOURCE_TARBALL, progress: Progress | None = 
         return tree
     if shutil.which("tar") is None:
         raise LocalmapError("tar is needed to unpack the kernel source")
-    if progress:
-        progress(f"unpacking {tarball.name}", 0, 1)
+    as_progress(progress).start(f"unpacking {tarball.name}")
     tmp = Path(tempfile.mkdtemp(dir=kernels_dir() / "src", prefix=".unpack-"))
     try:
         proc = subprocess.run(["tar", "-xJf", str(tarball), "-C", str(tmp)],
@@ -265,8 +260,6 @@ def pristine_source(tarball: Path = SOURCE_TARBALL, progress: Progress | None = 
         (dest / ".complete").write_text(str(tarball) + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if progress:
-        progress(f"unpacking {tarball.name}", 1, 1)
     return tree
 
 
@@ -306,8 +299,8 @@ def patched_source(pristine: Path, patches: list[Path], progress: Progress | Non
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    if progress:
-        progress("copying source for patches", 0, len(patches))
+    prog = as_progress(progress)
+    prog.start("copying the source for patches")
     proc = subprocess.run(["cp", "-al", str(pristine), str(tree)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise LocalmapError(f"cannot copy the source tree: {proc.stderr.strip()}", pristine)
@@ -327,8 +320,7 @@ def patched_source(pristine: Path, patches: list[Path], progress: Progress | Non
             shutil.rmtree(dest, ignore_errors=True)
             raise LocalmapError(f"patch does not apply to {source_version(pristine)}: "
                                 f"{lines[-1] if lines else 'patch failed'}", p)
-        if progress:
-            progress("applying patches", i + 1, len(patches))
+        prog.update(description=f"applied {i + 1} of {len(patches)} patches")
     (dest / ".complete").write_text("\n".join(str(p) for p in patches) + "\n")
     return tree
 
@@ -438,8 +430,8 @@ def build_kernel(flavour: str = "dynamic", patches: list[Path | str] | None = No
 
     ``patches``: files in ``git format-patch``/``diff -u`` form applied with ``patch -p1`` in
     order. ``extra_config``: more overrides ({SYMBOL: value}), checked after ``olddefconfig``.
-    ``progress(what, done, total)`` is called while unpacking, configuring and compiling (total
-    is an estimate: the object count of the last build, else 2000). The object tree is deleted
+    ``progress`` (:class:`localmap.progress.Progress`) follows unpacking, configuring and
+    compiling (the total is an estimate: the object count of the last build, else 2000). The object tree is deleted
     after a successful build unless ``keep_build``."""
     patch_paths = [Path(p) for p in (patches or [])]
     for p in patch_paths:
@@ -450,13 +442,13 @@ def build_kernel(flavour: str = "dynamic", patches: list[Path | str] | None = No
     for t, pkg in (("flex", "flex"), ("bison", "bison"), ("bc", "bc")):
         _tool(t, pkg)
     compiler = _compiler_version()
+    prog = as_progress(progress)
     pristine = pristine_source(tarball, progress)
     tree = patched_source(pristine, patch_paths, progress)
     version = source_version(tree)
     work = Path(tempfile.mkdtemp(dir=kernels_dir(), prefix=".cfg-"))
     try:
-        if progress:
-            progress("configuring (olddefconfig)", 0, 1)
+        prog.start("configuring (olddefconfig)")
         config_text = derive_config(flavour, tree, work, extra_config, base_config)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -472,6 +464,7 @@ def build_kernel(flavour: str = "dynamic", patches: list[Path | str] | None = No
     log_path = objdir / "build.log"
     t0 = time.monotonic()
     cc = 0
+    prog.start("compiling", estimate)
     with open(log_path, "a") as log:
         for targets in (["olddefconfig"], ["Image"]):
             cmd = _make(tree, objdir, *targets, jobs=jobs, nice=nice,
@@ -491,8 +484,7 @@ def build_kernel(flavour: str = "dynamic", patches: list[Path | str] | None = No
                     m = _CC.match(line)
                     if m and m.group(1) in ("CC", "AS"):
                         cc += 1
-                        if progress:
-                            progress(f"compiling {m.group(2)}", cc, max(estimate, cc))
+                        prog.update(cc, description=f"compiling {m.group(2)}")
             except BaseException:
                 proc.kill()
                 proc.wait()

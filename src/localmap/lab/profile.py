@@ -20,6 +20,9 @@ different: a few CPUs instead of 160, small sizes per round (the per-operation f
 depend on them), and TCG instead of hardware (instruction counts are exact; time is not measured
 here but priced by :mod:`localmap.perf.mca`).
 
+It counts; what the counts are worth (the site analysis, llvm-mca prices, the talk comparison)
+is :func:`localmap.perf.dynamic.measured_profile`, which takes the run as plain data.
+
 API::
 
     run = run_profile(kernel, [("page-fault", 4), ("fork", 50)], cpus=2)
@@ -29,23 +32,21 @@ API::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from localmap.errors import LocalmapError
+from localmap.lab.cc import compile_cached
+from localmap.lab.qemu import QEMU, busybox_binary, qemu_running
+from localmap.progress import Progress, as_progress
 
-QEMU = "qemu-system-aarch64"
 CROSS_GCC = "aarch64-linux-gnu-gcc"
 
 # name -> (default measured rounds, what one operation is, the talk's benchmark it mirrors)
@@ -63,7 +64,6 @@ WORKLOADS: dict[str, tuple[int, str, str]] = {
     "syscall": (1000, "getppid() system call (exactness probe: each enters el0_svc once)",
                 "exactness probe, not in the talk"),
 }
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -87,6 +87,8 @@ class WorkloadCounts:
     user_instructions: int
     sites: dict[int, int] = field(default_factory=dict)
     blocks: dict[tuple[int, int], int] = field(default_factory=dict)  # (addr, insns) -> executions
+    op: str = ""              # what one operation is (WORKLOADS)
+    talk: str = ""            # the talk's benchmark it mirrors (WORKLOADS)
 
 
 @dataclass
@@ -120,23 +122,8 @@ def build_workload() -> Path:
     gcc = shutil.which(CROSS_GCC)
     if gcc is None:
         raise LocalmapError(f"{CROSS_GCC} not found: apt-get install gcc-aarch64-linux-gnu")
-    src = workload_source()
-    key = hashlib.sha256(src.encode()).hexdigest()[:16]
-    out = _cache() / f"lmwork-{key}"
-    if out.is_file():
-        return out
-    work = Path(tempfile.mkdtemp(dir=_cache(), prefix=".cc-"))
-    try:
-        (work / "lmwork.c").write_text(src)
-        proc = subprocess.run([gcc, "-static", "-O2", "-Wall", "-o", str(work / "lmwork"),
-                               str(work / "lmwork.c")], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise LocalmapError("cross-compiling the workload failed: "
-                                + ((proc.stderr or "").strip().splitlines() or ["?"])[0])
-        os.replace(work / "lmwork", out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+    return compile_cached(gcc, workload_source(), "lmwork", ["-static", "-O2", "-Wall"], _cache(),
+                          what="cross-compiling the workload")
 
 
 INIT = """#!/bin/sh
@@ -163,7 +150,6 @@ poweroff -f
 
 def initramfs(workloads: list[tuple[str, int]]) -> bytes:
     from localmap.lab.initramfs import Entry, busybox_initramfs
-    from localmap.lab.qemu import busybox_binary
 
     bb = busybox_binary()
     work = build_workload()
@@ -174,6 +160,8 @@ def initramfs(workloads: list[tuple[str, int]]) -> bytes:
 
 
 def _spec(workloads: list[tuple[str, int]]) -> str:
+    if not workloads:
+        raise LocalmapError("no workload to profile (known: " + ", ".join(WORKLOADS) + ")")
     for name, rounds in workloads:
         if name not in WORKLOADS:
             raise LocalmapError(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
@@ -210,9 +198,9 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
     if cpus < 1:
         raise LocalmapError("need at least one CPU")
     spec = _spec(workloads)
-    say = progress or (lambda s: None)
-    say("building the plugin and the workload program (cached)")
-    plugin = tcgplugin.build_plugin() if instrumented else None
+    prog = as_progress(progress)
+    prog.start("building the plugin and the workload program (cached)")
+    plugin = tcgplugin.build_plugin(prog) if instrumented else None
     initrd_bytes = initramfs(workloads)
     work = Path(tempfile.mkdtemp(dir=_cache(), prefix="run-"))
     initrd = work / "initrd.gz"
@@ -220,41 +208,32 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
     out = work / "counts.txt"
     append = f"console=ttyAMA0 nokaslr no_hash_pointers lmwork={spec}"
     cmd = qemu_command(kernel.image, initrd, cpus, append, plugin, out, extra=qemu_extra)
-    say(f"booting {kernel.label} on {cpus} CPUs" + (" with the counting plugin" if plugin else ""))
+    prog.start(f"booting {kernel.label} on {cpus} CPUs" + (" with the counting plugin" if plugin else ""),
+               len(workloads))
     t0 = time.monotonic()
     boot = None
     ops: list[tuple[str, int]] = []
     lines: list[str] = []
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True, cwd=work)
-    except OSError as exc:
-        raise LocalmapError(f"cannot start {QEMU}: {exc}") from None
-    timer = threading.Timer(timeout, lambda: _kill(proc))
-    timer.start()
-    try:
+    with qemu_running(cmd, timeout, cwd=work) as (proc, timed_out):
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
             if "LMPROFILE-START" in line and boot is None:
                 boot = time.monotonic() - t0
-                say(f"booted in {boot:.1f} s; running {spec}")
+                prog.update(0, description=f"booted in {boot:.1f} s; running {workloads[0][0]}")
             m = _LMWORK.search(line)
             if m:
                 ops.append((m.group(1), int(m.group(2))))
-                say(f"{m.group(1)} done ({m.group(2)} ops, {time.monotonic() - t0:.0f} s)")
+                nxt = f"; running {workloads[len(ops)][0]}" if len(ops) < len(workloads) else ""
+                prog.update(len(ops), description=f"{m.group(1)} done ({m.group(2)} ops){nxt}")
             if "LMPROFILE-FAIL" in line:
-                say(line.strip())
+                prog.update(description=line.strip())
         proc.wait()
-    except BaseException:
-        _kill(proc)
-        raise
-    finally:
-        timer.cancel()
     seconds = time.monotonic() - t0
     console = "".join(lines)
     (work / "console.log").write_text(console)
+    if timed_out.is_set() and "LMPROFILE-DONE" not in console:
+        raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {work / 'console.log'})")
     if "LMPROFILE-DONE" not in console:
         tail = [ln.strip() for ln in lines if ln.strip()][-1:] or ["no output"]
         raise LocalmapError(f"the guest did not finish the workloads ({tail[0][:160]}); "
@@ -269,7 +248,8 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
                      seconds=seconds, instrumented=plugin is not None, console=str(work / "console.log"))
     if plugin is None:
         for i, (name, rounds) in enumerate(workloads):
-            run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], 0, 0)
+            run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], 0, 0,
+                                                    op=WORKLOADS[name][1], talk=WORKLOADS[name][2])
         _done(work, run)
         return run
     snaps = tcgplugin.parse_output(out.read_text())
@@ -281,7 +261,8 @@ def run_profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: 
         sites = {a: c - b["sites"].get(a, 0) for a, c in e["sites"].items() if c - b["sites"].get(a, 0)}
         blocks = {k: c - b["blocks"].get(k, 0) for k, c in e["blocks"].items() if c - b["blocks"].get(k, 0)}
         run.workloads[keys[i]] = WorkloadCounts(name, rounds, ops[i][1], e["kernel_insns"] - b["kernel_insns"],
-                                                e["user_insns"] - b["user_insns"], sites, blocks)
+                                                e["user_insns"] - b["user_insns"], sites, blocks,
+                                                op=WORKLOADS[name][1], talk=WORKLOADS[name][2])
     last = by_marker.get(-1)
     if last is not None:
         run.totals = dict(last["sites"])
@@ -307,18 +288,6 @@ def _keys(workloads: list[tuple[str, int]]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return out
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
 
 
 def cross_check(kernel: ProfiledKernel, workloads: list[tuple[str, int]], addr: int,
@@ -369,7 +338,7 @@ def cross_check(kernel: ProfiledKernel, workloads: list[tuple[str, int]], addr: 
 
 
 def lab_kernel(flavour: str, patches: list[Path] | None = None, build: bool = True,
-               progress=None) -> ProfiledKernel:
+               progress: Progress | None = None) -> ProfiledKernel:
     """A lab-built kernel of ``flavour`` from the cache, built first when ``build``."""
     from localmap.lab import kernel as kb
 
@@ -385,14 +354,14 @@ def lab_kernel(flavour: str, patches: list[Path] | None = None, build: bool = Tr
 
 
 def resolve(kernel: str, *, build: bool = True, system_map: str | None = None,
-            config: str | None = None, kernel_progress=None) -> ProfiledKernel:
+            config: str | None = None, progress: Progress | None = None) -> ProfiledKernel:
     """``kernel``: a lab flavour (``dynamic``, ``voluntary``, ``full``, ``rt``: built or from the
     cache), ``debian:arm64`` / ``debian:rt-arm64`` (Debian's image; System.map from its -dbg
     package), a lab build directory, or an arm64 ``Image`` (with ``system_map``) or ``vmlinux``."""
     from localmap.lab import kernel as kb
 
     if kernel in kb.FLAVOURS:
-        return lab_kernel(kernel, build=build, progress=kernel_progress)
+        return lab_kernel(kernel, build=build, progress=progress)
     if kernel.startswith("debian:"):
         from localmap import debian
 
@@ -415,53 +384,3 @@ def resolve(kernel: str, *, build: bool = True, system_map: str | None = None,
         raise LocalmapError("an Image needs --system-map (or a /proc/kallsyms dump) for the site analysis", p)
     return ProfiledKernel(image=p, label=p.name, system_map=Path(system_map),
                           config=Path(config) if config else None)
-
-
-def profile(kernel: ProfiledKernel, workloads: list[tuple[str, int]], cpus: int = 2, *,
-            cores: tuple[str, ...] | None = None, timeout: float = 1800.0,
-            progress: Progress | None = None, run: ProfileRun | None = None) -> dict:
-    """Boot, count, analyse and price: the plain-data profile of ``kernel`` (see
-    :mod:`localmap.perf.dynamic` for the figures, :mod:`localmap.perf.talk` for the comparison)."""
-    from localmap.perf import dynamic, mca, talk
-    from localmap.perf.image import load_image
-    from localmap.perf.sites import analyse
-
-    say = progress or (lambda s: None)
-    if run is None:
-        run = run_profile(kernel, workloads, cpus, timeout=timeout, progress=progress)
-    say("analysing the image's this_cpu sites")
-    if kernel.vmlinux is not None and kernel.vmlinux.is_file():
-        img = load_image(kernel.vmlinux, None, config=kernel.config)
-    else:
-        img = load_image(kernel.image, kernel.system_map, config=kernel.config)
-    report = analyse(img)
-    executed = dynamic.executed_sites(run.workloads.values())
-    sites = [s for s in report.sites_list if s.addr in executed]
-    say(f"pricing {len(sites)} executed sites with llvm-mca ({', '.join(cores or mca.CORES)})")
-    prices = mca.price_sites(img, sites, tuple(cores or mca.CORES))
-    results = []
-    all_functions = {}
-    for key, (name, _r) in zip(_keys(workloads), workloads):
-        op, bench = WORKLOADS[name][1], WORKLOADS[name][2]
-        full = dynamic.analyse_workload(key, run.workloads[key], report, prices, img.symbols,
-                                        op=op, talk=bench, top=10_000)
-        all_functions[key] = full["functions"]
-        full["functions"] = full["functions"][:12]
-        full["sites"] = full["sites"][:12]
-        results.append(full)
-    tot = report.totals()
-    return {
-        "kernel": {"label": kernel.label, "image": str(kernel.image),
-                   "preempt_model": img.preempt_model(), "preempt_count": img.preempt_count(),
-                   "sites": report.sites, "removable_sites": sum(1 for s in report.sites_list if s.removed),
-                   "removed_instructions": tot["removed_instructions"],
-                   "static_sites": sum(1 for s in report.sites_list if s.base == "static"),
-                   "dynamic_sites": sum(1 for s in report.sites_list if s.base == "dynamic")},
-        "comparable_to_talk": bool(img.preempt_count()),
-        "label": None if img.preempt_count() else "no preempt count: not comparable to the talk",
-        "cpus": cpus, "boot_seconds": round(run.boot_seconds, 1), "seconds": round(run.seconds, 1),
-        "cores": list(cores or mca.CORES), "headline_variant": dynamic.HEADLINE,
-        "workloads": results,
-        "talk": talk.compare(results, img.preempt_count(), functions_of=all_functions),
-        "assumptions": dynamic.ASSUMPTIONS + mca.ASSUMPTIONS,
-    }

@@ -19,7 +19,9 @@ This module
   (:class:`localmap.design.machine.DesignMachine`) and puts its per-CPU page-table pages beside
   the ones the kernel walked (``tables``; :func:`model_pgtables`, :func:`compare_pgtables`);
 * profiles both kernels with :mod:`localmap.lab.profile` and puts the kernel instructions per
-  workload operation removed by the patches beside the model's prediction (:func:`instructions`).
+  workload operation removed by the patches beside the model's prediction (:func:`instructions`;
+  the prediction comes from an ``analyse`` function given by the caller, the site analysis of
+  :func:`localmap.perf.dynamic.measured_profile`, which the lab layer does not import).
 
 Deliberate differences from the kernel: the model is given the kernel's chunk addresses (gaps
 that the kernel's lazily purged vmap areas leave in the global window are reserved in the model
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Callable
 
 from localmap.errors import LocalmapError
+from localmap.progress import Progress, as_progress
 
 SERIES_VERSION = "6.12.117"  # the kernel the patch series is written against
 FLAVOUR = "dynamic"          # the talk's preemption setting (PREEMPT_DYNAMIC: preempt count on)
@@ -55,7 +58,6 @@ GRANULE = 4096
 VA_BITS = 48
 MARK = "@@LM"
 QEMU = "qemu-system-aarch64"
-Progress = Callable[[str], None]
 
 
 # --- the series --------------------------------------------------------------------------------
@@ -109,19 +111,17 @@ def check_series(progress: Progress | None = None, path: str | Path | None = Non
     """Unpack the lab's source (cached), check its version and apply the whole series."""
     from localmap.lab import kernel as kb
 
-    say = progress or (lambda s: None)
+    prog = as_progress(progress)
     patches = series(path)
     tarball = Path(tarball) if tarball else kb.SOURCE_TARBALL
-    say("unpacking the kernel source (cached)")
-    pristine = kb.pristine_source(tarball)
+    pristine = kb.pristine_source(tarball, progress=prog)
     version = kb.source_version(pristine)
     check_version(version, str(tarball))
-    say(f"applying {len(patches)} patches")
-    tree = kb.patched_source(pristine, patches)
+    tree = kb.patched_source(pristine, patches, progress=prog)
     return {"version": version, "patches": [p.name for p in patches], "tree": str(tree)}
 
 
-def builds(build: bool = True, progress: Callable | None = None, path: str | Path | None = None):
+def builds(build: bool = True, progress: Progress | None = None, path: str | Path | None = None):
     """(baseline, patched) :class:`~localmap.lab.kernel.KernelBuild` of the same config; from the
     cache, built first when ``build``."""
     from localmap.lab import kernel as kb
@@ -134,7 +134,7 @@ def builds(build: bool = True, progress: Callable | None = None, path: str | Pat
             if not build:
                 raise LocalmapError(f"no cached {label} kernel; build it with: {build_command(label)}")
             if pset:
-                check_series(path=path)
+                check_series(progress=progress, path=path)
             found = kb.build_kernel(FLAVOUR, pset, progress=progress)
         check_version(found.version, f"the cached {label} build")
         out.append(found)
@@ -313,7 +313,7 @@ def boot(image: Path, cpus: int, *, stress_ms: int = 1000, cycles: int = 2, memc
 
     if shutil.which(QEMU) is None:
         raise LocalmapError(f"{QEMU} not found: apt-get install qemu-system-arm")
-    say = progress or (lambda s: None)
+    prog = as_progress(progress)
     initrd_bytes = busybox_initramfs(busybox_binary().read_bytes(), guest_script())
     with tempfile.TemporaryDirectory(prefix="localmap-proto-") as tmp:
         initrd = Path(tmp) / "initrd.gz"
@@ -332,7 +332,8 @@ def boot(image: Path, cpus: int, *, stress_ms: int = 1000, cycles: int = 2, memc
             for line in proc.stdout:
                 lines.append(line)
                 if MARK + " phase " in line:
-                    say(f"{cpus} CPUs: {line.split(MARK + ' phase ', 1)[1].strip()}")
+                    phase = line.split(MARK + ' phase ', 1)[1].strip()
+                    prog.update(description=f"{cpus} CPUs (-cpu {cpu_model}): {phase}")
         finally:
             timer.cancel()
             _kill(proc)
@@ -464,12 +465,15 @@ INSTRUCTION_WORKLOADS = (("fork", 30), ("memcg", 30), ("page-fault", 3), ("mmapf
 ICOUNT = ["-icount", "shift=0"]
 
 
-def instructions(baseline, patched, workloads=INSTRUCTION_WORKLOADS, cpus: int = 2,
-                 progress: Progress | None = None, timeout: float = 3600.0) -> dict:
+def instructions(baseline, patched, analyse: Callable, workloads=INSTRUCTION_WORKLOADS,
+                 cpus: int = 2, progress: Progress | None = None, timeout: float = 3600.0) -> dict:
     """Kernel instructions per workload operation on both kernels (:mod:`localmap.lab.profile`,
     with ``-icount``), the difference, and the model's prediction from the baseline's executed
-    this_cpu sites (the preempt brackets the local mapping removes; net of materialising DELTA
-    by a load, as the patches do, or hoisted out of the function)."""
+    this_cpu sites: ``analyse(run, progress=)`` turns the baseline's run into its profile
+    (:func:`localmap.perf.dynamic.measured_profile`), whose ``removed_instructions`` are the
+    preempt brackets the local mapping removes and ``net_removed`` the same net of materialising
+    DELTA (``load``: one more instruction per site, as the patches do; ``hoisted``: out of the
+    function)."""
     from localmap.lab import profile as prof
 
     def pk(b, label):
@@ -477,10 +481,16 @@ def instructions(baseline, patched, workloads=INSTRUCTION_WORKLOADS, cpus: int =
                                    system_map=b.system_map, config=b.config, preempt_model=FLAVOUR)
 
     wl = list(workloads)
-    kb, kp = pk(baseline, "baseline"), pk(patched, "patched")
-    base_run = prof.run_profile(kb, wl, cpus, progress=progress, timeout=timeout, qemu_extra=ICOUNT)
-    base = prof.profile(kb, wl, cpus, progress=progress, run=base_run)
-    run = prof.run_profile(kp, wl, cpus, progress=progress, timeout=timeout, qemu_extra=ICOUNT)
+    base_run = prof.run_profile(pk(baseline, "baseline"), wl, cpus, progress=progress,
+                                timeout=timeout, qemu_extra=ICOUNT)
+    base = analyse(base_run, progress=progress)
+    run = prof.run_profile(pk(patched, "patched"), wl, cpus, progress=progress, timeout=timeout,
+                           qemu_extra=ICOUNT)
+    return compare_instructions(base, run, cpus)
+
+
+def compare_instructions(base: dict, run, cpus: int) -> dict:
+    """The baseline's analysed profile beside the patched kernel's run, per workload."""
     rows = []
     for w in base["workloads"]:
         name = w["workload"]
@@ -498,7 +508,7 @@ def instructions(baseline, patched, workloads=INSTRUCTION_WORKLOADS, cpus: int =
             "tpidr_reads_after": round(sum(pc.sites.values()) / pc.ops, 3) if pc.ops else 0.0,
         })
     return {"cpus": cpus, "qemu": ICOUNT, "workloads": rows, "baseline_kernel": base["kernel"],
-            "assumptions": base["assumptions"]}
+            "assumptions": base.get("assumptions", [])}
 
 
 # --- everything ---------------------------------------------------------------------------------
@@ -548,16 +558,17 @@ APPEND = "preempt=full"  # kernel preemption on (PREEMPT_DYNAMIC boots voluntary
 def run_prototype(cpus=(1, 2, 4, 8), *, build: bool = True, profile: bool = True,
                   stress_ms: int = 1000, cycles: int = 2, memcgs: int = 200, dels: int = 100,
                   forks: int = 200, extra_boots: tuple = EXTRA_BOOTS, append: str = APPEND,
-                  progress: Progress | None = None, kernel_progress: Callable | None = None,
+                  analyse: Callable | None = None, progress: Progress | None = None,
                   path: str | Path | None = None, timeout: float = 900.0) -> dict:
     """Build (cached) the baseline and the patched kernel, boot both on every CPU count, check,
-    compare with the model, and (``profile``) measure instructions per operation.
+    compare with the model, and (``profile``, with ``analyse`` as in :func:`instructions`)
+    measure instructions per operation.
 
     Returns ``version``, ``flavour``, ``patches``, ``kernels`` (cache folders), ``boots`` (one
     :func:`summarize_boot` per boot: ``kernel``, ``cpus``, ``booted``, ``failures``,
     ``measured_pgtable_pages``, ``model_pgtable_pages``, ...) and ``instructions``."""
-    say = progress or (lambda s: None)
-    base, patched = builds(build=build, progress=kernel_progress, path=path)
+    prog = as_progress(progress)
+    base, patched = builds(build=build, progress=prog, path=path)
     boots = []
     plan = [(n, "max", "", ("baseline", "patched")) for n in cpus] + \
         [(n, model, extra, ("patched",)) for model, n, extra in extra_boots]
@@ -565,10 +576,10 @@ def run_prototype(cpus=(1, 2, 4, 8), *, build: bool = True, profile: bool = True
     for n, model, extra, which in plan:
         for label in which:
             line = " ".join(x for x in (append, extra) if x)
-            say(f"booting the {label} kernel on {n} CPUs (-cpu {model}{', ' + extra if extra else ''})")
+            prog.start(f"{label} kernel on {n} CPUs (-cpu {model}{', ' + extra if extra else ''})")
             rec = boot(kernels[label].image, n, stress_ms=stress_ms, cycles=cycles, memcgs=memcgs,
                        dels=dels, forks=forks, cpu_model=model, extra_append=line,
-                       timeout=timeout, progress=say)
+                       timeout=timeout, progress=prog)
             row = summarize_boot(rec, label)
             row["append"] = line
             boots.append(row)
@@ -577,6 +588,7 @@ def run_prototype(cpus=(1, 2, 4, 8), *, build: bool = True, profile: bool = True
            "kernels": {"baseline": str(base.dir), "patched": str(patched.dir)},
            "boots": boots}
     if profile:
-        say("profiling both kernels (QEMU TCG plugin, -icount)")
-        out["instructions"] = instructions(base, patched, progress=say)
+        if analyse is None:
+            raise LocalmapError("profiling needs the site analysis (analyse=measured_profile)")
+        out["instructions"] = instructions(base, patched, analyse, progress=prog)
     return out

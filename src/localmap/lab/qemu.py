@@ -18,6 +18,7 @@ unchanged; the bundle's ``modules`` file records what happened.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from pathlib import Path
 from localmap.errors import LocalmapError
 from localmap.lab import bundle_io
 from localmap.lab.initramfs import busybox_initramfs
+from localmap.progress import Progress, as_progress
 
 DEFAULT_KERNEL = "linux-image-6.12.117+deb12-arm64-unsigned"
 BUSYBOX = "busybox-static:arm64"
@@ -131,7 +133,7 @@ def lab_capture(
     percpu_alloc: str | None = None,
     timeout: float = 1200.0,
     config: str | None = None,
-    progress: bool = True,
+    progress: Progress | None = None,
     modules: list[str] | None = None,
     unload_modules: bool = True,
     net_up: bool = False,
@@ -163,20 +165,15 @@ def lab_capture(
         from localmap.ingest.kconfig import read_config
         read_config(Path(config))          # a garbled .config is refused before the boot
 
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, disable=not progress, transient=False) as bar:
-        task = bar.add_task("fetching kernel and busybox (apt-get download, cached)", total=None)
+    with as_progress(progress) as bar:
+        bar.start("fetching kernel and busybox (apt-get download, cached)")
         k = resolve_kernel(kernel, config)
         bb = busybox_binary()
         script = bundle_io.guest_script()
         extra = _config_entry(k.config)  # Debian kernels have no /proc/config.gz
         modset = None
         if modules or net_up:
-            bar.update(task, description="resolving modules (dependencies from .modinfo)")
+            bar.update(description="resolving modules (dependencies from .modinfo)")
             # the NIC's driver, and its PCI transport where that is a module too (Linux 6.1)
             modset = _module_set(k, modules or [], ["virtio_pci", "virtio_net"] if net_up else [])
             extra += modset.initramfs_entries(unload=unload_modules, net_up=net_up)
@@ -187,11 +184,11 @@ def lab_capture(
         append = kernel_cmdline(memcgs, remove, forks, percpu_alloc)
         cmd = qemu_command(k.image, initrd, cpus, append)
         console_log = work / "console.log"
-        bar.update(task, description=f"booting {k.label} on {cpus} CPUs (QEMU TCG)")
+        bar.update(description=f"booting {k.label} on {cpus} CPUs (QEMU TCG)")
         t0 = time.monotonic()
-        res = _run_qemu(cmd, out, console_log, timeout, bar, task)
+        res = _run_qemu(cmd, out, console_log, timeout, bar)
         secs = time.monotonic() - t0
-        bar.update(task, description=f"captured in {secs:.0f} s; validating")
+        bar.update(description=f"captured in {secs:.0f} s; validating")
     if not res.done:
         raise LocalmapError(f"the guest did not finish its capture (console kept in {console_log})")
     v = bundle_io.validate_bundle(out)
@@ -252,21 +249,57 @@ def _config_entry(config: Path | None):
     return [Entry("config", stat.S_IFREG | 0o644, config.read_bytes())]
 
 
-def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar, task) -> bundle_io.SplitResult:
+@contextlib.contextmanager
+def qemu_running(cmd: list[str], timeout: float, cwd: Path | None = None):
+    """QEMU started in its own session, its console on ``proc.stdout``; yields ``(proc,
+    timed_out)``. QEMU is stopped after ``timeout`` seconds (``timed_out`` is then set), when
+    the block is left by an exception, and on SIGTERM (which would otherwise orphan it)."""
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True)
+                                start_new_session=True, cwd=cwd)
     except OSError as exc:
         raise LocalmapError(f"cannot start {QEMU}: {exc}") from None
     timed_out = threading.Event()
 
     def _kill():
         timed_out.set()
-        _terminate(proc)
+        terminate(proc)
 
     timer = threading.Timer(timeout, _kill)
     timer.start()
+    old_term = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield proc, timed_out
+    except BaseException:
+        terminate(proc)
+        raise
+    finally:
+        timer.cancel()
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar: Progress) -> bundle_io.SplitResult:
+    with qemu_running(cmd, timeout) as (proc, timed_out):
+        res = _split_console(proc, out, console_log, timeout, timed_out, bar)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        terminate(proc)
+    if timed_out.is_set() and not res.done:
+        raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {console_log})")
+    if not res.done and proc.returncode not in (0, None):
+        tail = _tail(console_log)
+        raise LocalmapError(f"QEMU exited with status {proc.returncode}: {tail} (console in {console_log})")
+    return res
+
+
+def _split_console(proc, out: Path, console_log: Path, timeout: float, timed_out, bar: Progress
+                   ) -> bundle_io.SplitResult:
     lines_seen = [0]
     phases = {"memcg": "creating memcgs", "memcg_del": "removing memcgs", "fork": "fork+exec loop",
               "modules": "loading modules", "modules_del": "unloading modules",
@@ -278,7 +311,7 @@ def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar, task) -> b
                 log.write(line)
                 lines_seen[0] += 1
                 if lines_seen[0] % 50 == 0 and not phase_seen[0]:
-                    bar.update(task, description=f"booting ({lines_seen[0]} console lines)")
+                    bar.update(description=f"booting ({lines_seen[0]} console lines)")
                 yield line
 
     phase_seen = [False]
@@ -286,41 +319,22 @@ def _run_qemu(cmd, out: Path, console_log: Path, timeout: float, bar, task) -> b
     def on_event(kind, name):
         if kind == "phase":
             phase_seen[0] = True
-            bar.update(task, description=f"guest: {phases.get(name, name)}")
+            bar.update(description=f"guest: {phases.get(name, name)}")
         elif kind == "file":
-            bar.update(task, description=f"guest: sending {name}")
+            bar.update(description=f"guest: sending {name}")
         elif kind == "done":
-            bar.update(task, description="guest: done, powering off")
+            bar.update(description="guest: done, powering off")
 
-    # SIGTERM (e.g. from `timeout`) must not orphan QEMU, which runs in its own session
-    old_term = signal.getsignal(signal.SIGTERM)
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        res = bundle_io.split_console(lines(), out, on_event, source=str(console_log))
-    except BaseException as exc:
-        _terminate(proc)
-        if isinstance(exc, LocalmapError) and timed_out.is_set():
+        return bundle_io.split_console(lines(), out, on_event, source=str(console_log))
+    except LocalmapError:
+        if timed_out.is_set():
             raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {console_log})") from None
         raise
-    finally:
-        timer.cancel()
-        if in_main:
-            signal.signal(signal.SIGTERM, old_term)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        _terminate(proc)
-    if timed_out.is_set() and not res.done:
-        raise LocalmapError(f"QEMU timed out after {timeout:.0f} s (console in {console_log})")
-    if not res.done and proc.returncode not in (0, None):
-        tail = _tail(console_log)
-        raise LocalmapError(f"QEMU exited with status {proc.returncode}: {tail} (console in {console_log})")
-    return res
 
 
-def _terminate(proc: subprocess.Popen) -> None:
+def terminate(proc: subprocess.Popen) -> None:
+    """Stop a process started in its own session: SIGTERM to the group, SIGKILL after 10 s."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, 15)

@@ -22,8 +22,6 @@ vCPU threads).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -32,6 +30,8 @@ from importlib import resources
 from pathlib import Path
 
 from localmap.errors import LocalmapError
+from localmap.lab.cc import compile_cached
+from localmap.progress import Progress, as_progress
 
 MARKER_BASE = 0xF2800000 | 31  # movk xzr, #imm16 (sf=1, opc=11, hw=0): 0xf280001f | imm16 << 5
 
@@ -88,7 +88,7 @@ def _deb_src_lines() -> list[str]:
     return out
 
 
-def plugin_header(progress=None) -> Path:
+def plugin_header(progress: Progress | None = None) -> Path:
     """``qemu-plugin.h`` of the installed QEMU, fetched once into the cache (see module doc)."""
     version = qemu_version()
     dest = _cache() / f"include-{re.sub(r'[^A-Za-z0-9.+-]', '_', version)}"
@@ -107,16 +107,15 @@ def plugin_header(progress=None) -> Path:
     (apt / "sources.list").write_text("\n".join(srcs) + "\n")
     opts = ["-o", f"Dir::Etc::SourceList={apt / 'sources.list'}", "-o", f"Dir::Etc::SourceParts={apt / 'parts'}",
             "-o", f"Dir::State::Lists={apt / 'lists'}", "-q"]
-    if progress:
-        progress("fetching QEMU's source index", 0, 2)
+    prog = as_progress(progress)
+    prog.start("fetching QEMU's source index (for the plugin header)")
     proc = subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise LocalmapError("apt-get update (deb-src, private lists) failed: "
                             + ((proc.stderr or proc.stdout).strip().splitlines() or ["?"])[-1])
     work = Path(tempfile.mkdtemp(dir=_cache(), prefix=".src-"))
     try:
-        if progress:
-            progress(f"apt-get source qemu={version}", 1, 2)
+        prog.update(description=f"apt-get source qemu={version}")
         proc = subprocess.run(["apt-get", *opts, "source", "--download-only", f"qemu={version}"],
                               cwd=work, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -134,8 +133,6 @@ def plugin_header(progress=None) -> Path:
         shutil.copy2(got[0], hdr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if progress:
-        progress("plugin header ready", 2, 2)
     return hdr
 
 
@@ -143,30 +140,15 @@ def plugin_source() -> str:
     return resources.files("localmap.lab").joinpath("plugin/thiscpu.c").read_text()
 
 
-def build_plugin(progress=None) -> Path:
+def build_plugin(progress: Progress | None = None) -> Path:
     """Compile ``plugin/thiscpu.c`` against the installed QEMU's header (cached by content)."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise LocalmapError("a C compiler is needed to build the QEMU plugin (apt-get install gcc)")
     hdr = plugin_header(progress)
-    src = plugin_source()
-    key = hashlib.sha256((src + qemu_version()).encode()).hexdigest()[:16]
-    so = _cache() / f"thiscpu-{key}.so"
-    if so.is_file():
-        return so
-    work = Path(tempfile.mkdtemp(dir=_cache(), prefix=".cc-"))
-    try:
-        (work / "thiscpu.c").write_text(src)
-        proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-I", str(hdr.parent),
-                               "-o", str(work / "p.so"), str(work / "thiscpu.c")],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise LocalmapError("building the QEMU plugin failed: "
-                                + ((proc.stderr or "").strip().splitlines() or ["?"])[0])
-        os.replace(work / "p.so", so)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return so
+    return compile_cached(cc, plugin_source(), "thiscpu.so",
+                          ["-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-I", str(hdr.parent)],
+                          _cache(), key_extra=qemu_version(), what="building the QEMU plugin")
 
 
 def parse_output(text: str) -> list[dict]:

@@ -36,7 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
+from localmap.arch.arm64.pgtable import GRANULES
 from localmap.errors import LocalmapError
+from localmap.units import MASK64
 
 PCPU_MIN_ALLOC_SHIFT = 2
 PCPU_MIN_ALLOC_SIZE = 1 << PCPU_MIN_ALLOC_SHIFT
@@ -44,8 +46,12 @@ PCPU_SLOT_BASE_SHIFT = 5
 PCPU_SLOT_FAIL_THRESHOLD = 3
 PCPU_EMPTY_POP_PAGES_LOW = 2
 PCPU_EMPTY_POP_PAGES_HIGH = 4
-PAGE_SIZES = (4096, 16384, 65536)
-MASK64 = (1 << 64) - 1
+PAGE_SIZES = tuple(GRANULES.values())
+# include/linux/percpu.h on 64-bit with the default size shift (ingest.kconfig derives a
+# kernel's own values from its .config)
+PERCPU_MODULE_RESERVE = 8 << 10
+PERCPU_DYNAMIC_RESERVE = 28 << 10
+PERCPU_DYNAMIC_EARLY_SIZE = 20 << 10
 
 
 def _check_page_size(page_size: int) -> int:
@@ -180,7 +186,7 @@ class PcpuAllocInfo:
 def pcpu_build_alloc_info(static_size: int, reserved_size: int, dyn_size: int, atom_size: int,
                           possible_cpus: int | Iterable[int], page_size: int = 4096,
                           cpu_to_node: Callable[[int], int] | None = None,
-                          dynamic_early_size: int = 20 << 10) -> PcpuAllocInfo:
+                          dynamic_early_size: int = PERCPU_DYNAMIC_EARLY_SIZE) -> PcpuAllocInfo:
     """The kernel's ``pcpu_build_alloc_info``: unit size, units per allocation and groups.
 
     ``cpu_to_node`` groups CPUs like ``pcpu_cpu_distance`` (same node = LOCAL_DISTANCE);
@@ -249,8 +255,9 @@ def pcpu_build_alloc_info(static_size: int, reserved_size: int, dyn_size: int, a
 
 
 def first_chunk_alloc_info(mode: str, static_size: int, possible_cpus: int | Iterable[int],
-                           page_size: int = 4096, *, module_reserve: int = 8 << 10,
-                           dynamic_reserve: int = 28 << 10, dynamic_early_size: int = 20 << 10,
+                           page_size: int = 4096, *, module_reserve: int = PERCPU_MODULE_RESERVE,
+                           dynamic_reserve: int = PERCPU_DYNAMIC_RESERVE,
+                           dynamic_early_size: int = PERCPU_DYNAMIC_EARLY_SIZE,
                            atom_size: int | None = None,
                            cpu_to_node: Callable[[int], int] | None = None) -> PcpuAllocInfo:
     """Geometry of the first chunk as arm64's ``setup_per_cpu_areas`` builds it.
@@ -387,6 +394,20 @@ def _notify(listener, name: str, *args) -> None:
 
 class PcpuAllocError(LocalmapError):
     """An allocation the model refuses as the kernel would (bad size/alignment, no space)."""
+
+
+
+def _restart_contig_hint(md: "PcpuBlockMd", use_scan_hint: bool) -> int:
+    """The start of a hint refresh (both chunk and block refreshes begin so): the scan hint
+    becomes the contiguous hint and the scan continues after it, or, without one (or when a full
+    scan is asked for), the contiguous hint is cleared and the scan starts at first_free."""
+    if use_scan_hint and md.scan_hint:
+        md.contig_hint_start = md.scan_hint_start
+        md.contig_hint = md.scan_hint
+        md.scan_hint = 0
+        return md.contig_hint_start + md.contig_hint
+    md.contig_hint = 0
+    return md.first_free
 
 
 class Percpu:
@@ -602,13 +623,15 @@ class Percpu:
         s_off = 0 if s_off == l_bit else l_bit + 1
         self.block_update(block, s_off, e_off)
 
-    def next_md_free_region(self, chunk: PcpuChunk, bit_off: int) -> tuple[int, int]:
+    def _scan_start(self, chunk: PcpuChunk, bit_off: int):
+        """The state a region scan of the metadata blocks starts in at ``bit_off``: block bits,
+        block index, offset within that block, free bits carried over (none yet), the blocks
+        and their number."""
         bb = self.block_bits
-        i = bit_off // bb
-        block_off = bit_off & (bb - 1)
-        bits = 0
-        nr_blocks = chunk.nr_pages
-        blocks = chunk.md_blocks
+        return bb, bit_off // bb, bit_off & (bb - 1), 0, chunk.md_blocks, chunk.nr_pages
+
+    def next_md_free_region(self, chunk: PcpuChunk, bit_off: int) -> tuple[int, int]:
+        bb, i, block_off, bits, blocks, nr_blocks = self._scan_start(chunk, bit_off)
         while i < nr_blocks:
             block = blocks[i]
             if bits:
@@ -629,14 +652,7 @@ class Percpu:
 
     def chunk_refresh_hint(self, chunk: PcpuChunk, full_scan: bool) -> None:
         md = chunk.chunk_md
-        if not full_scan and md.scan_hint:
-            bit_off = md.scan_hint_start + md.scan_hint
-            md.contig_hint_start = md.scan_hint_start
-            md.contig_hint = md.scan_hint
-            md.scan_hint = 0
-        else:
-            bit_off = md.first_free
-            md.contig_hint = 0
+        bit_off = _restart_contig_hint(md, use_scan_hint=not full_scan)
         map_bits = chunk.map_bits
         bit_off, bits = self.next_md_free_region(chunk, bit_off)
         while bit_off < map_bits:
@@ -647,14 +663,7 @@ class Percpu:
         block = chunk.md_blocks[index]
         bb = self.block_bits
         m = self._block_map(chunk, index)
-        if block.scan_hint:
-            start = block.scan_hint_start + block.scan_hint
-            block.contig_hint_start = block.scan_hint_start
-            block.contig_hint = block.scan_hint
-            block.scan_hint = 0
-        else:
-            start = block.first_free
-            block.contig_hint = 0
+        start = _restart_contig_hint(block, use_scan_hint=True)
         block.right_free = 0
         s = find_next_zero_bit(m, bb, start)
         while s < bb:
@@ -662,17 +671,22 @@ class Percpu:
             self.block_update(block, s, e)
             s = find_next_zero_bit(m, bb, e + 1)
 
-    def block_update_hint_alloc(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
+    def _block_span(self, chunk: PcpuChunk, bit_off: int, bits: int):
+        """The blocks an area ``[bit_off, bit_off + bits)`` touches: first and last block index,
+        the area's start in the first and its end in the last (1..block_bits), both blocks."""
         bb = self.block_bits
-        md = chunk.chunk_md
-        nr_empty_pages = 0
         s_index = bit_off // bb
         e_index = (bit_off + bits - 1) // bb
         s_off = bit_off & (bb - 1)
         e_off = ((bit_off + bits - 1) & (bb - 1)) + 1
+        return s_index, e_index, s_off, e_off, chunk.md_blocks[s_index], chunk.md_blocks[e_index]
+
+    def block_update_hint_alloc(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
+        bb = self.block_bits
+        md = chunk.chunk_md
+        nr_empty_pages = 0
+        s_index, e_index, s_off, e_off, s_block, e_block = self._block_span(chunk, bit_off, bits)
         blocks = chunk.md_blocks
-        s_block = blocks[s_index]
-        e_block = blocks[e_index]
 
         if s_block.contig_hint == bb:
             nr_empty_pages += 1
@@ -728,13 +742,8 @@ class Percpu:
     def block_update_hint_free(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
         bb = self.block_bits
         nr_empty_pages = 0
-        s_index = bit_off // bb
-        e_index = (bit_off + bits - 1) // bb
-        s_off = bit_off & (bb - 1)
-        e_off = ((bit_off + bits - 1) & (bb - 1)) + 1
+        s_index, e_index, s_off, e_off, s_block, e_block = self._block_span(chunk, bit_off, bits)
         blocks = chunk.md_blocks
-        s_block = blocks[s_index]
-        e_block = blocks[e_index]
 
         start = s_off
         if s_off == s_block.contig_hint + s_block.contig_hint_start:
@@ -774,7 +783,7 @@ class Percpu:
             # As in 6.12: the start is made chunk-relative but ``end`` is passed block-relative,
             # so outside block 0 the chunk hint only learns first_free from this free (the
             # negative "contig" changes nothing else). The model keeps that quirk: it decides
-            # which chunks stay on slot 0 (see README, "kernel quirks the model keeps").
+            # which chunks stay on slot 0 (see docs/replay.md, "A kernel quirk the model keeps").
             self.block_update(chunk.chunk_md, s_index * bb + start, end)
 
     # ----- search ----------------------------------------------------------------------------
@@ -793,12 +802,7 @@ class Percpu:
 
     def next_fit_region(self, chunk: PcpuChunk, alloc_bits: int, align: int,
                         bit_off: int) -> tuple[int, int]:
-        bb = self.block_bits
-        i = bit_off // bb
-        block_off = bit_off & (bb - 1)
-        bits = 0
-        blocks = chunk.md_blocks
-        nr_blocks = chunk.nr_pages
+        bb, i, block_off, bits, blocks, nr_blocks = self._scan_start(chunk, bit_off)
         while i < nr_blocks:
             block = blocks[i]
             if bits:
@@ -996,27 +1000,25 @@ class Percpu:
 
     def populate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
         """``pcpu_populate_chunk`` + ``pcpu_chunk_populated``."""
-        nr = page_end - page_start
-        if nr <= 0:
-            return
-        for i in range(page_start, page_end):
-            chunk.populated[i] = True
-        chunk.nr_populated += nr
-        self.nr_populated += nr
-        self.update_empty_pages(chunk, nr)
-        _notify(self.listener, "pages_populated", chunk, page_start, page_end)
+        self._set_populated(chunk, page_start, page_end, True)
 
     def depopulate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
         """``pcpu_depopulate_chunk`` + ``pcpu_chunk_depopulated``."""
+        self._set_populated(chunk, page_start, page_end, False)
+
+    def _set_populated(self, chunk: PcpuChunk, page_start: int, page_end: int,
+                       populated: bool) -> None:
         nr = page_end - page_start
         if nr <= 0:
             return
         for i in range(page_start, page_end):
-            chunk.populated[i] = False
-        chunk.nr_populated -= nr
-        self.nr_populated -= nr
-        self.update_empty_pages(chunk, -nr)
-        _notify(self.listener, "pages_depopulated", chunk, page_start, page_end)
+            chunk.populated[i] = populated
+        delta = nr if populated else -nr
+        chunk.nr_populated += delta
+        self.nr_populated += delta
+        self.update_empty_pages(chunk, delta)
+        _notify(self.listener, "pages_populated" if populated else "pages_depopulated",
+                chunk, page_start, page_end)
 
     # ----- pcpu_alloc / free_percpu -----------------------------------------------------------
     def check_request(self, size: int, align: int) -> tuple[int, int, int, int]:

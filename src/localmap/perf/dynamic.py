@@ -18,6 +18,11 @@ sequence (:mod:`localmap.perf.mca`). Per workload operation:
 
 Differs from the kernel: no cache, TLB or branch effects; the removed bracket is attributed once
 per site execution (mca.py M5). Every figure is tied to the image that was profiled.
+
+API::
+
+    run = localmap.lab.profile.run_profile(kernel, [("fork", 50)])   # the counts (QEMU)
+    data = measured_profile(run)      # plain data, as ``localmap lab profile --json`` prints it
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from localmap.perf import mca
+from localmap.perf.talk import NOT_COMPARABLE, compare
+from localmap.progress import Progress, as_progress
 
 HEADLINE = "patched"  # the DELTA variant used for the one-number summaries
 CPI = 1.0
@@ -129,3 +136,57 @@ def executed_sites(runs) -> set[int]:
     for w in runs:
         out.update(w.sites)
     return out
+
+
+def measured_profile(run, cores: tuple[str, ...] | None = None,
+                     progress: Progress | None = None) -> dict:
+    """Analyse and price a profiling run: the plain-data profile of its kernel.
+
+    ``run`` is a :class:`localmap.lab.profile.ProfileRun` (read through its attributes only:
+    ``kernel`` with ``image``/``vmlinux``/``system_map``/``config``/``label``, ``workloads`` by
+    key, ``cpus``, ``boot_seconds``, ``seconds``). The image's sites are analysed, the executed
+    ones priced with llvm-mca on ``cores`` (default :data:`localmap.perf.mca.CORES`), each
+    workload reduced to figures per operation and the talk's figures put beside them
+    (:mod:`localmap.perf.talk`)."""
+    from localmap.perf.image import load_image
+    from localmap.perf.sites import analyse
+
+    prog = as_progress(progress)
+    cores = tuple(cores or mca.CORES)
+    kernel = run.kernel
+    prog.start("analysing the image's this_cpu sites")
+    if kernel.vmlinux is not None and kernel.vmlinux.is_file():
+        img = load_image(kernel.vmlinux, None, config=kernel.config)
+    else:
+        img = load_image(kernel.image, kernel.system_map, config=kernel.config)
+    report = analyse(img, progress=prog)
+    executed = executed_sites(run.workloads.values())
+    sites = [s for s in report.sites_list if s.addr in executed]
+    prog.start(f"pricing {len(sites)} executed sites with llvm-mca ({', '.join(cores)})")
+    prices = mca.price_sites(img, sites, cores)
+    results = []
+    all_functions = {}
+    for key, counts in run.workloads.items():
+        full = analyse_workload(key, counts, report, prices, img.symbols,
+                                op=counts.op, talk=counts.talk, top=10_000)
+        all_functions[key] = full["functions"]
+        full["functions"] = full["functions"][:12]
+        full["sites"] = full["sites"][:12]
+        results.append(full)
+    tot = report.totals()
+    has_count = bool(img.preempt_count())
+    return {
+        "kernel": {"label": kernel.label, "image": str(kernel.image),
+                   "preempt_model": img.preempt_model(), "preempt_count": img.preempt_count(),
+                   "sites": report.sites, "removable_sites": sum(1 for s in report.sites_list if s.removed),
+                   "removed_instructions": tot["removed_instructions"],
+                   "static_sites": sum(1 for s in report.sites_list if s.base == "static"),
+                   "dynamic_sites": sum(1 for s in report.sites_list if s.base == "dynamic")},
+        "comparable_to_talk": has_count,
+        "label": None if has_count else NOT_COMPARABLE,
+        "cpus": run.cpus, "boot_seconds": round(run.boot_seconds, 1), "seconds": round(run.seconds, 1),
+        "cores": list(cores), "headline_variant": HEADLINE,
+        "workloads": results,
+        "talk": compare(results, img.preempt_count(), functions_of=all_functions),
+        "assumptions": ASSUMPTIONS + mca.ASSUMPTIONS,
+    }

@@ -38,6 +38,7 @@ import numpy as np
 
 from localmap.errors import LocalmapError
 from localmap.perf.image import KernelImage
+from localmap.progress import Progress, as_progress
 
 # mrs Xt, <sysreg>: 0xd5300000 | sysreg<<5 | Rt; TPIDR_EL1 = (3,0,13,0,4), TPIDR_EL2 = (3,4,13,0,2)
 MRS_MASK = 0xFFFFFFE0
@@ -500,7 +501,7 @@ def _base_kind(img: KernelImage, ins: list[tuple[int, str, str]], idx: int, reg:
     return "dynamic", at
 
 
-def analyse(img: KernelImage, progress: bool = False) -> SitesReport:
+def analyse(img: KernelImage, progress: Progress | None = None) -> SitesReport:
     """Find and classify every this_cpu site of ``img``."""
     try:
         import capstone
@@ -513,17 +514,12 @@ def analyse(img: KernelImage, progress: bool = False) -> SitesReport:
     has_pc = img.preempt_count()
     sites: list[Site] = []
     addrs = [img.stext + 4 * int(i) for i in el1]
-    if progress and len(addrs) > 2000:
-        from rich.progress import Progress
-        from rich.console import Console
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("classifying sites", total=len(addrs))
-            for n, a in enumerate(addrs):
-                sites.append(_classify(md, img, alts, a, has_pc))
-                if n % 256 == 0:
-                    bar.update(task, completed=n)
-    else:
-        sites = [_classify(md, img, alts, a, has_pc) for a in addrs]
+    prog = as_progress(progress)
+    prog.start("classifying this_cpu sites", total=len(addrs))
+    for n, a in enumerate(addrs):
+        sites.append(_classify(md, img, alts, a, has_pc))
+        if n % 256 == 0:
+            prog.update(n)
     return SitesReport(image=str(img.path), kind=img.kind, symbols=img.symbols.source,
                        preempt_model=img.preempt_model(), preempt_count=has_pc,
                        text_start=img.stext, text_end=img.etext, text_bytes=img.text_bytes,

@@ -11,6 +11,8 @@ settings that the data show (e.g. a profiled function with no removable bracket 
 
 from __future__ import annotations
 
+NOT_COMPARABLE = "no preempt count: not comparable to the talk"
+
 # workload -> the talk's figure: (label, low %, high %, kind) with kind "sys" (kernel time
 # change, negative = faster) or "throughput" (ops/s change, positive = faster)
 TALK = {
@@ -66,7 +68,7 @@ def compare(results: list[dict], preempt_count: bool | None, core: str = "ampere
         m_lo, m_hi = min(model), max(model)
         reasons = []
         if preempt_count is False:
-            verdict = "no preempt count: not comparable to the talk"
+            verdict = NOT_COMPARABLE
             reasons.append("this kernel has no preempt count, so no bracket to remove")
         elif lo is None:
             verdict = "per-function rows only"

@@ -11,7 +11,8 @@ gets a box with its exact bounds and size written in it.
 from __future__ import annotations
 
 from localmap.design.layout import DesignLayout
-from localmap.report.svg import Canvas, human_bytes
+from localmap.report.svg import Canvas
+from localmap.units import fmt_bytes
 
 GLOBAL_FILL, LOCAL_FILL, VMALLOC_FILL, OTHER_FILL = "#cfe3f7", "#f9d4c8", "#e7f2e1", "#f1f1f1"
 
@@ -56,7 +57,7 @@ def va_layout_figure(d: DesignLayout, first_chunk_mode: str | None, live_chunks:
     for col, regs in zip(colx, (before, after)):
         for i, (name, lo, hi, fill) in enumerate(sorted(regs, key=lambda r: -r[1])):
             y = top + i * (bh + gap)
-            lines = [name, f"{lo:#018x} - {hi:#018x}", human_bytes(hi - lo)]
+            lines = [name, f"{lo:#018x} - {hi:#018x}", fmt_bytes(hi - lo)]
             kind = name.replace(" ", "-")
             c.box(col, y, colw, bh, lines, fill=fill, kind=kind)
     y0 = top + rows * (bh + gap) + 14
@@ -65,12 +66,12 @@ def va_layout_figure(d: DesignLayout, first_chunk_mode: str | None, live_chunks:
         first_chunk_mode or "", "first-chunk mode unknown")
     c.text(colx[0], y0, f"Before: {fc}; dynamic chunks come from the top of vmalloc.", size=11)
     if live_chunks is not None and unit_size and chunk_span:
-        c.text(colx[0], y0 + 16, f"After: {live_chunks} live chunks of {human_bytes(chunk_span)} in the "
-                                 f"global window, each with a {human_bytes(unit_size)} slice in the local "
+        c.text(colx[0], y0 + 16, f"After: {live_chunks} live chunks of {fmt_bytes(chunk_span)} in the "
+                                 f"global window, each with a {fmt_bytes(unit_size)} slice in the local "
                                  f"window (the model's final state).", size=11)
     c.text(colx[0], y0 + 32, f"DELTA = {d.delta:#x} ({'-' if d.delta < 0 else ''}"
-                             f"{human_bytes(abs(d.delta))}); split level {d.split_level}, "
-                             f"entry {human_bytes(d.split_entry_size)}", size=11)
+                             f"{fmt_bytes(abs(d.delta))}); split level {d.split_level}, "
+                             f"entry {fmt_bytes(d.split_entry_size)}", size=11)
     return c.svg()
 
 
@@ -124,7 +125,7 @@ def tables_figure(d: DesignLayout, online_cpus: int, private_tables: dict[int, i
     y0 = top + shown * 70 + 20
     if online_cpus > shown:
         c.text(20, y0, f"({online_cpus - shown} more CPUs like CPU 1)", size=11)
-    rc = f"root copy {human_bytes(root_copy_bytes)} each" if root_copy_bytes else ""
-    c.text(20, y0 + 18, f"Split level {lvl} (entries of {human_bytes(d.split_entry_size)}); "
+    rc = f"root copy {fmt_bytes(root_copy_bytes)} each" if root_copy_bytes else ""
+    c.text(20, y0 + 18, f"Split level {lvl} (entries of {fmt_bytes(d.split_entry_size)}); "
                         f"{online_cpus - 1} root copies; {rc}", size=11)
     return c.svg()

@@ -1,9 +1,9 @@
 """The report's document model: sections of facts, tables and figures, rendered twice.
 
 Models nothing of the kernel. :mod:`localmap.report.evaluate` fills a :class:`Report` from the
-model's real state; :mod:`localmap.report.terminal` prints it with rich and
-:mod:`localmap.report.html` writes it as one self-contained HTML file. A section whose owner's
-API is not in the tree is recorded in ``Report.omitted`` with the reason, never faked.
+model's real state; :mod:`localmap.cli.report_view` prints it with rich and
+:mod:`localmap.report.html` writes it as one self-contained HTML file. A section whose input
+the bundle lacks is recorded in ``Report.omitted`` with the reason, never faked.
 """
 
 from __future__ import annotations

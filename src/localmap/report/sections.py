@@ -1,51 +1,42 @@
 """One builder per report section, each calling the owning part's Python API.
 
 Models nothing itself; each builder turns the real results of another part of localmap into
-facts, tables and figures. A builder raises :class:`Unavailable` when the part it needs is not
-in the tree (or the bundle lacks the input it needs); the report then says so instead of
-showing invented numbers.
+facts, tables and figures. The APIs are imported directly: a missing one is an error. A builder
+raises :class:`Unavailable` only when the bundle lacks the input it needs (no ``.config``, no CPU
+list); the report then says so instead of showing invented numbers.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from localmap.analysis.overhead import TALK, TALK_CPUS, overhead_bundles, overhead_table
+from localmap.analysis.replay import CAUSES, replay
+from localmap.arch.arm64.pgtable import GRANULES, Geometry, granule_name
+from localmap.check import run_checks
+from localmap.design.layout import design_layout
 from localmap.errors import LocalmapError
+from localmap.ingest.procfs import percpu_vm_areas
+from localmap.perf.summary import performance_summary
+from localmap.perf.talk import NOT_COMPARABLE
+from localmap.report.diagrams import tables_figure, va_layout_figure
 from localmap.report.model import Figure, Section, Table
-from localmap.report.svg import human_bytes
+from localmap.report.svg import line_chart
+from localmap.units import fmt_bytes, fmt_count, fmt_percent, fmt_seconds
 
 
 class Unavailable(Exception):
-    """A section cannot be built: its part is missing from the tree or its input from the bundle."""
+    """A section cannot be built: the bundle lacks the input it needs."""
 
 
 @dataclass
 class Context:
     bundle: Any
-    progress: bool = True
     cache: dict[str, Any] = field(default_factory=dict)
 
 
-def optional(module: str, attr: str):
-    """The owner's API ``module.attr``, or :class:`Unavailable` when it is not in the tree."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise Unavailable(f"{module} is not in the tree yet") from None
-        raise
-    if not hasattr(mod, attr):
-        raise Unavailable(f"{module}.{attr} is not in the tree yet")
-    return getattr(mod, attr)
-
-
-def _kb(n: int) -> str:
-    return f"{n / 1024:,.0f} kB"
-
-
-# --- capture ----------------------------------------------------------------------------------
+# --- capture --------------------------------------------------------------------------------------
 
 def build_capture(ctx: Context, title: str) -> Section:
     b = ctx.bundle
@@ -60,7 +51,7 @@ def build_capture(ctx: Context, title: str) -> Section:
         s.facts.append(("first chunk", fc.text.split("] ", 1)[-1]))
     cfg = b.config
     if cfg is not None:
-        s.facts.append(("granule / VA bits", f"{cfg.page_size // 1024}K / {cfg.va_bits}"))
+        s.facts.append(("granule / VA bits", f"{granule_name(cfg.page_size)} / {cfg.va_bits}"))
         s.facts.append(("preemption", f"{cfg.preempt_model}"
                                       f"{' with' if cfg.preempt_count else ' without'} PREEMPT_COUNT"))
     if b.cmdline:
@@ -69,22 +60,18 @@ def build_capture(ctx: Context, title: str) -> Section:
         rows = []
         prev = None
         for phase, val in b.meminfo:
-            rows.append([phase, _kb(val), "" if prev is None else f"{(val - prev) / 1024:+,.0f} kB"])
+            rows.append([phase, fmt_bytes(val), "" if prev is None else ("+" if val >= prev else "") + fmt_bytes(val - prev)])
             prev = val
         s.tables.append(Table("/proc/meminfo Percpu after each phase", ["phase", "Percpu", "change"], rows))
     if b.vmallocinfo is not None:
-        from localmap.ingest.procfs import percpu_vm_areas
-
         areas = percpu_vm_areas(b.vmallocinfo)
         s.facts.append(("pcpu_get_vm_areas areas at the end", f"{len(areas)}"))
     return s
 
 
-# --- layout and tables ------------------------------------------------------------------------
+# --- layout and tables ----------------------------------------------------------------------------
 
 def _geometry(ctx: Context):
-    from localmap.arch.arm64.pgtable import Geometry
-
     cfg = ctx.bundle.config
     if cfg is None:
         raise Unavailable("the bundle has no .config (granule and VA size unknown)")
@@ -93,26 +80,22 @@ def _geometry(ctx: Context):
 
 def _design(ctx: Context):
     if "design" not in ctx.cache:
-        from localmap.design.layout import design_layout
-
         ctx.cache["design"] = design_layout(_geometry(ctx))
     return ctx.cache["design"]
 
 
 def build_layout(ctx: Context, title: str) -> Section:
-    from localmap.report.diagrams import va_layout_figure
-
     d = _design(ctx)
     s = Section("layout", title)
     g_lo, g_hi = d.global_window
     l_lo, l_hi = d.local_window
     s.facts += [
-        ("geometry", f"{d.geom.page_size // 1024}K pages, {d.geom.va_bits}-bit VA, "
+        ("geometry", f"{granule_name(d.geom.page_size)} pages, {d.geom.va_bits}-bit VA, "
                      f"{d.geom.levels} levels (root level {d.geom.root_level})"),
         ("vmalloc", f"{d.kernel.vmalloc_start:#x} - {d.kernel.vmalloc_end:#x}"),
-        ("split level", f"{d.split_level} ({human_bytes(d.split_entry_size)} entries)"),
-        ("global window", f"{g_lo:#x} - {g_hi:#x} ({human_bytes(g_hi - g_lo)})"),
-        ("local window", f"{l_lo:#x} - {l_hi:#x} ({human_bytes(l_hi - l_lo)})"),
+        ("split level", f"{d.split_level} ({fmt_bytes(d.split_entry_size)} entries)"),
+        ("global window", f"{g_lo:#x} - {g_hi:#x} ({fmt_bytes(g_hi - g_lo)})"),
+        ("local window", f"{l_lo:#x} - {l_hi:#x} ({fmt_bytes(l_hi - l_lo)})"),
         ("DELTA", f"{d.delta:#x}"),
     ]
     rep = ctx.cache.get("replay")
@@ -129,8 +112,6 @@ def build_layout(ctx: Context, title: str) -> Section:
 
 
 def build_tables(ctx: Context, title: str) -> Section:
-    from localmap.report.diagrams import tables_figure
-
     d = _design(ctx)
     b = ctx.bundle
     online = len(b.cpus["online"]) if b.cpus else None
@@ -151,7 +132,7 @@ def build_tables(ctx: Context, title: str) -> Section:
     return s
 
 
-# --- allocator replay (issue 2, lead) ------------------------------------------------------------
+# --- allocator replay -----------------------------------------------------------------------------
 
 def replay_scores(rr) -> dict[str, float]:
     """The figures by which two replays are compared (fractions of allocations predicted)."""
@@ -159,7 +140,6 @@ def replay_scores(rr) -> dict[str, float]:
 
 
 def build_replay(ctx: Context, title: str) -> Section:
-    replay = optional("localmap.analysis.replay", "replay")
     rr = replay(ctx.bundle, progress=False)
     ctx.cache["replay_result"] = rr
     d = rr.as_dict()
@@ -171,39 +151,36 @@ def build_replay(ctx: Context, title: str) -> Section:
     g = d["geometry"]
     ag = d["agreement"]
     s.facts += [
-        ("events", f"{ev['total']:,} ({ev['alloc']:,} alloc, {ev['free']:,} free, "
+        ("events", f"{fmt_count(ev['total'])} ({fmt_count(ev['alloc'])} alloc, {fmt_count(ev['free'])} free, "
                    f"{ev['create_chunk']} chunk create, {ev['destroy_chunk']} destroy, "
                    f"{ev['alloc_fail']} failed)"),
         ("first chunk", f"{g['mode']}: s{g['static_size']} r{g['reserved_size']} d{g['dyn_size']} "
                         f"u{g['unit_size']}; derivation "
                         + {True: "matches dmesg", False: "differs from dmesg (dmesg used)",
                            None: "not checked (no dmesg)"}[g["matches_dmesg"]]),
-        ("allocations predicted", f"{100 * ag['overall']:.2f} % ({ag['agree']:,} of {ag['total']:,})"),
-        ("  non-atomic / atomic", f"{100 * ag['nonatomic']:.2f} % of {ag['nonatomic_total']:,} / "
-                                  f"{100 * ag['atomic']:.2f} % of {ag['atomic_total']:,}"),
+        ("allocations predicted", f"{fmt_percent(ag['overall'])} ({fmt_count(ag['agree'])} of "
+                                   f"{fmt_count(ag['total'])})"),
+        ("  non-atomic / atomic", f"{fmt_percent(ag['nonatomic'])} of {fmt_count(ag['nonatomic_total'])} / "
+                                  f"{fmt_percent(ag['atomic'])} of {fmt_count(ag['atomic_total'])}"),
         ("racing pairs replayed swapped", str(ag["race_swaps"])),
-        ("final state", f"{fs['nr_chunks']} chunks of {fs['nr_units']} x {human_bytes(fs['unit_size'])}, "
+        ("final state", f"{fs['nr_chunks']} chunks of {fs['nr_units']} x {fmt_bytes(fs['unit_size'])}, "
                         f"{fs['populated_pages']} pages populated per unit "
-                        f"({human_bytes(fs['populated_bytes'])} over all units)"),
+                        f"({fmt_bytes(fs['populated_bytes'])} over all units)"),
     ]
     if d["partial"]:
         s.notes.append("partial replay: " + "; ".join(d["partial_reasons"]))
     causes = d.get("disagreement_causes") or {}
     if causes:
-        from localmap.analysis.replay import CAUSES
-
         s.tables.append(Table("Why predictions missed", ["cause", "allocations", "meaning"],
-                              [[k, f"{v:,}", CAUSES.get(k, "")] for k, v in
+                              [[k, fmt_count(v), CAUSES.get(k, "")] for k, v in
                                sorted(causes.items(), key=lambda kv: -kv[1])]))
     mc = d.get("meminfo_check") or []
     if mc:
         s.tables.append(Table("Model against /proc/meminfo Percpu", ["phase", "meminfo", "model", "how", "ok"],
-                              [[m["phase"], _kb(m["meminfo_bytes"]),
-                                "-" if m["model_bytes"] is None else _kb(m["model_bytes"]),
+                              [[m["phase"], fmt_bytes(m["meminfo_bytes"]),
+                                "-" if m["model_bytes"] is None else fmt_bytes(m["model_bytes"]),
                                 m["kind"], "yes" if m["ok"] else "NO"] for m in mc]))
     if rr.timeline:
-        from localmap.report.svg import line_chart
-
         page = g["page_size"]
         used = [(t[0], t[2]) for t in rr.timeline]
         pop = [(t[0], t[4] * page) for t in rr.timeline]
@@ -218,26 +195,21 @@ def build_replay(ctx: Context, title: str) -> Section:
     return s
 
 
-# --- local-mapping overhead (issue 3) ------------------------------------------------------------
+# --- local-mapping overhead -----------------------------------------------------------------------
 
-CPU_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 160, 256, 512, 1024, 4096)
-BIG_MACHINE_CPUS = 160          # the talk's AmpereOne
+CPU_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 160, 256, 512, 1024, 4096)   # the figures' x axis
 
 
 def build_overhead(ctx: Context, title: str) -> Section:
-    overhead_bundles = optional("localmap.analysis.overhead", "overhead_bundles")
-    overhead_table = optional("localmap.analysis.overhead", "overhead_table")
-    from localmap.analysis.overhead import human
-
     b = ctx.bundle
     online = len(b.cpus["online"]) if b.cpus else None
     if not online:
         raise Unavailable("the bundle has no CPU list")
-    # the bundle's own CPU count (with today's kernel beside it), then a 160-CPU machine per
+    # the bundle's own CPU count (with today's kernel beside it), then a machine of the talk's size per
     # granule: all from one replay of the allocation history
-    grans = ("4K", "16K", "64K")
+    grans = tuple(GRANULES)
     results = overhead_bundles(b, [(online, None, None, True)] +
-                               [(BIG_MACHINE_CPUS, g, 48, False) for g in grans])
+                               [(TALK_CPUS, g, 48, False) for g in grans])
     o = results[0]
     if isinstance(o, LocalmapError):
         raise Unavailable(o.one_line())
@@ -249,31 +221,29 @@ def build_overhead(ctx: Context, title: str) -> Section:
     br = o["pgtable_extra_breakdown"]
     s.facts += [
         ("machine", f"{o['granule']} pages, {o['va_bits']}-bit VA, {o['online_cpus']} CPUs online, "
-                    f"split level {o['split_level']} ({human(o['split_entry_bytes'])} entries)"),
+                    f"split level {o['split_level']} ({fmt_bytes(o['split_entry_bytes'])} entries)"),
         ("live chunks at the end", f"{o['live_chunks']} (created {o['chunks_created']}, destroyed "
                                    f"{o['chunks_destroyed']})"),
-        ("local VA in use", f"{human(o['local_va_bytes'])} final, {human(o['local_va_peak_bytes'])} peak; "
-                            f"window reserved {human(o['window_bytes'])}"),
-        ("extra page-table memory", f"{human(o['pgtable_extra_bytes'])} final"
-                                    + (f", {human(o['pgtable_extra_peak_bytes'])} peak"
+        ("local VA in use", f"{fmt_bytes(o['local_va_bytes'])} final, {fmt_bytes(o['local_va_peak_bytes'])} peak; "
+                            f"window reserved {fmt_bytes(o['window_bytes'])}"),
+        ("extra page-table memory", f"{fmt_bytes(o['pgtable_extra_bytes'])} final"
+                                    + (f", {fmt_bytes(o['pgtable_extra_peak_bytes'])} peak"
                                        if o.get("pgtable_extra_peak_bytes") is not None else "")),
-        ("  breakdown", f"root copies {human(br['root_copies'])}, copied levels "
-                        f"{human(br['copied_levels'])}, private tables {human(br['private_tables'])}"),
+        ("  breakdown", f"root copies {fmt_bytes(br['root_copies'])}, copied levels "
+                        f"{fmt_bytes(br['copied_levels'])}, private tables {fmt_bytes(br['private_tables'])}"),
         ("private tables per CPU", ", ".join(f"L{k}: {v}" for k, v in o["private_tables_per_cpu"].items())),
     ]
     if o.get("kpti_block_bytes"):
-        s.facts.append(("KPTI blocks", human(o["kpti_block_bytes"])))
+        s.facts.append(("KPTI blocks", fmt_bytes(o["kpti_block_bytes"])))
     ops = o.get("ops") or {}
     rows = []
     for op, counts in sorted(ops.items()):
         if isinstance(counts, dict):
-            rows.append([op] + [", ".join(f"{k} {v:,}" for k, v in counts.items())])
+            rows.append([op] + [", ".join(f"{k} {fmt_count(v)}" for k, v in counts.items())])
     if rows:
         s.tables.append(Table("Page-table work during the replay", ["operation", "counts"], rows))
 
     # the grid: how it scales with CPUs, per granule, for this bundle's chunks and unit size
-    from localmap.report.svg import line_chart
-
     grid = overhead_table(cpus_list=CPU_GRID, unit_size=o["unit_size"], chunks=o["live_chunks"])
     by_gran: dict[str, list[dict]] = {}
     for r in grid:
@@ -287,7 +257,7 @@ def build_overhead(ctx: Context, title: str) -> Section:
         "pgtable-vs-cpus", "Extra page-table memory against CPU count, per granule",
         line_chart("pgtable-vs-cpus", pt, xlabel="online CPUs", ylabel="extra page tables",
                    xlog=True, ylog=True),
-        f"{o['live_chunks']} live chunks of {human(o['unit_size'])} units (this bundle's final "
+        f"{o['live_chunks']} live chunks of {fmt_bytes(o['unit_size'])} units (this bundle's final "
         f"state), every page populated; root copies + copied levels + private tables.",
         data=dict(pt)))
     s.figures.append(Figure(
@@ -296,72 +266,70 @@ def build_overhead(ctx: Context, title: str) -> Section:
         "Local VA in use (one unit per live chunk) and the reserved local window; neither grows "
         "with the CPU count, which is the design's point.",
         data=dict(va)))
-    # this bundle's real history replayed on a 160-CPU machine, per granule (48-bit VA)
+    # this bundle's real history replayed on the talk's machine size, per granule (48-bit VA)
     real = []
     for gran, r160 in zip(grans, results[1:]):
         if isinstance(r160, LocalmapError):
-            s.notes.append(f"{gran}/48 on {BIG_MACHINE_CPUS} CPUs: {r160.one_line()}")
+            s.notes.append(f"{gran}/48 on {TALK_CPUS} CPUs: {r160.one_line()}")
             continue
-        real.append([f"{gran}/48", str(BIG_MACHINE_CPUS), human(r160["local_va_peak_bytes"]),
-                     human(r160["local_va_bytes"]), human(r160["pgtable_extra_bytes"]),
+        real.append([f"{gran}/48", str(TALK_CPUS), fmt_bytes(r160["local_va_peak_bytes"]),
+                     fmt_bytes(r160["local_va_bytes"]), fmt_bytes(r160["pgtable_extra_bytes"]),
                      " ".join(f"L{k}:{v}" for k, v in r160["private_tables_per_cpu"].items()),
-                     "960K VA, a couple of MB" if gran == "4K" else "more than 4K (no figure)"])
+                     f"{fmt_bytes(TALK['local_va_bytes'])} VA, {TALK['pgtable_note']}" if gran == "4K" else "more than 4K (no figure)"])
     if real:
         s.tables.append(Table(
-            f"This bundle's history replayed on a {BIG_MACHINE_CPUS}-CPU machine",
+            f"This bundle's history replayed on a {TALK_CPUS}-CPU machine",
             ["granule/VA", "CPUs", "local VA peak", "local VA final", "extra page tables",
              "private tables/CPU", "talk (Fedora, AmpereOne)"], real))
     talk_rows = [r for r in grid if r.get("talk_local_va_bytes") and "error" not in r]
     tab = []
     for r in grid:
-        if "error" in r or r["cpus"] not in (online, 4, 64, 160, 1024):
+        if "error" in r or r["cpus"] not in (online, 4, 64, TALK_CPUS, 1024):
             continue
-        tab.append([f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), human(r["local_va_bytes"]),
-                    human(r["pgtable_extra_bytes"]),
+        tab.append([f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), fmt_bytes(r["local_va_bytes"]),
+                    fmt_bytes(r["pgtable_extra_bytes"]),
                     " ".join(f"L{k}:{v}" for k, v in r["private_tables_per_cpu"].items())])
     s.tables.append(Table("Scaling (synthetic: this bundle's chunks, all pages populated)",
                           ["granule/VA", "CPUs", "local VA", "extra page tables", "private tables/CPU"], tab))
     if talk_rows:
         r = talk_rows[0]
-        s.notes.append(f"Talk, 160 CPUs, 4K, Fedora config: {human(r['talk_local_va_bytes'])} local VA; "
+        s.notes.append(f"Talk: {fmt_bytes(r['talk_local_va_bytes'])} local VA, page tables "
                        f"{r['talk_pgtable']}. Model with this bundle's chunks: "
-                       f"{human(r['local_va_bytes'])} VA, {human(r['pgtable_extra_bytes'])} page tables.")
+                       f"{fmt_bytes(r['local_va_bytes'])} VA, {fmt_bytes(r['pgtable_extra_bytes'])} page tables.")
     s.notes.extend(errors)
     return s
 
 
-# --- checker verdicts (issue 4) -----------------------------------------------------------------
+# --- checker verdicts -----------------------------------------------------------------------------
 
 def build_check(ctx: Context, title: str) -> Section:
-    run_checks = optional("localmap.check", "run_checks")
     res = run_checks()
     s = Section("check", title)
     safe = sum(1 for r in res if r["verdict"] == "safe")
     s.facts.append(("scenarios", f"{len(res)} explored exhaustively: {safe} safe, {len(res) - safe} unsafe"))
-    s.facts.append(("states", f"{sum(r['states'] for r in res):,} in "
-                              f"{sum(r['seconds'] for r in res):.2f} s"))
+    s.facts.append(("states", f"{fmt_count(sum(r['states'] for r in res))} in "
+                              f"{fmt_seconds(sum(r['seconds'] for r in res))}"))
     s.tables.append(Table("Verdicts", ["scenario", "verdict", "states", "violated property", "why"],
-                          [[r["scenario"], r["verdict"], f"{r['states']:,}", r.get("property") or "",
+                          [[r["scenario"], r["verdict"], fmt_count(r['states']), r.get("property") or "",
                             (r.get("violation") or "")] for r in res]))
     s.notes.append("Each unsafe verdict comes with a shortest counterexample: "
                    "`localmap check SCENARIO` prints it step by step.")
     return s
 
 
-# --- performance (issue 5) ----------------------------------------------------------------------
+# --- performance ----------------------------------------------------------------------------------
 
 def build_perf(ctx: Context, title: str) -> Section:
-    performance_summary = optional("localmap.perf.summary", "performance_summary")
     sm = performance_summary()
     s = Section("perf", title)
     s.facts.append(("source", sm["source"]))
     rows = []
     for fl in sm["flavours"]:
         t = fl["totals"]
-        label = "" if fl["preempt_count"] else " (no preempt count: not comparable to the talk)"
-        rows.append([fl["flavour"] + label, fl["preempt_model"], f"{fl['text_bytes'] / 2**20:.1f} MB", f"{fl['sites']:,}",
-                     f"{t['replaceable']:,}", f"{t['protection'].get('preempt', 0):,}",
-                     f"{t['removed_instructions']:,}", f"{t['removed_fast_path']:,}"])
+        label = "" if fl["preempt_count"] else f" ({NOT_COMPARABLE})"
+        rows.append([fl["flavour"] + label, fl["preempt_model"], fmt_bytes(fl['text_bytes']), fmt_count(fl['sites']),
+                     fmt_count(t['replaceable']), fmt_count(t['protection'].get('preempt', 0)),
+                     fmt_count(t['removed_instructions']), fmt_count(t['removed_fast_path'])])
     s.tables.append(Table("this_cpu sites in the kernel image and what the local mapping removes",
                           ["flavour", "preemption", "text", "sites", "replaceable", "preempt-protected",
                            "removed instructions", "removed on fast path"], rows))
@@ -375,7 +343,7 @@ def build_perf(ctx: Context, title: str) -> Section:
         for sec, tot in pred["sections"].items():
             talk = "-" if tot["talk"] is None else f"{tot['talk']:+.2f}"
             nc = "" if pred["preempt_model"] not in ("PREEMPT_VOLUNTARY", "PREEMPT_NONE") else \
-                " (no preempt count: not comparable to the talk)"
+                f" ({NOT_COMPARABLE})"
             s.facts.append((f"{pred['image']} ({pred['preempt_model']}): {sec or 'profile'}",
                             f"model {tot['model']:+.3f} points, talk {talk} points{nc}"))
     s.notes.append("Without PREEMPT_COUNT (Debian's arm64 PREEMPT_VOLUNTARY) the preemption "
@@ -391,14 +359,15 @@ def _measured(s: Section, prof: dict) -> None:
     var = prof["headline_variant"]
     cores = prof["cores"]
     label = f" -- {prof['label']}" if prof.get("label") else ""
-    s.facts.append((f"measured: {k['label']}", f"{k['preempt_model']}, {k['sites']:,} sites, "
-                    f"{k['removable_sites']:,} with a removable preempt bracket; {prof['cpus']} vCPUs{label}"))
+    s.facts.append((f"measured: {k['label']}", f"{k['preempt_model']}, {fmt_count(k['sites'])} sites, "
+                    f"{fmt_count(k['removable_sites'])} with a removable preempt bracket; "
+                    f"{prof['cpus']} vCPUs{label}"))
     rows = []
     for w in prof["workloads"]:
-        rows.append([w["workload"] + (" (not comparable)" if prof.get("label") else ""), f"{w['ops']:,}",
-                     f"{w['kernel_instructions']:,.0f}", f"{w['this_cpu_executions']:.1f}",
+        rows.append([w["workload"] + (" (not comparable)" if prof.get("label") else ""), fmt_count(w["ops"]),
+                     fmt_count(round(w["kernel_instructions"])), f"{w['this_cpu_executions']:.1f}",
                      f"{w['static_executions']:.1f} / {w['dynamic_executions']:.1f}",
-                     f"{w['removed_instructions']:.1f}", f"{100 * w['removed_share']:.2f} %",
+                     f"{w['removed_instructions']:.1f}", fmt_percent(w["removed_share"]),
                      *[f"{w['saved_cycles'][c][var][0]:.0f}..{w['saved_cycles'][c][var][1]:.0f}" for c in cores],
                      "{:+.2f}..{:+.2f} %".format(*sorted(w["kernel_time_change"]["ampere1" if "ampere1" in cores
                                                                               else cores[0]]))])
@@ -423,4 +392,4 @@ def _measured(s: Section, prof: dict) -> None:
                    + "; ".join(a.split(" ", 1)[0] for a in prof["assumptions"]) + " (see `localmap lab profile`).")
 
 
-__all__ = ["Context", "Unavailable", "LocalmapError", "replay_scores"]
+__all__ = ["Context", "Unavailable", "replay_scores"]

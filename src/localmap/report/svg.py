@@ -10,16 +10,9 @@ from __future__ import annotations
 import math
 from html import escape
 
+from localmap.units import fmt_bytes
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def human_bytes(n: float) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" or n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"  # unreachable
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -44,6 +37,11 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return [2.0 ** e for e in range(a, b + 1, step)]
 
 
+def _axis_ticks(lo: float, hi: float, log: bool) -> list[float]:
+    """The ticks of one axis that fall inside ``[lo, hi]``."""
+    return [t for t in (_log_ticks(lo, hi) if log else _nice_ticks(lo, hi)) if lo <= t <= hi]
+
+
 def line_chart(
     figure_id: str,
     series: list[tuple[str, list[tuple[float, float]]]],
@@ -52,7 +50,7 @@ def line_chart(
     ylabel: str,
     xlog: bool = False,
     ylog: bool = False,
-    yfmt=human_bytes,
+    yfmt=fmt_bytes,
     xfmt=lambda v: f"{v:g}",
     width: int = 660,
     height: int = 330,
@@ -92,15 +90,11 @@ def line_chart(
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'font-family="sans-serif" font-size="11">']
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>')
-    for t in (_log_ticks(ylo, yhi) if ylog else _nice_ticks(ylo, yhi)):
-        if t < ylo or t > yhi:
-            continue
+    for t in _axis_ticks(ylo, yhi, ylog):
         y = fy(t)
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{escape(yfmt(t))}</text>')
-    for t in (_log_ticks(xlo, xhi) if xlog else _nice_ticks(xlo, xhi)):
-        if t < xlo or t > xhi:
-            continue
+    for t in _axis_ticks(xlo, xhi, xlog):
         x = fx(t)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#eee"/>')
         out.append(f'<text x="{x:.1f}" y="{top + ph + 14}" text-anchor="middle">{escape(xfmt(t))}</text>')

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from localmap.arch.arm64.pgtable import Geometry
 from localmap.errors import LocalmapError
+from localmap.units import MASK64
 
-MASK64 = (1 << 64) - 1
 SZ_8M = 8 << 20
 SZ_16M = 16 << 20
 SZ_1G = 1 << 30

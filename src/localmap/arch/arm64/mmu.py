@@ -1,8 +1,9 @@
 """The kernel-half MMU of each CPU: TTBR1 (a root table), TLB lookup, table walk, data access.
 
 Models: ``translate(cpu, va)`` looks in the CPU's TLB view, else walks from the CPU's TTBR1 root
-and fills the TLB; loads and stores go through ``translate`` to the frame contents of
-``localmap.mm.page_alloc``. A missing translation raises :class:`MmuFault` (a kernel oops in the
+and fills the TLB; loads and stores go through ``translate`` to physical memory, any
+:class:`Frames` (``localmap.mm.page_alloc.FrameAllocator`` in the models: ``mm`` builds on
+``arch``, not the reverse). A missing translation raises :class:`MmuFault` (a kernel oops in the
 real system). ``peek`` translates without touching the TLB, for the invariant checks.
 
 Differences from hardware: no permissions, attributes or TTBR0; one VA translation regime.
@@ -10,9 +11,18 @@ Differences from hardware: no permissions, attributes or TTBR0; one VA translati
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from localmap.arch.arm64.pgtable import Geometry, TableRegistry, walk
 from localmap.arch.arm64.tlb import TlbSystem
-from localmap.mm.page_alloc import FrameAllocator
+
+
+class Frames(Protocol):
+    """Physical memory as the MMU sees it: loads and stores of ``size`` bytes at a PA."""
+
+    def load(self, pa: int, size: int) -> int: ...
+
+    def store(self, pa: int, size: int, value: int) -> None: ...
 
 
 class MmuFault(Exception):
@@ -27,7 +37,7 @@ class Mmu:
         self,
         geom: Geometry,
         registry: TableRegistry,
-        frames: FrameAllocator,
+        frames: Frames,
         nr_cpus: int,
         threads_per_core: int = 1,
     ):

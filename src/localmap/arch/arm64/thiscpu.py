@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from localmap.errors import LocalmapError
+from localmap.units import MASK64
 
-MASK64 = (1 << 64) - 1
 
 # Register file (indices into the regs tuple).
 X_PTR, X_VAL, X_OLD, X_ADDR, X_TMP, X_RET, X_ST, X_OFF, X_VAL2, X_OLD2, X_TMP2, X_RET2 = range(12)

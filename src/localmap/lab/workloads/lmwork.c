@@ -47,6 +47,17 @@ static void touch(char *p, unsigned long bytes)
 		p[off] = 1;
 }
 
+/* the parent's side of a round that forks: a failed fork ends the program; one operation */
+static long reap(pid_t pid)
+{
+	if (pid < 0) {
+		perror("fork");
+		exit(1);
+	}
+	waitpid(pid, NULL, 0);
+	return 1;
+}
+
 static int pf_fd = -1;
 
 static long round_page_fault(void)
@@ -96,12 +107,7 @@ static long round_fork(void)
 	pid_t pid = fork();
 	if (pid == 0)
 		_exit(0);
-	if (pid < 0) {
-		perror("fork");
-		exit(1);
-	}
-	waitpid(pid, NULL, 0);
-	return 1;
+	return reap(pid);
 }
 
 static long round_mmapfork(void)
@@ -119,12 +125,7 @@ static long round_mmapfork(void)
 		munmap(p, MMAPFORK_BYTES);
 		_exit(0);
 	}
-	if (pid < 0) {
-		perror("fork");
-		exit(1);
-	}
-	waitpid(pid, NULL, 0);
-	return 1;
+	return reap(pid);
 }
 
 static long memcg_seq;
@@ -149,12 +150,7 @@ static long round_exec_io(void)
 		execl("/lmwork", "lmwork", "io-child", NULL);
 		_exit(127);
 	}
-	if (pid < 0) {
-		perror("fork");
-		exit(1);
-	}
-	waitpid(pid, NULL, 0);
-	return 1;
+	return reap(pid);
 }
 
 static int io_child(void)

@@ -1,6 +1,6 @@
 """``localmap check``: run the exhaustive checker on named scenarios and print verdicts.
 
-What it models: nothing itself; it drives :func:`localmap.check.run_checks` and renders the
+Models nothing itself; it drives :func:`localmap.check.run_checks` and renders the
 verdict table (scenario, verdict, states, seconds, states/s) and, for each unsafe scenario, the
 shortest counterexample as a step-by-step trace (CPU, instruction, TLB entry, physical page).
 ``--json`` prints the list of result objects instead.
@@ -11,23 +11,28 @@ from __future__ import annotations
 import json
 import sys
 
+from localmap.cli.common import add_command, progress
+from localmap.cli.console import stdout_console
 from localmap.errors import LocalmapError
-from localmap.report.console import stdout_console
+from localmap.units import fmt_count, fmt_seconds
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "check", help="exhaustively check this_cpu safety and the page-table lifecycle",
+    p = add_command(
+        subparsers, "check", help="exhaustively check this_cpu safety and the page-table lifecycle",
         description="Explore every interleaving of small configurations of the model and print "
         "each scenario's verdict; for an unsafe one, the shortest counterexample. Without "
-        "SCENARIO, the 15 scenarios of issue 4; 'all' adds the extra twins and references.")
-    p.add_argument("scenarios", nargs="*", metavar="SCENARIO")
-    p.add_argument("--cpus", type=int, default=None, help="CPUs (default: per scenario, 2)")
-    p.add_argument("--tasks", type=int, default=None, help="tasks (default: per scenario, 2)")
+        "SCENARIO, the default set of scenarios; 'all' adds the extra twins and references.")
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                   help="scenario names (see --list), or 'all'")
+    p.add_argument("--cpus", type=int, default=None, metavar="N",
+                   help="number of CPUs of each explored configuration (default: per scenario, 2)")
+    p.add_argument("--tasks", type=int, default=None, metavar="N",
+                   help="tasks (default: per scenario, 2)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    p.add_argument("--json", action="store_true", help="print JSON (a list of result objects)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--mmu", action="store_true", help="re-execute this_cpu-op counterexamples "
-                   "through the MMU model (localmap.design) and report what it reaches")
+                   "through the page-table and TLB model of the design and report what it reaches")
     p.set_defaults(func=cmd_check)
 
 
@@ -66,24 +71,18 @@ def cmd_check(args) -> int:
         raise LocalmapError("--cpus must be at least 1")
     if args.tasks is not None and args.tasks < 1:
         raise LocalmapError("--tasks must be at least 1")
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from localmap.check import run_checks
     from localmap.check.scenarios import resolve
 
     scs = resolve(args.scenarios)
     names = [sc.name for sc in scs]
-    err = Console(stderr=True)
     results = []
-    with Progress(SpinnerColumn(), TextColumn("check {task.description}"),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as prog:
-        bar = prog.add_task("", total=len(names))
+    with progress(args) as prog:
+        prog.start("check", total=len(names))
         for n in names:
-            prog.update(bar, description=n)
+            prog.update(description=f"check {n}")
             results += run_checks([n], args.cpus, args.tasks, mmu=args.mmu)
-            prog.advance(bar)
+            prog.advance()
     if args.json:
         json.dump(results, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -105,8 +104,8 @@ def cmd_check(args) -> int:
                       r["property"] or "")
     out.print(table)
     rate = total_states / total_s if total_s else 0.0
-    out.print(f"{len(results)} scenario(s), {int(total_states)} states in {total_s:.2f} s "
-              f"({rate:.0f} states/s)")
+    out.print(f"{len(results)} scenario(s), {fmt_count(int(total_states))} states in "
+              f"{fmt_seconds(total_s)} ({fmt_count(round(rate))} states/s)")
     for r in results:
         if r["counterexample"]:
             out.print(f"\n{r['scenario']}: UNSAFE, shortest counterexample "

@@ -9,8 +9,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from localmap.cli.console import stdout_console
 from localmap.report.model import Report
-from localmap.report.console import stdout_console
+from localmap.units import fmt_seconds
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
@@ -44,4 +45,4 @@ def print_report(report: Report, console: Console | None = None) -> None:
         for title, reason in report.omitted:
             con.print(f"{title}: {reason}")
     con.print()
-    con.print(f"evaluated in {report.seconds:.1f} s")
+    con.print(f"evaluated in {fmt_seconds(report.seconds, 1)}")

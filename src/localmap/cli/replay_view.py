@@ -11,11 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from localmap.analysis.replay import CAUSES, ReplayResult
-from localmap.report.console import stdout_console
-
-
-def _kib(n: int) -> str:
-    return f"{n} B" if n < 1024 else f"{n / 1024:,.1f} KiB"
+from localmap.arch.arm64.pgtable import granule_name
+from localmap.cli.console import stdout_console
+from localmap.units import fmt_bytes, fmt_seconds
 
 
 def replay_tables(res: ReplayResult, show: int = 10) -> list:
@@ -34,7 +32,7 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
         t.add_row("model (config + CPUs)", str(g.derived["static_size"]),
                   str(g.derived["reserved_size"]), str(g.derived["dyn_size"]),
                   str(g.derived["unit_size"]))
-    t.caption = (f"{g.mode} mode, {g.page_size // 1024}K pages, {g.nr_cpus} possible CPUs; "
+    t.caption = (f"{g.mode} mode, {granule_name(g.page_size)} pages, {g.nr_cpus} possible CPUs; "
                  + ("model equals dmesg" if g.matches_dmesg else
                     "no derivation (no config)" if g.matches_dmesg is None else
                     "MODEL DIFFERS FROM DMESG"))
@@ -113,13 +111,13 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
         t.add_column(col, justify="right" if col not in ("chunk", "kind") else "left")
     for c in fs["chunks"]:
         t.add_row(c["base_addr"], c["kind"] + (" (isolated)" if c["isolated"] else ""),
-                  f"{c['populated_pages']}/{c['nr_pages']}", _kib(c["used_bytes"]),
-                  _kib(c["free_bytes"]), str(c["nr_alloc"]), _kib(c["max_free_run"]),
+                  f"{c['populated_pages']}/{c['nr_pages']}", fmt_bytes(c["used_bytes"]),
+                  fmt_bytes(c["free_bytes"]), str(c["nr_alloc"]), fmt_bytes(c["max_free_run"]),
                   f"{c['fragmentation']:.0%}")
-    t.caption = (f"unit {fs['unit_size']} B × {fs['nr_units']} units; {fs['nr_chunks']} chunks "
+    t.caption = (f"unit {fmt_bytes(fs['unit_size'])} × {fs['nr_units']} units; {fs['nr_chunks']} chunks "
                  f"live ({fs['chunks_created']} created, {fs['chunks_destroyed']} destroyed in "
                  f"the trace); populated {fs['populated_pages']} pages/unit = "
-                 f"{fs['populated_bytes'] // 1024} kB (meminfo Percpu)")
+                 f"{fmt_bytes(fs['populated_bytes'])} (meminfo Percpu)")
     out.append(t)
 
     if res.meminfo_check:
@@ -127,8 +125,7 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
         for col in ("phase", "meminfo", "model", "check", ""):
             t.add_column(col)
         for m in res.meminfo_check:
-            t.add_row(m["phase"], f"{m['meminfo_bytes'] // 1024} kB",
-                      "-" if m["model_bytes"] is None else f"{m['model_bytes'] // 1024} kB",
+            t.add_row(m["phase"], fmt_bytes(m["meminfo_bytes"]), fmt_bytes(m["model_bytes"]),
                       m["kind"], "ok" if m["ok"] else "MISMATCH")
         out.append(t)
     vc = res.vmalloc_check
@@ -156,4 +153,4 @@ def print_replay(res: ReplayResult, show: int = 10, console: Console | None = No
     for r in replay_tables(res, show):
         con.print(r)
         con.print()
-    con.print(f"replayed in {res.seconds:.2f} s (parsing {res.parse_seconds:.2f} s)")
+    con.print(f"replayed in {fmt_seconds(res.seconds)} (parsing {fmt_seconds(res.parse_seconds)})")

@@ -1,5 +1,5 @@
 """``localmap replay BUNDLE|TRACE``: the allocator replay as a command (see
-:mod:`localmap.analysis.replay` for what it does and how)."""
+:mod:`localmap.analysis.replay` for what it does and how; the tables are in :mod:`.replay_view`)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,29 @@ import json
 import sys
 from pathlib import Path
 
+from localmap.cli.common import add_command, count, progress
 from localmap.errors import LocalmapError
 from localmap.ingest.bundle import Bundle, load_bundle
 
 
-def _count(text: str) -> int:
-    n = int(text)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, not {text}")
-    return n
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "replay", help="replay a percpu trace through the allocator model and score it",
+    p = add_command(
+        sub, "replay", help="replay a percpu trace through the allocator model and score it",
         description="Rebuild the first chunk from the dmesg line and config, reconstruct what "
         "was allocated before tracing, then replay every percpu event, predicting each "
         "allocation's (chunk, offset) before applying the kernel's answer.")
     p.add_argument("source", help="bundle folder, or a trace file (plain, .gz, .xz)")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--decisions", metavar="FILE",
                    help="write the model's prediction for every percpu_alloc_percpu event: "
                    "index<TAB>base_addr<TAB>off")
     p.add_argument("--dmesg", metavar="FILE", help="kernel log holding the first-chunk line "
                    "(default: the bundle's dmesg)")
     p.add_argument("--config", metavar="FILE", help="kernel .config (default: the bundle's)")
-    p.add_argument("--cpus", metavar="LIST_OR_N",
-                   help="possible CPUs, as a count or a list like 0-3 (default: the bundle's)")
-    p.add_argument("--show", type=_count, default=10, metavar="N",
+    p.add_argument("--possible-cpus", metavar="LIST|N",
+                   help="the kernel's possible CPUs, as a list like 0-3 or a count "
+                   "(default: the bundle's)")
+    p.add_argument("--show", type=count, default=10, metavar="N",
                    help="disagreements to list in the terminal report (default 10)")
     p.set_defaults(func=run)
 
@@ -56,17 +51,18 @@ def open_source(source: str, dmesg: str | None = None, config: str | None = None
             bundle.files[name] = Path(value)
     if cpus is not None:
         from localmap.ingest.procfs import parse_cpulist
-        lst = list(range(int(cpus))) if cpus.isdigit() else parse_cpulist(cpus, "--cpus")
+        lst = list(range(int(cpus))) if cpus.isdigit() else parse_cpulist(cpus, "--possible-cpus")
         if not lst:
-            raise LocalmapError("--cpus needs at least one CPU")
+            raise LocalmapError("--possible-cpus needs at least one CPU")
         bundle.__dict__["cpus"] = {"possible": lst, "online": lst}
     return bundle
 
 
 def run(args: argparse.Namespace) -> int:
     from localmap.analysis.replay import replay
-    bundle = open_source(args.source, args.dmesg, args.config, args.cpus)
-    res = replay(bundle, progress=sys.stderr.isatty())
+    bundle = open_source(args.source, args.dmesg, args.config, args.possible_cpus)
+    with progress(args) as prog:
+        res = replay(bundle, progress=prog)
     if args.decisions:
         try:
             res.write_decisions(args.decisions)
@@ -76,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         json.dump(res.as_dict(), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        from localmap.report.replay_view import print_replay
+        from localmap.cli.replay_view import print_replay
         print_replay(res, show=args.show)
     return 0

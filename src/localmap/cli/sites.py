@@ -1,21 +1,22 @@
-"""``localmap sites``: this_cpu access sites of a real arm64 kernel image (CLI of perf/sites.py).
+"""``localmap sites``: this_cpu access sites of a real arm64 kernel image, as terminal tables.
 
-Models nothing itself; see :mod:`localmap.perf.sites` for the model and its simplifications.
-``IMAGE`` may be ``debian:arm64`` or ``debian:rt-arm64`` to fetch (cached) Debian's 6.12.117
-image and the real System.map from its -dbg package.
+Drives :func:`localmap.perf.sites.analyse` (the model and its simplifications are described
+there). ``IMAGE`` may be ``debian:arm64`` or ``debian:rt-arm64`` to fetch (cached) Debian's
+6.12.117 image and the real System.map from its -dbg package.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from localmap.report.console import stdout_console
+
+from localmap.cli.common import add_command, positive, progress
+from localmap.cli.console import stdout_console
 
 
-def _resolve(args) -> tuple[str, str | None]:
-    image = args.image
-    symbols = args.kallsyms or args.system_map
+def resolve_image(image: str, kallsyms: str | None, system_map: str | None) -> tuple[str, str | None]:
+    """``IMAGE`` and its symbols; ``debian:FLAVOUR`` is fetched (cached) with its System.map."""
+    symbols = kallsyms or system_map
     if image.startswith("debian:"):
         from localmap.debian import debian_kernel, debian_system_map
         flavour = image.split(":", 1)[1]
@@ -24,13 +25,14 @@ def _resolve(args) -> tuple[str, str | None]:
     return image, symbols
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args) -> int:
     from localmap.perf.image import load_image
     from localmap.perf.sites import analyse
 
-    image, symbols = _resolve(args)
+    image, symbols = resolve_image(args.image, args.kallsyms, args.system_map)
     img = load_image(image, symbols, config=args.config)
-    rep = analyse(img, progress=not args.json)
+    with progress(args) as prog:
+        rep = analyse(img, progress=prog)
     if args.json:
         json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -63,15 +65,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sites", help="this_cpu sites in an arm64 kernel image (capstone)",
-                              description=__doc__.split("\n")[0])
+    p = add_command(subparsers, "sites", help="this_cpu sites in an arm64 kernel image",
+                    description="Find every this_cpu access in an arm64 kernel image, classify "
+                    "it (operation, form, preemption protection) and count the instructions the "
+                    "local mapping removes.")
     p.add_argument("image", metavar="IMAGE",
-                   help="raw arm64 Image / Debian vmlinuz, vmlinux ELF, or debian:arm64 | debian:rt-arm64")
+                   help="raw arm64 Image or Debian vmlinuz, vmlinux ELF, or debian:arm64 | debian:rt-arm64")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms dump (KASLR off), may be .gz")
-    g.add_argument("--system-map", metavar="FILE", help="System.map of the same build")
+    g.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms of the image's kernel (KASLR off), may be .gz")
+    g.add_argument("--system-map", metavar="FILE", help="System.map of the image's build")
     p.add_argument("--config", metavar="FILE", help="the kernel's .config (default: config-* beside IMAGE)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--per-site", action="store_true", help="with --json: every site")
-    p.add_argument("--top", type=int, default=25, help="functions to list (default 25)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--per-site", action="store_true", help="with --json: list every site")
+    p.add_argument("--top", type=positive, default=25, metavar="N", help="functions to list (default 25)")
     p.set_defaults(func=run)
