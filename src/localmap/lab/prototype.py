@@ -457,23 +457,25 @@ def compare_pgtables(layout: dict, tables: dict, kpti: bool = True) -> dict:
 
 # --- instructions per operation ------------------------------------------------------------------
 
-INSTRUCTION_WORKLOADS = (("fork", 30), ("memcg", 30), ("page-fault", 3), ("mmapfork", 6),
-                         ("exec-io", 10))
+INSTRUCTION_WORKLOADS = (("fork", 300), ("memcg", 300), ("page-fault", 20), ("mmapfork", 40),
+                         ("exec-io", 60))
+REPEATS = 5  # boots per kernel: the per-operation counts vary from boot to boot by ~1-2 %
 # Virtual time advances one nanosecond per instruction: timer interrupts per operation then depend
-# on what the guest executes, not on how loaded the host is (without it the per-operation counts
-# of two runs of the same kernel differ by several percent).
+# on what the guest executes, not on how loaded the host is (without it two runs of the same
+# kernel differ by several percent).
 ICOUNT = ["-icount", "shift=0"]
 
 
 def instructions(baseline, patched, analyse: Callable, workloads=INSTRUCTION_WORKLOADS,
-                 cpus: int = 2, progress: Progress | None = None, timeout: float = 3600.0) -> dict:
+                 cpus: int = 2, repeats: int = REPEATS, progress: Progress | None = None,
+                 timeout: float = 3600.0) -> dict:
     """Kernel instructions per workload operation on both kernels (:mod:`localmap.lab.profile`,
-    with ``-icount``), the difference, and the model's prediction from the baseline's executed
-    this_cpu sites: ``analyse(run, progress=)`` turns the baseline's run into its profile
-    (:func:`localmap.perf.dynamic.measured_profile`), whose ``removed_instructions`` are the
-    preempt brackets the local mapping removes and ``net_removed`` the same net of materialising
-    DELTA (``load``: one more instruction per site, as the patches do; ``hoisted``: out of the
-    function)."""
+    ``-icount``, ``repeats`` boots each), the difference, and the model's prediction from the
+    baseline's executed this_cpu sites: ``analyse(run, progress=)`` turns a baseline run into its
+    profile (:func:`localmap.perf.dynamic.measured_profile`), whose ``removed_instructions`` are
+    the preempt brackets the local mapping removes and ``net_removed`` the same net of
+    materialising DELTA (``load``: one more instruction per site, as the patches do; ``hoisted``:
+    once per function)."""
     from localmap.lab import profile as prof
 
     def pk(b, label):
@@ -481,34 +483,45 @@ def instructions(baseline, patched, analyse: Callable, workloads=INSTRUCTION_WOR
                                    system_map=b.system_map, config=b.config, preempt_model=FLAVOUR)
 
     wl = list(workloads)
-    base_run = prof.run_profile(pk(baseline, "baseline"), wl, cpus, progress=progress,
-                                timeout=timeout, qemu_extra=ICOUNT)
-    base = analyse(base_run, progress=progress)
-    run = prof.run_profile(pk(patched, "patched"), wl, cpus, progress=progress, timeout=timeout,
-                           qemu_extra=ICOUNT)
-    return compare_instructions(base, run, cpus)
+    bases, runs = [], []
+    for _ in range(repeats):
+        run = prof.run_profile(pk(baseline, "baseline"), wl, cpus, progress=progress,
+                               timeout=timeout, qemu_extra=ICOUNT)
+        bases.append(analyse(run, progress=progress))
+        runs.append(prof.run_profile(pk(patched, "patched"), wl, cpus, progress=progress,
+                                     timeout=timeout, qemu_extra=ICOUNT))
+    return compare_instructions(bases, runs, cpus)
 
 
-def compare_instructions(base: dict, run, cpus: int) -> dict:
-    """The baseline's analysed profile beside the patched kernel's run, per workload."""
+def _mean(xs) -> float:
+    return sum(xs) / len(xs)
+
+
+def compare_instructions(bases: list[dict], runs: list, cpus: int) -> dict:
+    """The baseline's analysed profiles beside the patched kernel's runs, per workload: means
+    over the boots and every boot's value."""
     rows = []
-    for w in base["workloads"]:
+    for idx, w in enumerate(bases[0]["workloads"]):
         name = w["workload"]
-        pc = run.workloads[name]
-        after = pc.kernel_instructions / pc.ops if pc.ops else 0.0
-        before = w["kernel_instructions"]
+        before = [b["workloads"][idx]["kernel_instructions"] for b in bases]
+        after = [r.workloads[name].kernel_instructions / r.workloads[name].ops for r in runs]
+        tp = [sum(r.workloads[name].sites.values()) / r.workloads[name].ops for r in runs]
+        nets = [b["workloads"][idx]["net_removed"] for b in bases]
+        mb, ma = _mean(before), _mean(after)
         rows.append({
             "workload": name, "op": w["op"], "ops": w["ops"],
-            "before": round(before, 1), "after": round(after, 1),
-            "measured_removed": round(before - after, 1),
-            "measured_share": round((before - after) / before, 5) if before else 0.0,
-            "model_removed": w["removed_instructions"],
-            "model_net_removed": w["net_removed"],
-            "this_cpu_executions_before": w["this_cpu_executions"],
-            "tpidr_reads_after": round(sum(pc.sites.values()) / pc.ops, 3) if pc.ops else 0.0,
+            "before": round(mb, 1), "after": round(ma, 1),
+            "before_runs": [round(x, 1) for x in before], "after_runs": [round(x, 1) for x in after],
+            "measured_removed": round(mb - ma, 1),
+            "measured_share": round((mb - ma) / mb, 5) if mb else 0.0,
+            "model_removed": round(_mean([b["workloads"][idx]["removed_instructions"] for b in bases]), 1),
+            "model_net_removed": {v: round(_mean([n[v] for n in nets]), 1) for v in nets[0]},
+            "this_cpu_executions_before": round(_mean([b["workloads"][idx]["this_cpu_executions"]
+                                                       for b in bases]), 1),
+            "tpidr_reads_after": round(_mean(tp), 1),
         })
-    return {"cpus": cpus, "qemu": ICOUNT, "workloads": rows, "baseline_kernel": base["kernel"],
-            "assumptions": base.get("assumptions", [])}
+    return {"cpus": cpus, "qemu": ICOUNT, "repeats": len(runs), "workloads": rows,
+            "baseline_kernel": bases[0]["kernel"], "assumptions": bases[0].get("assumptions", [])}
 
 
 # --- everything ---------------------------------------------------------------------------------
