@@ -252,7 +252,9 @@ def test_series_applies_and_the_patched_files_compile(tmp_path):
     objs = sorted(f[:-2] + ".o" for f in touched
                   if f not in ("mm/percpu-vm.c", "mm/percpu-local-selftest.c"))
     assert "arch/arm64/mm/kernel_pgd.o" in objs and "mm/percpu.o" in objs
-    proc = subprocess.run(kb._make(tree, work, *objs, "lib/percpu_counter.o", jobs=2),
+    # headers the series changes are also read by assembly (head.S, entry.S)
+    extra = ("lib/percpu_counter.o", "arch/arm64/kernel/entry.o", "arch/arm64/mm/proc.o")
+    proc = subprocess.run(kb._make(tree, work, *objs, *extra, jobs=2),
                           capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-2000:]
