@@ -121,12 +121,13 @@ def test_tlb_fill_invalidate_and_cnp_sharing():
     pa0, pa1 = fr.alloc(), fr.alloc()
     set_pte(g, reg, roots[0], va, pa0, alloc, [])
     set_pte(g, reg, roots[1], va, pa1, alloc, [])
-    mmu = Mmu(g, reg, fr, 2, threads_per_core=2)
-    # CnP off: each sibling fills its own entry
+    mmu = Mmu(g, reg, fr, 2, threads_per_core=1)  # two cores, no SMT
+    # CnP off: each PE fills its own entry
     mmu.set_ttbr1(0, roots[0].pa)
     mmu.set_ttbr1(1, roots[1].pa)
     assert mmu.translate(0, va) == pa0 and mmu.translate(1, va) == pa1
-    # CnP on for both siblings: CPU 1 hits the entry CPU 0 filled (the shared-TLB hazard)
+    # CnP on for both PEs of the Inner Shareable domain (no SMT needed): CPU 1 may hit the
+    # entry CPU 0 filled (the shared-TLB hazard of differing tables)
     mmu.set_ttbr1(0, roots[0].pa, cnp=True)
     mmu.set_ttbr1(1, roots[1].pa, cnp=True)
     assert mmu.translate(0, va) == pa0
@@ -136,10 +137,14 @@ def test_tlb_fill_invalidate_and_cnp_sharing():
     assert mmu.peek(1, va) == pa1
     mmu.tlb.fill(0, va, pa0)
     mmu.tlb.invalidate_va(va, cpu=1)
-    assert mmu.tlb.lookup(0, va) is None  # the core's shared store lost it too
+    assert mmu.tlb.lookup(0, va) is None  # the common (CnP) store lost it too
     assert mmu.peek(0, va) == pa0
     with pytest.raises(MmuFault):
         mmu.translate(0, va + (1 << 30))
+    # a PE with CnP=0 never sees the common store, whoever filled it
+    mmu.set_ttbr1(1, roots[1].pa, cnp=False)
+    mmu.tlb.fill(0, va, pa0)
+    assert mmu.translate(1, va) == pa1
 
 
 def test_pcpu_get_vm_areas_top_down_congruent():

@@ -8,7 +8,8 @@ from localmap.check.explore import explore, replay
 from localmap.check.mmu_replay import replay_through_mmu, supported
 from localmap.check.scenarios import ALL_SCENARIOS
 
-THIS_CPU_UNSAFE = ["naive-no-preempt", "local-lse-smt-cnp", "local-multi-insn-no-preempt",
+THIS_CPU_UNSAFE = ["naive-no-preempt", "local-lse-smt-cnp", "cnp-no-smt",
+                   "local-multi-insn-no-preempt",
                    "local-multi-insn-preempt-only", "local-llsc-no-clrex", "depopulate-no-tlbi"]
 
 
@@ -35,19 +36,24 @@ def test_same_schedule_with_the_tlbi_is_clean_in_both_models():
     twin = ALL_SCENARIOS["depopulate-tlbi"]
     acts = list(r.actions)
     # the twin's worker has one more step (the TLBI) right after the unmap
-    unmap = [i for i, a in enumerate(acts) if a == ("worker",)][1]
-    acts.insert(unmap + 1, ("worker",))
+    unmap = [i for i, a in enumerate(acts) if a == ("worker", 0)][1]
+    acts.insert(unmap + 1, ("worker", 0))
     v, _, _ = replay(twin, acts)
     assert v is None
     assert replay_through_mmu(twin, acts).prop is None
 
 
-def test_unsupported_schedules_are_refused():
+@pytest.mark.parametrize("name", ["kpti-naive-root", "local-read-torn-no-preempt",
+                                  "remote-plain-rmw-percpu-ptr", "resume-swapper-ttbr1",
+                                  "hot-remove-stale-copy"])
+def test_unsupported_schedules_are_refused(name):
     from localmap.errors import LocalmapError
 
-    sc = ALL_SCENARIOS["kpti-naive-root"]
+    sc = ALL_SCENARIOS[name]
+    acts = explore(sc).actions
+    assert not supported(sc, acts)
     with pytest.raises(LocalmapError):
-        replay_through_mmu(sc, explore(sc).actions)
+        replay_through_mmu(sc, acts)
 
 
 def test_cli_mmu_option_reports_the_replay(capsys):

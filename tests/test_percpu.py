@@ -336,3 +336,29 @@ def test_snapshot_restore_keeps_chunk_identity_and_state():
                      c.chunk_md.state(), list(c.populated), c.slot) for c in p.chunks}
     assert after == before
     check_invariants(p, {x: (s, 8) for x, s in zip(ptrs, (8, 96, 4000, 16, 2000))})
+
+
+def test_balance_work_scheduling_as_the_kernel():
+    """pcpu_schedule_balance_work does nothing before percpu_enable_async; a failed atomic
+    allocation sets pcpu_atomic_alloc_failed even then, and the next run of the work then
+    populates PCPU_EMPTY_POP_PAGES_HIGH pages although enough empty pages are populated (it
+    would populate none without the flag)."""
+    from localmap.mm.percpu import PCPU_EMPTY_POP_PAGES_HIGH
+    p = small_machine()
+    p.async_enabled = False
+    c = p.create_chunk()                        # a dynamic chunk, nothing populated
+    assert p.nr_empty_pop_pages >= PCPU_EMPTY_POP_PAGES_HIGH   # the first chunk's free pages
+    with pytest.raises(PcpuAllocError):
+        p.alloc(32 * 1024, 4096, atomic=True)   # no populated run that long
+    assert p.atomic_alloc_failed and not p.balance_pending
+    p.free(p.alloc(16, 8))                      # nothing schedules before enable
+    assert not p.balance_pending
+    p.async_enabled = True
+    with pytest.raises(PcpuAllocError):
+        p.alloc(32 * 1024, 4096, atomic=True)
+    assert p.balance_pending
+    before = c.nr_populated
+    run = p.balance()
+    assert run.populated == PCPU_EMPTY_POP_PAGES_HIGH and c.nr_populated == before + 4
+    assert not p.atomic_alloc_failed and not p.balance_pending
+    assert p.balance().populated == 0           # without the flag: enough empty pages

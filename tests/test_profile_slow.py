@@ -1,7 +1,7 @@
 """Slow tests of the lab kernel and the dynamic profiles (QEMU boots; the kernel build is cached).
 
-The talk-matching kernel takes ~20-75 min to build on 2 cores, which CI cannot afford from an
-empty cache. These tests use the cached lab build when present (``localmap lab kernel --flavour
+The talk-matching kernel takes over an hour to build on 2 shared cores, which CI cannot afford
+from an empty cache. These tests use the cached lab build when present (``localmap lab kernel --flavour
 dynamic`` makes it, under ``~/.cache/localmap/kernels``); without it they profile Debian's own
 6.12.117 arm64 kernel instead (same counting, no preempt count) and prove the builder with a
 bounded run: config derivation (``olddefconfig`` on Debian's config) and ``make prepare`` plus
@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -161,5 +160,5 @@ def test_lab_kernel_build_or_bounded_proof(kernel, tmp_path):
     dis = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(work / "lib/percpu_counter.o")],
                          capture_output=True, text=True).stdout
     assert "tpidr_el1" in dis  # this_cpu sites inlined at -O2 (not one out-of-line helper)
-    pytest.skip(f"full 'make Image' not run (~20-75 min on 2 cores); config derived, prepare and two "
-                f"objects compiled; build the cache with: {BUILD_CMD}")
+    pytest.skip(f"full 'make Image' not run (over an hour on 2 cores); config derived, prepare and "
+                f"two objects compiled; build the cache with: {BUILD_CMD}")

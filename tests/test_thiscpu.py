@@ -72,13 +72,19 @@ class FlatEnv(tc.ThisCpuEnv):
         self.ttbr1 = value
         self.ttbr1_log.append(value)
 
+    def pcpu_mark(self, reg):
+        self.calls.append(f"mark{reg}")
+
+    def pcpu_unmark(self):
+        self.calls.append("unmark")
+
 
 def target(seq: tc.OpSeq) -> int:
     return {"offset": PTR + OFF, "segment": PTR + OFF, "local": PTR + tc.DEFAULT_DELTA,
-            "direct": PTR}[seq.addressing]
+            "direct": PTR, "fixup": PTR + OFF}[seq.addressing]
 
 
-SCALAR_OPS = [op for op in tc.OPS if op != "cmpxchg128"]
+SCALAR_OPS = [op for op in tc.OPS if op not in tc.WIDE_OPS]
 VALUES = st.integers(min_value=0, max_value=tc.MASK64)
 
 
@@ -102,7 +108,100 @@ def test_every_form_matches_reference_semantics(form, op, old, val, same):
     assert env.pcount == 0 and env.irqoff == 0
 
 
-@pytest.mark.parametrize("form", [f for f in tc.FORMS if f != "x86-seg"])
+def _forms_with(op):
+    out = []
+    for f in tc.FORMS:
+        try:
+            tc.sequence(f, op)
+        except tc.ThisCpuFault:
+            continue
+        out.append(f)
+    return out
+
+
+def test_wide_reads_and_updates_exist_where_the_architecture_has_them():
+    # a 16-byte read: one ldp (LSE2) in the LSE forms, an ldxp/stxp loop in the LL/SC forms,
+    # two loads in the generic ones; a 16-byte add only as a multi-instruction sequence
+    assert set(_forms_with("read128")) == set(tc.FORMS) - {"x86-seg"}
+    assert {tc.FORMS[f][3] for f in _forms_with("add128")} == {"generic"}
+    loads = lambda f: [i.op for i in tc.sequence(f, "read128").insns if i.is_mem]  # noqa: E731
+    assert loads("local-lse") == ["ldp"]
+    assert loads("local-llsc") == ["ldxp", "stxp"]
+    assert loads("multi-local") == ["ldr", "ldr2"]
+
+
+@pytest.mark.parametrize("form", _forms_with("read128"))
+@settings(max_examples=10, deadline=None)
+@given(lo=VALUES, hi=VALUES)
+def test_read128_returns_both_words_and_leaves_memory(form, lo, hi):
+    seq = tc.sequence(form, "read128")
+    env = FlatEnv()
+    a = target(seq)
+    env.mem[a], env.mem[a + 8] = lo, hi
+    regs = tc.run(seq, env, tc.initial_regs(ptr=PTR))
+    assert (regs[tc.X_RET], regs[tc.X_RET2]) == (lo, hi)
+    assert (env.mem[a], env.mem[a + 8]) == (lo, hi)
+    assert env.pcount == 0 and env.irqoff == 0
+
+
+@pytest.mark.parametrize("form", _forms_with("add128"))
+def test_add128_adds_to_both_words(form):
+    seq = tc.sequence(form, "add128")
+    env = FlatEnv()
+    a = target(seq)
+    env.mem[a], env.mem[a + 8] = 5, tc.MASK64
+    tc.run(seq, env, tc.initial_regs(ptr=PTR, val=3))
+    assert (env.mem[a], env.mem[a + 8]) == (8, 2)
+
+
+class _TraceEnv(FlatEnv):
+    def __init__(self, monitor_breaks=0):
+        super().__init__(monitor_breaks)
+        self.events = []
+
+    def store(self, pa, value):
+        self.events.append(("store", pa, value))
+        super().store(pa, value)
+
+    def write_ttbr1(self, value):
+        self.events.append(("ttbr1", value))
+        super().write_ttbr1(value)
+
+
+@pytest.mark.parametrize("form", list(tc.FORMS))
+@pytest.mark.parametrize("op", list(tc.OPS))
+def test_dead_registers_can_be_forgotten(form, op):
+    """Overwriting every register that live_registers() calls dead, before every instruction,
+    changes neither the path nor any store: the liveness the checker relies on is exact enough."""
+    try:
+        seq = tc.sequence(form, op)
+    except tc.ThisCpuFault:
+        return
+    import random
+
+    rnd = random.Random(hash((form, op)) & 0xFFFF)
+    for breaks in (0, 1):
+        runs = []
+        for garble in (False, True):
+            env = _TraceEnv(monitor_breaks=breaks)
+            a = target(seq)
+            env.mem[a], env.mem[a + 8] = 7, 9
+            regs = tc.initial_regs(ptr=PTR, val=3, old=7, val2=4, old2=9)
+            pc, pcs = 0, []
+            while pc < len(seq):
+                if garble:
+                    live = tc.live_registers(seq)[pc]
+                    regs = tuple(v if i in live else rnd.getrandbits(64) for i, v in enumerate(regs))
+                pcs.append(pc)
+                pc, regs = tc.step(seq, pc, regs, env)
+            runs.append((pcs, env.events, dict(env.mem)))
+        assert runs[0] == runs[1]
+    # and the checker's canonical form really zeroes the dead ones
+    regs = tuple(range(1, tc.NREGS + 1))
+    assert tc.forget_dead(seq, len(seq), regs) == (0,) * tc.NREGS
+
+
+@pytest.mark.parametrize("form", _forms_with("cmpxchg128"))
 def test_cmpxchg128(form):
     seq = tc.sequence(form, "cmpxchg128")
     for match in (True, False):

@@ -364,3 +364,164 @@ def overhead_table(
                 row["talk_pgtable"] = TALK["pgtable_note"]
             rows.append(row)
     return rows
+
+
+# --- the sync, and the preallocation alternative ---------------------------------------------
+
+ALL_PAIRS = tuple((g.page_size, g.va_bits) for g in Geometry.all_pairs())
+
+
+def _copied_path(lay) -> list[tuple[int, int, int]]:
+    """The tables every CPU copies (DESIGN.md item 5): for each level from the root to the split
+    level, ``(level, lo, hi)``, the VA range the copied table at that level covers."""
+    g = lay.geom
+    lo, hi = g.ttbr1_base, 1 << 64
+    out = []
+    for lvl in range(g.root_level, lay.split_level + 1):
+        out.append((lvl, lo, hi))
+        e = g.entry_size(lvl)
+        lo = lay.local_window[0] - (lay.local_window[0] - g.ttbr1_base) % e
+        hi = lo + e
+    return out
+
+
+def growable_regions(lay) -> dict[str, tuple[int, int]]:
+    """Kernel VA ranges that can receive new mappings after boot, where a new entry in a copied
+    table may appear: modules + vmalloc (ioremap, vmap, percpu chunks), vmemmap and the linear
+    map (memory hot-add)."""
+    k = lay.kernel
+    return {"vmalloc": (k.modules_vaddr, k.vmalloc_end),
+            "vmemmap": (k.vmemmap_start, k.vmemmap_end),
+            "linear map": ((-(1 << k.vabits_actual)) & ((1 << 64) - 1), k.page_end)}
+
+
+def preallocation_cost(granule: int | str, va_bits: int, *,
+                       vabits_actual: int | None = None) -> dict[str, Any]:
+    """The x86-style alternative to the sync: at boot, give every entry of the copied tables
+    (root .. split level) that covers a growable region a table below it, so no entry of a
+    copied table ever appears later and nothing needs syncing. Returns, per region, the entries
+    and the bytes of tables to preallocate (shared by all CPUs: a one-time cost, not per CPU);
+    the windows' entries and the copied path itself are excluded (they exist at boot). Entries
+    the boot mappings already populate (kernel image, fixmap) are counted: an upper bound by at
+    most a few tables."""
+    geom = Geometry(parse_granule(granule), int(va_bits))
+    lay = design_layout(geom, vabits_actual)
+    g = lay.geom
+    path = _copied_path(lay)
+    windows = (min(lay.local_window[0], lay.global_window[0]),
+               max(lay.local_window[1], lay.global_window[1]))
+    regions = {}
+    for name, (start, end) in growable_regions(lay).items():
+        per_level: dict[int, int] = {}
+        for lvl, lo, hi in path:
+            e = g.entry_size(lvl)
+            a, b = max(start, lo), min(end, hi)
+            if a >= b:
+                continue
+            first, last = (a - g.ttbr1_base) // e, (b - 1 - g.ttbr1_base) // e
+            n = 0
+            for idx in range(first, last + 1):
+                base = g.ttbr1_base + idx * e
+                if lvl < lay.split_level and base <= lay.local_window[0] < base + e:
+                    continue  # the copied path's own entry exists at boot
+                if lvl == lay.split_level and base < windows[1] and windows[0] < base + e:
+                    continue  # the windows: the global one populated at boot, the local one private
+                n += 1
+            if n:
+                per_level[lvl] = n
+        entries = sum(per_level.values())
+        regions[name] = {"range": [hex(start), hex(end)], "entries": entries,
+                         "entries_per_level": {str(k): v for k, v in per_level.items()},
+                         "bytes": entries * g.page_size}
+    return {"granule": granule_name(geom.page_size), "va_bits": geom.va_bits,
+            "vabits_actual": g.va_bits, "split_level": lay.split_level,
+            "split_entry_bytes": lay.split_entry_size, "regions": regions,
+            "vmalloc_bytes": regions["vmalloc"]["bytes"],
+            "all_bytes": sum(r["bytes"] for r in regions.values())}
+
+
+def preallocation_table(pairs: Iterable[tuple[int, int]] = ALL_PAIRS) -> list[dict[str, Any]]:
+    return [preallocation_cost(p, v) for p, v in pairs]
+
+
+def sync_entries(cpus: int, new_entries: int = 1) -> dict[str, int]:
+    """Page-table work of DESIGN.md item 6 for ``new_entries`` entries appearing in a copied
+    table, on ``cpus`` online CPUs, beside today's kernel: adding writes the entry into every
+    copy (no TLBI: invalid entries are never cached, a ``dsb ishst`` orders the writes); removing
+    one (memory hot-remove's ``free_empty_tables``) clears it in every copy before one
+    all-levels ``tlbi vaae1is``."""
+    n = max(cpus, 1)
+    return {"cpus": cpus, "add_entries": new_entries * n, "add_entries_today": new_entries,
+            "add_tlbi": 0, "add_tlbi_today": 0,
+            "remove_entries": new_entries * n, "remove_entries_today": new_entries,
+            "remove_tlbi": new_entries, "remove_tlbi_today": new_entries}
+
+
+def measured_sync(geom: Geometry, cpus: int, sizes: Iterable[int]) -> dict[str, int]:
+    """Run ``vmalloc`` of each size on a :class:`DesignMachine` of ``cpus`` CPUs and count the
+    sync work the model does (entries written into copies, TLBIs, syncs)."""
+    m = DesignMachine(geom, cpus, geom.page_size, checked=False)
+    m.create_chunk(first=True)
+    before_e = m.acct.entries[("sync_total", "sync")]
+    before_s = m.acct.ops["sync_total"]
+    tl = sum(m.acct.tlbi.values())
+    n = 0
+    for size in sizes:
+        m.vmalloc(size)
+        n += 1
+    return {"cpus": cpus, "vmallocs": n,
+            "syncs": m.acct.ops["sync_total"] - before_s,
+            "sync_entries": m.acct.entries[("sync_total", "sync")] - before_e,
+            "tlbi": sum(m.acct.tlbi.values()) - tl}
+
+
+def vmalloc_sync_profile(areas, granule: int | str, va_bits: int, *,
+                         vabits_actual: int | None = None) -> dict[str, Any]:
+    """From a capture's ``/proc/vmallocinfo``: how many entries of the copied tables its vmalloc
+    areas needed beyond those the boot mappings (``paging_init``'s areas: the kernel image)
+    populate -- each one a sync -- and how many areas there are."""
+    geom = Geometry(parse_granule(granule), int(va_bits))
+    lay = design_layout(geom, vabits_actual)
+    g = lay.geom
+    path = _copied_path(lay)
+
+    def entries_of(a):
+        out = set()
+        for lvl, lo, hi in path:
+            e = g.entry_size(lvl)
+            s, t = max(a.start, lo), min(a.end, hi)
+            if s < t:
+                for idx in range((s - g.ttbr1_base) // e, (t - 1 - g.ttbr1_base) // e + 1):
+                    base = g.ttbr1_base + idx * e
+                    if not (lvl < lay.split_level and base <= lay.local_window[0] < base + e):
+                        out.add((lvl, idx))
+        return out
+
+    boot = set().union(*(entries_of(a) for a in areas if a.caller.startswith("paging_init")))
+    later = set().union(*(entries_of(a) for a in areas if not a.caller.startswith("paging_init")))
+    n = sum(1 for a in areas if not a.caller.startswith("paging_init"))
+    return {"areas": n, "boot_entries": len(boot), "synced_entries": len(later - boot),
+            "syncs_per_vmalloc": (len(later - boot) / n) if n else 0.0}
+
+
+def sync_cost(cpus_list: Iterable[int], granule: int | str = 4096, va_bits: int = 48, *,
+              bundle: Any = None, vabits_actual: int | None = None) -> dict[str, Any]:
+    """The per-vmalloc cost of the sync against the CPU count: per sync (one new entry in a
+    copied table) and, with ``bundle``, amortised over that capture's vmalloc areas."""
+    prof = None
+    if bundle is not None:
+        from localmap.ingest.bundle import load_bundle
+
+        b = load_bundle(bundle) if not hasattr(bundle, "vmallocinfo") else bundle
+        if not b.vmallocinfo:
+            raise LocalmapError("the bundle has no vmallocinfo", b.folder if hasattr(b, "folder") else None)
+        prof = vmalloc_sync_profile(b.vmallocinfo, granule, va_bits, vabits_actual=vabits_actual)
+    rows = []
+    for n in cpus_list:
+        r = sync_entries(n)
+        r["extra_entries_per_sync"] = r["add_entries"] - r["add_entries_today"]
+        if prof is not None:
+            r["extra_entries_per_vmalloc"] = prof["syncs_per_vmalloc"] * r["extra_entries_per_sync"]
+        rows.append(r)
+    return {"granule": granule_name(parse_granule(granule)), "va_bits": int(va_bits),
+            "profile": prof, "rows": rows}

@@ -1,58 +1,94 @@
 """Replay of a real percpu trace through the allocator model, predicting every decision.
 
-Steps, in order (each is reported):
+The trace is read and replayed as a stream (:func:`localmap.ingest.trace.iter_records`): a
+record is replayed as it is read and then dropped. What is kept: a short look-ahead (the chunk
+events of one run of the balance work, a racing pair), the records since the last allocator
+checkpoint (for the race trials, at most 2 x :data:`CHECKPOINT_EVERY`), the records of the
+reconstruction pass (at most :data:`LEARN_PREFIX`), and per allocation two machine words (the
+model's prediction). Memory follows the allocator's live state, not the trace's length.
+
+Steps (each is reported):
 
 1. **Geometry.** The first chunk's static/reserved/dynamic split and unit size are derived from
    the kernel config (PERCPU_MODULE_RESERVE, PERCPU_DYNAMIC_RESERVE/EARLY_SIZE), the static
    size and the possible CPU count, by :func:`~localmap.mm.percpu.first_chunk_alloc_info`, and
    compared with the dmesg first-chunk line. The kernel's own line wins if they differ (and the
    difference is reported).
-2. **Addresses.** The first chunk is the lowest chunk address the trace uses without a
-   ``percpu_create_chunk`` (embed: linear map; page: near VMALLOC_START; dynamic chunks are
-   placed top-down from VMALLOC_END). ``pcpu_base_addr`` follows from the geometry and
-   ``__per_cpu_start`` from any event's ``ptr`` (checked against kallsyms when present).
+2. **Addresses.** ``pcpu_base_addr`` and ``__per_cpu_start`` come from kallsyms and the events'
+   ``ptr`` when kallsyms is there; otherwise the first chunk is the lowest chunk address used
+   without a ``percpu_create_chunk`` in the first :data:`PREFIX_EVENTS` events (embed: linear
+   map; page: near VMALLOC_START; dynamic chunks are placed top-down from VMALLOC_END).
 3. **Starting occupancy.** Allocations made before tracing started never appear. The model
-   starts from the emptiest state consistent with the trace: an area is assumed allocated
-   before tracing only when (a) the trace frees an offset it never allocated (an area starts
-   there), or (b) the kernel placed an allocation above free space the model would have used
-   first, and that space is untouched by any earlier traced event. Learned in a first pass over
-   the trace (kernel answers applied, no scoring); the second pass scores predictions from the
-   reconstructed start. No other free parameter.
-4. **Replay.** Chunk creation and destruction come from the trace (the balance work is
-   asynchronous); the balance work itself runs as an explicit step when the model schedules it
-   and whenever the trace shows it ran. For each ``percpu_alloc_percpu`` the model predicts
-   (chunk, offset) first, then applies the kernel's answer so it stays in step.
-5. **Races.** The allocation tracepoint fires after the allocator drops its lock and ftrace
+   starts from the emptiest state consistent with the trace: in a chunk older than the trace an
+   area counts as allocated before tracing only when (a) the trace frees an offset it never
+   allocated (an area starts there), or (b) the kernel placed an allocation above free space the
+   model would have used first, and that space is untouched by any earlier traced event (an
+   allocation inside such an area later shows it was free after all). No free parameter. These
+   areas are learned by a reconstruction pass (kernel answers applied, nothing scored) that
+   stops as soon as no chunk older than the trace has untouched free space left, or after
+   :data:`LEARN_PREFIX` events; the scoring pass then replays from the reconstructed start
+   (the pass's records again from memory, then the rest of the stream). Past that bound, the
+   same learning goes on inline.
+4. **Replay.** For each ``percpu_alloc_percpu`` the model predicts (chunk, offset) first, then
+   applies the kernel's answer so it stays in step. Chunk creation and destruction are the
+   trace's.
+5. **The balance work as the kernel runs it.** Scheduling it (an allocation leaving fewer than
+   2 empty populated pages, a free leaving a second fully free chunk or a chunk to isolate, an
+   atomic failure, which also sets ``pcpu_atomic_alloc_failed``) sets a pending flag: requests
+   coalesce as ``schedule_work`` of a pending work does, and count for nothing before
+   ``percpu_enable_async`` (a ``subsys_initcall``; the bound is the boot log's
+   ``clocksource: Switched to clocksource`` line, printed by an ``fs_initcall``, on the trace's
+   clock). The work then runs when its kworker can take ``pcpu_alloc_mutex``: once the task
+   that scheduled it lets the CPU go (the next event is another task's) or before the next
+   non-atomic allocation (which needs the mutex), unless that run would create or destroy a
+   chunk: such a run shows in the trace, so it runs where the trace shows its
+   ``percpu_destroy_chunk`` / ``percpu_create_chunk`` (with the destructions the same kworker
+   prints next). A ``percpu_create_chunk`` is ``pcpu_alloc``'s own when the creating task's
+   next allocation finds no space in the model without the new chunk; else it is the work's.
+6. **Races.** The allocation tracepoint fires after the allocator drops its lock and ftrace
    orders events by timestamp, so an allocation can be printed after events that happened
-   after it took its area: another task's allocation, or frees (softirq, or PREEMPT_RT's
-   ``rcuc`` threads preempting the allocating task). When a prediction misses, the replay tries
-   the allocator's order on a snapshot — the next allocation first (another task, within
-   :data:`RACE_WINDOW_S`, exactly the model's prediction), or this allocation before the frees
-   of other tasks printed within :data:`RACE_WINDOW_S` whose space the model would reuse — and
-   keeps it only if the model then agrees; such reorderings are counted (``race_swaps``).
+   after it took its area. On a miss, the replay tries the allocator's order: the next
+   allocation first (another task, within :data:`RACE_WINDOW_S`, exactly the model's
+   prediction), or this allocation before the frees and allocations other tasks printed within
+   :data:`RACE_WINDOW_S` before it (nearest position first), whatever they changed (space,
+   hints, slot, isolation, population, the balance work): the events since the last
+   checkpoint are re-run in that order. An order is kept only if the model then agrees on the
+   allocation and on every re-run allocation it agreed on; each one kept is reported with its
+   lines (``reorders``). When no order explains a miss, the kernel's answer is applied; it does
+   not put back a chunk the model holds isolated (the kernel cannot have taken the area from
+   it: the model's list state is what is off).
 
-Deliberate differences: the model cannot see when the kernel's balance work really ran; it
-runs it right after the event that scheduled it (and when the trace shows a chunk created or
-destroyed by it).
+Deliberate differences: when the trace shows nothing of a run of the balance work, the model
+runs it at the earliest point the kernel could (step 5); a free that races the balance work's
+own depopulation (the work drops ``pcpu_lock`` around it) cannot be seen and is not modelled.
 """
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import time
+from array import array
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 from localmap.errors import LocalmapError
 from localmap.ingest.bundle import Bundle, load_bundle
-from localmap.ingest.trace import ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, PcpuEvent, read_trace
-from localmap.mm.percpu import (MASK64, PAGE_SIZES, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError, PcpuChunk,
-                                find_next_bit, first_chunk_alloc_info,
-                                pcpu_build_alloc_info)
+from localmap.ingest.trace import (ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, R_ALIGN, R_ATOMIC,
+                                   R_BASE, R_CALL_SITE, R_KIND, R_LINE, R_OFF, R_PTR,
+                                   R_RESERVED, R_SIZE, iter_records, record_head, record_ts)
+from localmap.mm.percpu import (MASK64, PAGE_SIZES, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError,
+                                PcpuChunk, first_chunk_alloc_info, pcpu_build_alloc_info)
 from localmap.progress import Progress, as_progress
 
-RACE_WINDOW_S = 0.010
+RACE_WINDOW_S = 0.010       # how far apart two racing events can be printed
+CHECKPOINT_EVERY = 4096     # events between allocator checkpoints (race trials restart there)
+LOOKAHEAD = 64              # records read ahead (chunk events of one work run, racing pair)
+PREFIX_EVENTS = 4096        # events read before the first chunk is located (no kallsyms)
+LEARN_PREFIX = 32768        # at most this many events in the reconstruction pass
+MAX_RACE_CANDIDATES = 24    # positions tried for one allocation
+WORK_POLICY = "task"
 
 CAUSES = {
     "no-space-in-model": "the model found no space where the kernel did (state diverged)",
@@ -104,6 +140,38 @@ class FirstChunkGeometry:
     notes: list[str] = field(default_factory=list)
 
 
+class Decisions:
+    """The model's prediction for every allocation, in trace order, as two word arrays."""
+
+    def __init__(self):
+        self.base = array("Q")
+        self.off = array("q")          # -1: the model found no space
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[int, int | None, int | None]:
+        if i < 0:
+            i += len(self.base)
+        off = self.off[i]
+        return (i, None, None) if off < 0 else (i, self.base[i], off)
+
+    def __iter__(self) -> Iterator[tuple[int, int | None, int | None]]:
+        for i, (b, o) in enumerate(zip(self.base, self.off)):
+            yield (i, None, None) if o < 0 else (i, b, o)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def append(self, pred: tuple[int, int] | None) -> None:
+        if pred is None:
+            self.base.append(0)
+            self.off.append(-1)
+        else:
+            self.base.append(pred[0])
+            self.off.append(pred[1])
+
+
 @dataclass
 class ReplayResult:
     source: str
@@ -123,16 +191,23 @@ class ReplayResult:
     nr_nonatomic: int
     agree_atomic: int
     nr_atomic: int
-    swaps: int
+    reorders: list[dict]
     disagreements: list[Disagreement]
     reconstruction: dict
-    decisions: list[tuple[int, int | None, int | None]]
-    timeline: list[tuple[float, int, int, int, int]]   # ts, alloc index, used bytes, chunks, populated pages
+    decisions: Decisions
+    # (ts, alloc index, used bytes, chunks, populated pages) every 64 events
+    timeline: list[tuple[float, int, int, int, int]]
     meminfo_check: list[dict]
     vmalloc_check: dict | None
     base_info: dict
+    balance: dict
     seconds: float
-    parse_seconds: float
+    parse_seconds: float | None = None     # parsing is interleaved with the replay
+
+    @property
+    def swaps(self) -> int:
+        """Events replayed in another order than printed (racing allocations and frees)."""
+        return len(self.reorders)
 
     @property
     def agreement(self) -> float:
@@ -155,7 +230,7 @@ class ReplayResult:
         for c in p.chunks:
             areas = c.areas()
             hidden = (1 if c.start_offset else 0) + (1 if c.end_offset else 0)
-            free_runs = _free_runs(c)
+            free_runs = c.free_runs()
             chunks.append({
                 "base_addr": f"{c.base_addr:x}",
                 "kind": "reserved" if c.is_reserved else ("first" if c.is_first else "dynamic"),
@@ -204,13 +279,15 @@ class ReplayResult:
                 "atomic_total": self.nr_atomic,
                 "race_swaps": self.swaps,
             },
+            "reorders": self.reorders,
             "disagreements": [d.as_dict() for d in self.disagreements],
             "disagreement_causes": dict(self.causes()),
             "reconstruction": self.reconstruction,
+            "balance_work": self.balance,
             "final_state": self.final_state(),
             "meminfo_check": self.meminfo_check,
             "vmalloc_check": self.vmalloc_check,
-            "seconds": self.seconds, "parse_seconds": self.parse_seconds,
+            "seconds": self.seconds,
         }
 
     def write_decisions(self, path: Path | str) -> None:
@@ -222,19 +299,9 @@ class ReplayResult:
                     fh.write(f"{idx}\t{base:x}\t{off}\n")
 
 
-def _free_runs(c: PcpuChunk) -> list[int]:
-    runs = []
-    m = c.alloc_map
-    bits = c.map_bits
-    i = 0
-    from localmap.mm.percpu import find_next_zero_bit
-    i = find_next_zero_bit(m, bits, 0)
-    while i < bits:
-        j = find_next_bit(m, bits, i)
-        runs.append(j - i)
-        i = find_next_zero_bit(m, bits, j)
-    return runs
-
+# ---------------------------------------------------------------------------------------------
+# geometry and addresses
+# ---------------------------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------------------------
 # geometry and addresses
@@ -296,7 +363,7 @@ def derive_geometry(bundle: Bundle, page_size: int | None = None,
 
 
 def _build_percpu(geo: FirstChunkGeometry, pcpu_base: int, per_cpu_start: int,
-                  listener=None) -> Percpu:
+                  listener=None, async_enabled: bool = True) -> Percpu:
     """The model machine with the kernel's printed split (equal to the derived one when the
     config allowed a derivation)."""
     ai = pcpu_build_alloc_info(geo.static_size, geo.reserved_size, geo.dyn_size, geo.page_size,
@@ -307,37 +374,31 @@ def _build_percpu(geo: FirstChunkGeometry, pcpu_base: int, per_cpu_start: int,
                             f"pcpu_build_alloc_info can produce for {geo.nr_cpus} CPUs and "
                             f"{geo.page_size // 1024}K pages")
     return Percpu(ai, mode=geo.mode, base_addr=pcpu_base, per_cpu_start=per_cpu_start,
-                  listener=listener)
+                  listener=listener, async_enabled=async_enabled)
 
 
-def _addresses(events: list[PcpuEvent], geo: FirstChunkGeometry, bundle: Bundle, path: str) -> dict:
+def _addresses(prefix: list[tuple], geo: FirstChunkGeometry, bundle: Bundle, path: str) -> dict:
+    """Chunk addresses from kallsyms and the first events (``prefix``)."""
     created = set()
-    uncreated: dict[int, PcpuEvent] = {}
+    uncreated: set[int] = set()
     nonreserved_bases = set()
     ptr_delta = None
-    for e in events:
-        if e.kind == CREATE:
-            created.add(e.base_addr)
-        elif e.kind in (ALLOC, FREE):
-            if e.base_addr not in created and e.base_addr not in uncreated:
-                uncreated[e.base_addr] = e
-            if e.kind == ALLOC and not e.reserved and e.base_addr not in created:
-                nonreserved_bases.add(e.base_addr)
-            d = (e.ptr - e.base_addr - e.off) & MASK64
+    for rec in prefix:
+        kind, base = rec[R_KIND], rec[R_BASE]
+        if kind == CREATE:
+            created.add(base)
+        elif kind == ALLOC or kind == FREE:
+            if base not in created:
+                uncreated.add(base)
+                if kind == ALLOC and not rec[R_RESERVED]:
+                    nonreserved_bases.add(base)
             if ptr_delta is None:
-                ptr_delta = d
-            elif d != ptr_delta:
-                raise LocalmapError(
-                    f"ptr={e.ptr:x} is not base_addr+off shifted by the same constant as "
-                    f"earlier events (expected {(e.base_addr + e.off + ptr_delta) & MASK64:x}); the trace "
-                    "mixes boots or pointers are corrupted", path, e.line)
+                ptr_delta = (rec[R_PTR] - base - rec[R_OFF]) & MASK64
     if ptr_delta is None:
         raise LocalmapError("trace has no allocation or free to locate the chunks", path)
     ps = geo.page_size
     s_al = (geo.static_size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
     kb = bundle.kallsyms_percpu_bounds
-    fc_base = None
-    how = ""
     if kb is not None:
         pcpu_base = (kb[0] - ptr_delta) & MASK64
         fc_base = pcpu_base + ((s_al + geo.reserved_size) & ~(ps - 1))
@@ -350,12 +411,13 @@ def _addresses(events: list[PcpuEvent], geo: FirstChunkGeometry, bundle: Bundle,
                                 "a chunk the trace did not create)", path)
         fc_base = cands[0]
         pcpu_base = fc_base - ((s_al + geo.reserved_size) & ~(ps - 1))
-        how = "lowest chunk address used without percpu_create_chunk"
+        how = (f"lowest chunk address used without percpu_create_chunk in the first "
+               f"{len(prefix)} events")
     res_base = pcpu_base + (s_al & ~(ps - 1)) if geo.reserved_size else None
     per_cpu_start = (ptr_delta + pcpu_base) & MASK64
     return {"pcpu_base_addr": pcpu_base, "first_chunk_base": fc_base,
             "reserved_chunk_base": res_base, "per_cpu_start": per_cpu_start,
-            "first_chunk_found_by": how, "uncreated": sorted(uncreated),
+            "first_chunk_found_by": how, "ptr_delta": ptr_delta,
             "kallsyms_per_cpu_start": kb[0] if kb else None}
 
 
@@ -363,72 +425,514 @@ def _addresses(events: list[PcpuEvent], geo: FirstChunkGeometry, bundle: Bundle,
 # the replay engine
 # ---------------------------------------------------------------------------------------------
 
+def _untraced_starts(records) -> dict[int, list[int]]:
+    """Offsets (in 4-byte units) that ``records`` free before ever allocating them, per
+    base_addr of a chunk they do not create: each starts an area allocated before tracing, and
+    bounds the area before it."""
+    created: set[int] = set()
+    allocated: set[tuple[int, int]] = set()
+    out: dict[int, list[int]] = {}
+    for rec in records:
+        kind, base = rec[R_KIND], rec[R_BASE]
+        if kind == CREATE:
+            created.add(base)
+        elif base in created:
+            continue
+        elif kind == ALLOC:
+            allocated.add((base, rec[R_OFF]))
+        elif kind == FREE and (base, rec[R_OFF]) not in allocated:
+            out.setdefault(base, []).append(rec[R_OFF] // PCPU_MIN_ALLOC_SIZE)
+    for v in out.values():
+        v.sort()
+    return out
+
+
 def _key(chunk: PcpuChunk) -> tuple[int, bool]:
-    """Identifies a chunk across passes (the reserved and first chunk may share base_addr)."""
+    """Identifies a chunk (the reserved and first chunk may share base_addr)."""
     return (chunk.base_addr, chunk.is_reserved)
 
 
-class _Engine:
-    """One pass over the events. ``learn`` = reconstruction pass (no scoring, learns areas)."""
+def _task(rec: tuple) -> tuple[int, int]:
+    """Who printed a record: (pid, cpu) for the per-CPU idle tasks (pid 0), (pid, -1) else."""
+    _, pid, cpu, _ = record_head(rec)
+    return (pid, cpu if pid == 0 else -1)
 
-    def __init__(self, events, geo, addr, path, learn: bool, pretrace: dict, listener=None,
-                 progress=None):
-        self.events = events
+
+class _Trial(Exception):
+    """A trial order failed (raised inside a trial, never escapes the engine)."""
+
+
+class _Engine:
+    """One streaming pass: the model, the scoring, the reconstruction, the race trials."""
+
+    def __init__(self, records: Iterator[tuple], geo: FirstChunkGeometry, bundle: Bundle, path: str,
+                 listener=None, async_ts: float | None = None, learner: "_Engine | None" = None):
+        self.src = records
+        self.learn_mode = False
+        self.ahead: deque = deque()
         self.geo = geo
-        self.addr = addr
         self.path = path
-        self.learn = learn
-        self.pretrace = pretrace            # chunk key -> sorted list of (bit_off, bits)
-        self.p = _build_percpu(geo, addr["pcpu_base_addr"], addr["per_cpu_start"], listener)
-        self.touched: dict[tuple, int] = {}  # chunk key -> bitmap of 4-byte units seen in trace
-        self.partial_chunks: set[tuple] = set()
-        self.untraced_starts: dict[int, list[int]] = {}
-        self.pre_bits: dict[tuple, int] = {}
-        self.stopped_at: int | None = None
-        self.recent_frees: deque = deque(maxlen=8)
-        self._pos = 0
-        self.pre_starts: dict[tuple, set[int]] = {}
-        self.progress = progress
-        fc = self.p.first_chunk
-        if fc.base_addr != addr["first_chunk_base"]:
+        prefix = self._fill(PREFIX_EVENTS)
+        while not any(r[R_KIND] in (ALLOC, FREE) for r in self.ahead):
+            if not self._fill(len(self.ahead) + PREFIX_EVENTS):
+                break
+        if not self.ahead:
+            raise LocalmapError("no percpu events found (expected percpu_alloc_percpu, "
+                                "percpu_free_percpu, ... lines; was the percpu:* event "
+                                "enabled?)", path)
+        del prefix
+        self.addr = _addresses(list(self.ahead), geo, bundle, path)
+        self.ptr_delta = self.addr["ptr_delta"]
+        self.listener = listener
+        self.p = p = _build_percpu(geo, self.addr["pcpu_base_addr"], self.addr["per_cpu_start"],
+                                   listener, async_enabled=async_ts is None)
+        self.async_ts = async_ts
+        fc = p.first_chunk
+        if fc.base_addr != self.addr["first_chunk_base"]:
             raise LocalmapError(f"first chunk base {fc.base_addr:#x} computed from the geometry "
-                                f"differs from the trace's {addr['first_chunk_base']:#x}", path)
-        # pre-trace areas
-        # pre-trace areas of the first/reserved chunk now; those of chunks that existed before
-        # tracing but appear later are forced when the trace first shows them (as in the
-        # reconstruction pass)
-        self._pending_pretrace = dict(pretrace)
-        for c in self.p.chunks:
-            for bit_off, bits in self._pending_pretrace.pop(_key(c), ()):
-                self._force_area(c, bit_off, bits)
-        # results
-        self.decisions: list = []
+                                f"differs from the trace's {self.addr['first_chunk_base']:#x}",
+                                path)
+        self.first_ts = record_ts(self.ahead[0])
+        # reconstruction: per chunk older than the trace, bits the trace touched and bits
+        # learned as allocated before tracing
+        self.touched: dict[PcpuChunk, int] = {c: 0 for c in p.chunks}
+        self.pre_bits: dict[tuple, int] = {}
+        self.pre_starts: dict[tuple, set[int]] = {}
+        self.learned: list[dict] = []
+        self.partial_chunks: set[tuple] = set()
+        self.pending_pretrace: dict[tuple, list[tuple[int, int]]] = {}
+        self.untraced_starts: dict[int, list[int]] = {}
+        self.learn_prefix_events = 0
+        if learner is not None:             # start from what the reconstruction pass learned
+            self.untraced_starts = learner.untraced_starts
+            self.still_learnable = learner.still_learnable
+            self.pre_bits = dict(learner.pre_bits)
+            self.pre_starts = {k: set(v) for k, v in learner.pre_starts.items()}
+            self.learned = list(learner.learned)
+            # past the reconstruction pass's bound there may be more to learn, inline
+            self.learn_prefix_events = learner.learn_prefix_events or (
+                learner.nr_events if learner.still_learnable else 0)
+            self.pending_pretrace = learner.learned_areas()
+            for c in p.chunks:
+                for bit_off, bits in self.pending_pretrace.pop(_key(c), ()):
+                    self._force_area(c, bit_off, bits)
+        # scoring
+        self.decisions = Decisions()
+        self.dec_base, self.dec_off = self.decisions.base, self.decisions.off
         self.disagreements: list[Disagreement] = []
-        self.agree = self.agree_na = self.n_na = self.agree_at = self.n_at = 0
-        self.swaps = 0
-        self.counts = Counter()
+        self.n_na = self.n_at = self.miss_na = self.miss_at = self.n_free = 0
+        self.unit_size = p.unit_size
+        self.async_off = async_ts is not None
+        self.last_populated = p.nr_populated
+        self.counts: Counter = Counter()
         self.timeline: list = []
         self.used = 0
-        self.learned: list[dict] = []
-        self.last_populated = self.p.nr_populated
-        self.populated_seen = {self.p.nr_populated}
+        self.nr_events = 0
+        self.alloc_index = 0
+        self.populated_seen = {p.nr_populated}
+        self.reorders: list[dict] = []
+        self.work = Counter()
+        self.destroyed_early: set[int] = set()
+        # race trials: checkpoints of the allocator and the records applied since
+        self.applied: list[tuple] = []           # (record, agreed) in applied order
+        self.ckpts: list[tuple[int, dict]] = []  # (index into applied, snapshot)
+        self.replaying = False
+        self.slow = async_ts is not None    # every record through _step (see run)
+        self.pending_task: tuple | None = None   # who scheduled the pending balance work
+        self._barrier()
 
-    # -- helpers --
+    # -- the stream --
+    def _fill(self, n: int) -> bool:
+        """Read ahead until ``n`` records are buffered; False at the end of the trace."""
+        ahead, src = self.ahead, self.src
+        while len(ahead) < n:
+            rec = next(src, None)
+            if rec is None:
+                return False
+            ahead.append(rec)
+        return True
+
+    def _peek(self, k: int) -> tuple | None:
+        if len(self.ahead) <= k and not self._fill(k + 1):
+            return None
+        return self.ahead[k]
+
+    def run(self) -> None:
+        """Replay every record. The loop handles the two hot cases itself (an allocation the
+        model agrees with, a plain free, in a dynamic chunk born in the trace, no balance work
+        pending); everything else goes through :meth:`_step`."""
+        step = self._step
+        p = self.p
+        by_base = p.chunks_by_base          # (updated in place by restore)
+        search = p.pcpu_alloc_search
+        commit = p.commit_alloc
+        free_in = p.free_in_chunk
+        applied = self.applied              # (cleared in place by _barrier)
+        dec_base = self.dec_base.append
+        dec_off = self.dec_off.append
+        unit_size = self.unit_size
+        delta = self.ptr_delta
+        timeline = self.timeline
+        fc = p.first_chunk
+        fc_base, fc_lo, fc_hi = fc.base_addr, fc.start_offset, \
+            fc.nr_pages * p.page_size - fc.end_offset
+        for rec in self._records():
+            kind, line, base, off, size, align, reserved, atomic, ptr, _, _, _, _ = rec
+            chunk = by_base.get(base)
+            if chunk is None and base == fc_base and fc_lo <= off < fc_hi and \
+                    not reserved and fc not in self.touched:
+                chunk = fc                 # (its reconstruction is complete: see _prune)
+            if kind > FREE or chunk is None or p.balance_pending or self.slow or \
+                    off >= unit_size or off & 3 or (ptr - base - off) & MASK64 != delta:
+                step(rec)
+            else:
+                self.nr_events += 1
+                if kind == ALLOC:
+                    try:
+                        found = search(size, align, reserved, atomic)
+                    except PcpuAllocError as exc:
+                        raise LocalmapError(exc.message, self.path, line) from None
+                    if found is not None and found[0] is chunk and found[1] << 2 == off:
+                        commit(chunk, found[1], size, atomic)
+                        self.used += (size + 3) & ~3
+                        dec_base(base)
+                        dec_off(off)
+                        if atomic:
+                            self.n_at += 1
+                        else:
+                            self.n_na += 1
+                        self.alloc_index += 1
+                        applied.append(rec)
+                    else:
+                        self._miss(rec, chunk, found)
+                else:
+                    try:
+                        self.used -= free_in(chunk, off)
+                    except LocalmapError:
+                        self._bad_free(rec)
+                    self.n_free += 1
+                    applied.append(rec)
+                if p.balance_pending:
+                    self._after(rec)
+                if p.nr_populated != self.last_populated:
+                    self.last_populated = p.nr_populated
+                    self.populated_seen.add(p.nr_populated)
+                self.to_ckpt -= 1
+                if not self.to_ckpt:
+                    self._checkpoint()
+                if not self.nr_events & 0x3F:
+                    timeline.append((record_ts(rec), self.alloc_index, self.used,
+                                     p.nr_chunks, p.nr_populated))
+        self._end()
+
+    def learn_prefix(self) -> list[tuple]:
+        """The reconstruction pass: replay (applying the kernel's answers, scoring nothing)
+        until no chunk older than the trace has free space no traced event touched (nothing
+        left to learn) or LEARN_PREFIX records; returns the records it read, which the scoring
+        pass replays again from the reconstructed start."""
+        self.learn_mode = True
+        self.p.listener = self.listener = None
+        self.slow = True
+        self._fill(LEARN_PREFIX)
+        self.untraced_starts = _untraced_starts(self.ahead)
+        step = self._step
+        buf: list[tuple] = []
+        for rec in self._records():
+            buf.append(rec)
+            step(rec)
+            if not len(buf) & 0x1FF and (len(buf) >= LEARN_PREFIX or not self._learnable()):
+                break
+        self.still_learnable = len(buf) >= LEARN_PREFIX and self._learnable()
+        return buf
+
+    def _learnable(self) -> bool:
+        """Whether a chunk older than the trace (not the reserved chunk: module loads come at
+        any time, and are learned as they come) still has free space no event touched."""
+        for chunk, t in self.touched.items():
+            if chunk.is_reserved:
+                continue
+            if (~chunk.alloc_map & ((1 << chunk.map_bits) - 1)) & ~t:
+                return True
+        return False
+
+    def _records(self) -> Iterator[tuple]:
+        """The records in order: those read ahead first, then the stream."""
+        ahead, src = self.ahead, self.src
+        while True:
+            while ahead:
+                yield ahead.popleft()
+            for rec in src:
+                yield rec
+                if ahead:
+                    break
+            else:
+                return
+
+    # -- checkpoints --
+    def _barrier(self) -> None:
+        """Forget the trial history: later trials cannot reorder across this point."""
+        self.applied.clear()
+        self.missed = set()
+        self.ckpts = [(0, self._snap())]
+        self.to_ckpt = CHECKPOINT_EVERY
+
+    def _snap(self) -> tuple:
+        return self.p.snapshot(), self.pending_task
+
+    def _restore(self, snap: tuple, keep: bool = True) -> None:
+        self.p.restore(snap[0], keep)
+        self.pending_task = snap[1]
+
+    def _prune(self) -> None:
+        """A chunk older than the trace whose free space has all been touched by traced
+        events has nothing left to reveal: stop tracking it."""
+        for chunk, t in list(self.touched.items()):
+            if chunk.is_reserved or chunk.free_bytes > chunk.map_bits * 4:
+                continue             # (reserved: module loads may come at any time)
+            mb = chunk.map_bits
+            if not (~chunk.alloc_map & ((1 << mb) - 1)) & ~t:
+                del self.touched[chunk]
+                self.slow = bool(self.async_off or any(
+                    _key(c) in self.partial_chunks for c in self.touched))
+
+    def _checkpoint(self) -> None:
+        """Every CHECKPOINT_EVERY records: a snapshot; the records before the older of the
+        two kept are dropped."""
+        self._prune()
+        applied = self.applied
+        if len(self.ckpts) >= 2:
+            cut = self.ckpts[1][0]
+            del applied[:cut]
+            self.ckpts = [(i - cut, s) for i, s in self.ckpts[1:]]
+            self.missed = {ln for ln in self.missed if ln >= applied[0][R_LINE]} \
+                if applied else set()
+        self.ckpts.append((len(applied), self._snap()))
+        self.to_ckpt = CHECKPOINT_EVERY
+
+    # -- one record --
+    def _step(self, rec: tuple) -> None:
+        kind = rec[R_KIND]
+        p = self.p
+        self.nr_events += 1
+        if self.async_off and record_ts(rec) > self.async_ts:
+            self._enable_async()
+        if p.balance_pending and kind <= ALLOC_FAIL:
+            self._before(rec)
+        if kind == ALLOC:
+            self._alloc(rec)
+        elif kind == FREE:
+            self._free(rec)
+            self.applied.append(rec)
+        elif kind == CREATE:
+            self._create(rec)
+        elif kind == DESTROY:
+            self._destroy(rec)
+        else:
+            self._fail(rec)
+            self.applied.append(rec)
+        if p.balance_pending:
+            self._after(rec)
+        if p.nr_populated != self.last_populated:
+            self.last_populated = p.nr_populated
+            self.populated_seen.add(p.nr_populated)
+        self.to_ckpt -= 1
+        if not self.to_ckpt:
+            self._checkpoint()
+        if not self.nr_events & 0x3F:
+            self.timeline.append((record_ts(rec), self.alloc_index, self.used, p.nr_chunks,
+                                  p.nr_populated))
+
+    def _check_ptr(self, rec: tuple) -> None:
+        if (rec[R_PTR] - rec[R_BASE] - rec[R_OFF]) & MASK64 != self.ptr_delta:
+            raise LocalmapError(
+                f"ptr={rec[R_PTR]:x} is not base_addr+off shifted by the same constant as "
+                f"earlier events (expected "
+                f"{(rec[R_BASE] + rec[R_OFF] + self.ptr_delta) & MASK64:x}); the trace mixes "
+                "boots or pointers are corrupted", self.path, rec[R_LINE])
+
+    def _chunk(self, rec: tuple, reserved: bool | None) -> PcpuChunk:
+        p = self.p
+        base, off = rec[R_BASE], rec[R_OFF]
+        c = p.chunks_by_base.get(base)
+        if c is None:
+            c = p.find_chunk(base, off, reserved)
+            if c is None:
+                self._check_off(rec, None)
+                c = self._adopt_chunk(base)
+        if not 0 <= off < c.nr_pages * p.page_size or off % PCPU_MIN_ALLOC_SIZE:
+            self._check_off(rec, c)
+        return c
+
+    def _check_off(self, rec: tuple, chunk: PcpuChunk | None) -> None:
+        """An offset outside every chunk at that base_addr is corrupt input, not a new chunk."""
+        p = self.p
+        base, off = rec[R_BASE], rec[R_OFF]
+        if chunk is None:
+            for c in (p.first_chunk, p.reserved_chunk):
+                if c is not None and c.base_addr == base:
+                    raise LocalmapError(
+                        f"off={off} is outside the {'reserved' if c.is_reserved else 'first'}"
+                        f" chunk at base_addr={base:x} (it serves offsets "
+                        f"{c.start_offset}..{c.nr_pages * p.page_size - c.end_offset})",
+                        self.path, rec[R_LINE])
+        elif not 0 <= off < chunk.nr_pages * p.page_size or off % PCPU_MIN_ALLOC_SIZE:
+            raise LocalmapError(f"off={off} is not a 4-byte aligned offset inside the "
+                                f"{p.unit_size}-byte chunk at base_addr={base:x}",
+                                self.path, rec[R_LINE])
+
     def _adopt_chunk(self, base: int) -> PcpuChunk:
         """A dynamic chunk that existed before tracing started (partial replay)."""
+        if self.replaying:
+            raise _Trial()
         p = self.p
         chunk = p.create_chunk(base)
         p.populate(chunk, 0, chunk.nr_pages)
         self.partial_chunks.add(_key(chunk))
-        for bit_off, bits in self._pending_pretrace.pop(_key(chunk), ()):
+        self.touched[chunk] = 0
+        for bit_off, bits in self.pending_pretrace.pop(_key(chunk), ()):
             self._force_area(chunk, bit_off, bits)
+        self.slow = True            # events of adopted chunks feed the reconstruction
+        self._barrier()
         return chunk
+
+    # -- allocations --
+    def _alloc(self, rec: tuple) -> None:
+        _, line, base, off, size, align, reserved, atomic, ptr = rec[:9]
+        p = self.p
+        if (ptr - base - off) & MASK64 != self.ptr_delta:
+            self._check_ptr(rec)
+        chunk = p.chunks_by_base.get(base)
+        if chunk is None or off >= self.unit_size or off & 3:
+            chunk = self._chunk(rec, reserved)
+        try:
+            found = p.pcpu_alloc_search(size, align, reserved, atomic)
+        except PcpuAllocError as exc:
+            raise LocalmapError(exc.message, self.path, line) from None
+        if found is not None and found[0] is chunk and found[1] << 2 == off:
+            self._commit(rec, chunk, found[1], True)
+            return
+        if self.replaying:
+            raise _Trial()
+        self._miss(rec, chunk, found)
+
+    def _commit(self, rec: tuple, chunk: PcpuChunk, bit_off: int, agreed: bool,
+                reintegrate: bool = True) -> None:
+        """Apply the kernel's answer (at ``bit_off``), score it, remember it for trials."""
+        size = rec[R_SIZE]
+        atomic = rec[R_ATOMIC]
+        self.p.commit_alloc(chunk, bit_off, size, atomic, reintegrate)
+        if self.replaying:
+            return
+        if self.touched:
+            t = self.touched.get(chunk)
+            if t is not None:
+                self.touched[chunk] = t | (((1 << ((size + 3) >> 2)) - 1) << (rec[R_OFF] >> 2))
+        self.used += (size + 3) & ~3
+        if agreed:
+            self.dec_base.append(chunk.base_addr)
+            self.dec_off.append(rec[R_OFF])
+        else:
+            self.missed.add(rec[R_LINE])
+        if atomic:
+            self.n_at += 1
+        else:
+            self.n_na += 1
+        self.alloc_index += 1
+        self.applied.append(rec)
+
+    def _predict(self, rec: tuple):
+        try:
+            return self.p.pcpu_alloc_search(rec[R_SIZE], rec[R_ALIGN], rec[R_RESERVED],
+                                            rec[R_ATOMIC])
+        except PcpuAllocError as exc:
+            raise LocalmapError(exc.message, self.path, rec[R_LINE]) from None
+
+    @staticmethod
+    def _pred(found) -> tuple[int, int] | None:
+        return None if found is None else (found[0].base_addr, found[1] << 2)
+
+    def _miss(self, rec: tuple, chunk: PcpuChunk, found) -> None:
+        """The model's search disagreed with the kernel. In a chunk older than the trace, while
+        the reconstruction learns (its own pass, or past that pass's bound), learn what was
+        allocated before tracing; when scoring, try the allocator's order for racing events;
+        else score a miss and apply the kernel's answer."""
+        kern = (rec[R_BASE], rec[R_OFF])
+        learning = self.touched.get(chunk) is not None and (
+            self.learn_mode or self.nr_events > self.learn_prefix_events > 0)
+        if not self.learn_mode and self._try_next_first(rec, found):
+            return
+        if learning:
+            n = 0
+            while found is not None and n < 64 and self._pred(found) != kern and \
+                    self._learn(rec, found):
+                found = self._predict(rec)
+                n += 1
+            if found is not None and found[0] is chunk and self._pred(found) == kern:
+                self._commit(rec, chunk, found[1], True)
+                return
+        if not self.learn_mode:
+            if self._try_earlier(rec):
+                return
+            chunk = self._chunk(rec, rec[R_RESERVED])
+            self._score_miss(rec, chunk, self._pred(found))
+        if learning:
+            self._carve_for(rec, chunk)
+        self._force(rec, chunk)
+
+    def _score_miss(self, rec: tuple, chunk: PcpuChunk, pred) -> None:
+        self.decisions.append(pred)
+        if rec[R_ATOMIC]:
+            self.miss_at += 1
+        else:
+            self.miss_na += 1
+        p = self.p
+        off, size = rec[R_OFF], rec[R_SIZE]
+        kern = (rec[R_BASE], off)
+        if _key(chunk) in self.partial_chunks:
+            cause = "unknown-chunk"
+        elif pred is None:
+            cause = "no-space-in-model"
+        elif not p.area_is_free(chunk, off, size):
+            cause = "occupied-in-model"
+            if self._overlaps_pretrace(_key(chunk), off, size):
+                cause = "pre-trace-area"
+        elif pred[0] != kern[0]:
+            cause = "other-chunk"
+        else:
+            cause = "other-offset"
+        self.disagreements.append(Disagreement(
+            self.alloc_index, rec[R_LINE], cause, size, rec[R_ALIGN], rec[R_ATOMIC], kern, pred,
+            rec[R_CALL_SITE]))
+
+    def _overlaps_pretrace(self, key, off, size) -> bool:
+        bits = self.pre_bits.get(key, 0)
+        n = -(-size // PCPU_MIN_ALLOC_SIZE)
+        return bool((bits >> (off // PCPU_MIN_ALLOC_SIZE)) & ((1 << n) - 1))
+
+    def _force(self, rec: tuple, chunk: PcpuChunk) -> None:
+        """Apply an answer the model did not predict. Model areas in the way are taken out
+        (never the areas hiding the first chunk's start and end); a chunk the model has
+        isolated stays isolated (the kernel cannot have taken the area from it, so the model's
+        list state is what is wrong, not the chunk's isolation)."""
+        p = self.p
+        off, size = rec[R_OFF], rec[R_SIZE]
+        bits = -(-size // PCPU_MIN_ALLOC_SIZE)
+        if off + bits * PCPU_MIN_ALLOC_SIZE > chunk.map_bits * PCPU_MIN_ALLOC_SIZE:
+            raise LocalmapError(f"off={off} size={size} does not fit chunk "
+                                f"{chunk.base_addr:#x} of {p.unit_size} bytes", self.path,
+                                rec[R_LINE])
+        bit_off = off // PCPU_MIN_ALLOC_SIZE
+        if not chunk.range_is_free(bit_off, bits):
+            self._force_area(chunk, bit_off, bits)
+            p.free_area(chunk, off)
+        stay = chunk.isolated and chunk.slot == p.to_depopulate_slot
+        self._commit(rec, chunk, bit_off, False, reintegrate=not stay)
 
     def _force_area(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
         """Allocate exactly [bit_off, bit_off + bits), freeing any model area in the way (but
         never the areas that hide the first chunk's start and end)."""
         p = self.p
-        if (chunk.alloc_map >> bit_off) & ((1 << bits) - 1):
+        if not chunk.range_is_free(bit_off, bits):
             end_hidden = chunk.map_bits - chunk.end_offset // PCPU_MIN_ALLOC_SIZE
             for a_off, a_bits in chunk.areas():
                 hidden = (a_off == 0 and chunk.start_offset) or a_off >= end_hidden
@@ -436,429 +940,412 @@ class _Engine:
                     p.free_area(chunk, a_off * PCPU_MIN_ALLOC_SIZE)
         p.alloc_area_commit(chunk, bit_off, bits)
 
-    def _touch(self, key: tuple, off: int, size: int) -> None:
-        """Mark bytes as seen in the trace."""
-        n = -(-size // PCPU_MIN_ALLOC_SIZE)
-        self.touched[key] = self.touched.get(key, 0) | (((1 << n) - 1) << (off // 4))
+    # -- race trials --
+    def _begin_trial(self) -> dict:
+        self.replaying = True
+        self.p.listener = None
+        return self._snap()
 
-    def _check_off(self, e: PcpuEvent, chunk: PcpuChunk | None) -> None:
-        """An offset outside every chunk at that base_addr is corrupt input, not a new chunk."""
+    def _end_trial(self, before: dict, accepted: bool) -> None:
         p = self.p
-        if chunk is None:
-            for c in (p.first_chunk, p.reserved_chunk):
-                if c is not None and c.base_addr == e.base_addr:
-                    raise LocalmapError(
-                        f"off={e.off} is outside the {'reserved' if c.is_reserved else 'first'}"
-                        f" chunk at base_addr={e.base_addr:x} (it serves offsets "
-                        f"{c.start_offset}..{c.nr_pages * p.page_size - c.end_offset})",
-                        self.path, e.line)
-        elif not 0 <= e.off < chunk.nr_pages * p.page_size or e.off % PCPU_MIN_ALLOC_SIZE:
-            raise LocalmapError(f"off={e.off} is not a 4-byte aligned offset inside the "
-                                f"{p.unit_size}-byte chunk at base_addr={e.base_addr:x}",
-                                self.path, e.line)
-
-    def _chunk(self, e: PcpuEvent) -> PcpuChunk:
-        c = self.p.find_chunk(e.base_addr, e.off, e.reserved if e.kind == ALLOC else None)
-        self._check_off(e, c)
-        if c is None:
-            c = self._adopt_chunk(e.base_addr)
-        return c
-
-    def _run_balance(self, create_base: int | None = None) -> PcpuChunk | None:
-        """Run the balance work. It creates a chunk only with the trace's base address, and
-        destroys a chunk only if the next event of the trace about that chunk is its
-        ``percpu_destroy_chunk`` (the kernel frees spare chunks before it reclaims and
-        populates, so the destruction must happen here, in its place)."""
-        made = []
-
-        def create():
-            if create_base is not None and not made:
-                c = self.p.create_chunk(create_base)
-                made.append(c)
-                return c
-            return None
-
-        def destroy(c: PcpuChunk) -> bool:
-            idx = self.touches.get(c.base_addr, ())
-            k = bisect.bisect_right(idx, self._cur)
-            if k < len(idx) and self.events[idx[k]].kind == DESTROY:
-                self.destroyed_early.add(c.base_addr)
-                return True
-            return False
-        self.p.balance(create=create, destroy=destroy)
-        return made[0] if made else None
-
-    def _destroy(self, e: PcpuEvent) -> None:
-        """``percpu_destroy_chunk``: the model's balance work may have done it already."""
-        p = self.p
-        if e.base_addr in self.destroyed_early:
-            self.destroyed_early.discard(e.base_addr)
+        self.replaying = False
+        if not accepted:
+            self._restore(before, keep=False)
+            p.listener = self.listener
             return
-        c = p.chunks_by_base.get(e.base_addr)
-        if c is None:
-            what = ("the first or reserved chunk" if p.find_chunk(e.base_addr)
-                    else "not a live chunk")
-            raise LocalmapError(f"percpu_destroy_chunk of {e.base_addr:#x}, which is {what}",
-                                self.path, e.line)
+        p.listener = self.listener
+        if self.listener is not None:        # tell the listener what changed in population
+            for obj, saved in before[0]["chunks"]:
+                for i, (was, now) in enumerate(zip(saved[9], obj.populated)):
+                    if was != now:
+                        p.listener.pages_populated(obj, i, i + 1) if now else \
+                            p.listener.pages_depopulated(obj, i, i + 1)
+
+    def _replay_apply(self, rec: tuple, agreed: bool) -> None:
+        """Re-apply an already scored record during a trial (no scoring)."""
+        kind = rec[R_KIND]
+        p = self.p
         if p.balance_pending:
-            self._run_balance()
-        if e.base_addr in self.destroyed_early:
-            self.destroyed_early.discard(e.base_addr)
-            return
-        if c.free_bytes != p.unit_size:
-            self.counts["destroy_not_free"] += 1
-        p.destroy_chunk(c)
+            self._before(rec)
+        if kind == ALLOC:
+            reserved, atomic = rec[R_RESERVED], rec[R_ATOMIC]
+            chunk = self._chunk(rec, reserved)
+            found = p.pcpu_alloc_search(rec[R_SIZE], rec[R_ALIGN], reserved, atomic)
+            if found is not None and found[0] is chunk and found[1] << 2 == rec[R_OFF]:
+                p.commit_alloc(chunk, found[1], rec[R_SIZE], atomic)
+            elif agreed:
+                raise _Trial()
+            else:
+                self._force(rec, chunk)
+        elif kind == FREE:
+            chunk = self._chunk(rec, None)
+            bit = rec[R_OFF] >> 2
+            if not chunk.is_area_start(bit):
+                raise _Trial()
+            p.free_in_chunk(chunk, rec[R_OFF])
+        else:
+            self._fail(rec)
+        if p.balance_pending:
+            self._after(rec)
 
-    # -- events --
-    def _prescan_untraced_frees(self) -> None:
-        """Offsets freed before the trace ever allocated them, per base_addr: each starts an
-        area allocated before tracing, and bounds the area freed before it."""
-        created: set[int] = set()
-        allocated: set[tuple[int, int]] = set()
-        self.untraced_starts = {}
-        for e in self.events:
-            if e.kind == CREATE:
-                created.add(e.base_addr)
-            elif e.base_addr in created:
-                continue
-            elif e.kind == ALLOC:
-                allocated.add((e.base_addr, e.off))
-            elif e.kind == FREE and (e.base_addr, e.off) not in allocated:
-                self.untraced_starts.setdefault(e.base_addr, []).append(
-                    e.off // PCPU_MIN_ALLOC_SIZE)
-        for v in self.untraced_starts.values():
-            v.sort()
+    def _try_next_first(self, rec: tuple, found) -> bool:
+        """The next allocation, by another task within the race window, is exactly the model's
+        prediction: it took the lock first. Replay it, then this one."""
+        if found is None:
+            return False
+        nxt = self._peek(0)
+        if nxt is None or nxt[R_KIND] != ALLOC or \
+                self._pred(found) != (nxt[R_BASE], nxt[R_OFF]) or \
+                _task(nxt) == _task(rec) or record_ts(nxt) - record_ts(rec) > RACE_WINDOW_S:
+            return False
+        self._check_ptr(nxt)
+        before = self._begin_trial()
+        ok = False
+        try:
+            for r in (nxt, rec):
+                if self.p.balance_pending:
+                    self._before(r)
+                c = self._chunk(r, r[R_RESERVED])
+                f = self._predict(r)
+                if f is None or f[0] is not c or f[1] << 2 != r[R_OFF]:
+                    raise _Trial()
+                self.p.commit_alloc(c, f[1], r[R_SIZE], r[R_ATOMIC])
+                if self.p.balance_pending:
+                    self._after(r)
+            ok = True
+        except _Trial:
+            pass
+        if not ok:
+            self._end_trial(before, False)
+            return False
+        # accepted: redo it for real (scoring, listener) from the state before the trial
+        self._end_trial(before, False)
+        self.ahead.popleft()
+        self.nr_events += 1
+        for r in (nxt, rec):
+            if self.p.balance_pending:
+                self._before(r)
+            c = self._chunk(r, r[R_RESERVED])
+            f = self._predict(r)
+            self._commit(r, c, f[1], True)
+            if self.p.balance_pending:
+                self._after(r)
+        for arr in (self.dec_base, self.dec_off):       # decisions stay in file order
+            arr[-2], arr[-1] = arr[-1], arr[-2]
+        self._reordered(rec, nxt, "next allocation first")
+        self._barrier()
+        return True
 
-    def _predict_in(self, chunk: PcpuChunk, bits: int, bit_align: int, atomic: bool):
+    def _try_earlier(self, rec: tuple) -> bool:
+        """This allocation took the lock before events printed just ahead of it by other
+        tasks: re-run the events since the last checkpoint with it moved before them (nearest
+        position first); keep the first order in which the model agrees on it and on every
+        re-run allocation it agreed on."""
+        applied = self.applied
+        if not applied:
+            return False
+        me = _task(rec)
+        ts = record_ts(rec)
+        first = len(applied)
+        while first > 0 and len(applied) - first < MAX_RACE_CANDIDATES:
+            r = applied[first - 1]
+            if r[R_KIND] not in (ALLOC, FREE) or _task(r) == me or \
+                    ts - record_ts(r) > RACE_WINDOW_S:
+                break
+            first -= 1
+        if first == len(applied):
+            return False
+        ck = max((c for c in self.ckpts if c[0] <= first), key=lambda c: c[0], default=None)
+        if ck is None:
+            return False
+        before = self._begin_trial()
         p = self.p
-        off = p.find_block_fit(chunk, bits, bit_align, atomic)
-        if off < 0:
-            return None
-        off = p.alloc_area_search(chunk, bits, bit_align, off)
-        return None if off < 0 else off
-
-    def _learnable(self) -> bool:
-        """Whether any chunk whose life began before tracing still has untouched free space
-        (only there can the trace still reveal pre-trace areas)."""
-        p = self.p
-        if self._pos <= self.last_adoption:
-            return True
-        for c in p.chunks:
-            key = _key(c)
-            if not (c.is_first or c.is_reserved or key in self.partial_chunks):
-                continue
-            if c.is_reserved and self._pos > self.last_reserved_alloc:
-                continue                     # no reserved allocation left to reveal anything
-            free = ~c.alloc_map & ((1 << c.map_bits) - 1)
-            if free & ~self.touched.get(key, 0):
-                return True
-        return False
-
-    def run(self) -> None:
-        """One pass. The reconstruction pass (``learn``) applies the kernel's answers,
-        learns pre-trace areas and stops as soon as nothing is left to learn."""
-        if self.learn:
-            self._prescan_untraced_frees()
-            self.last_reserved_alloc = max(
-                (i for i, e in enumerate(self.events) if e.kind == ALLOC and e.reserved),
-                default=-1)
-            # chunks older than the trace that first show up later can still teach something
-            created, first_seen = set(), {}
-            for i, e in enumerate(self.events):
-                if e.kind == CREATE:
-                    created.add(e.base_addr)
-                elif e.kind in (ALLOC, FREE) and e.base_addr not in created:
-                    first_seen.setdefault(e.base_addr, i)
-            self.last_adoption = max(first_seen.values(), default=-1)
-        events = self.events
-        n = len(events)
-        i = 0
-        alloc_index = 0
-        p = self.p
-        self.touches: dict[int, list[int]] = {}
-        for j, ev in enumerate(events):
-            if ev.kind != ALLOC_FAIL:
-                self.touches.setdefault(ev.base_addr, []).append(j)
-        self.destroyed_early: set[int] = set()
-        while i < n:
-            e = events[i]
-            k = e.kind
-            self._cur = i
-            if k == ALLOC:
-                nxt = None
-                if self.learn and not (i & 0x1FF) and i:
-                    self._pos = i
-                    if not self._learnable():
-                        self.stopped_at = i
-                        break
-                if not self.learn:
-                    # look ahead for a racing allocation printed in the other order
-                    j = i + 1
-                    if j < n and events[j].kind == ALLOC and \
-                            (events[j].cpu, events[j].pid) != (e.cpu, e.pid) and \
-                            events[j].ts - e.ts <= RACE_WINDOW_S:
-                        nxt = events[j]
-                consumed = self._alloc(e, alloc_index, nxt, alloc_index + 1)
-                alloc_index += consumed
-                i += consumed
-                if p.balance_pending:
-                    self._run_balance()
-                if p.nr_populated != self.last_populated:
-                    self.last_populated = p.nr_populated
-                    self.populated_seen.add(p.nr_populated)
-                if self.progress and not (i & 0x3FF):
-                    self.progress(i)
-                continue
-            if k == FREE:
-                self._free(e)
-            elif k == CREATE:
-                self.counts["create"] += 1
-                if e.base_addr in p.chunks_by_base:
-                    raise LocalmapError(f"percpu_create_chunk of {e.base_addr:#x}, which is "
-                                        "already a live chunk", self.path, e.line)
-                c = self._run_balance(create_base=e.base_addr)
-                if c is None:
-                    p.create_chunk(e.base_addr)
-                    self.counts["create_unexpected"] += 1
-            elif k == DESTROY:
-                self.counts["destroy"] += 1
-                self._destroy(e)
-            elif k == ALLOC_FAIL:
-                self.counts["fail"] += 1
+        found_at = None
+        try:
+            self._restore(ck[1])
+            missed = self.missed
+            for r in applied[ck[0]:first]:
+                self._replay_apply(r, r[R_LINE] not in missed)
+            base = self._snap()
+            for j in range(len(applied) - 1, first - 1, -1):
+                self._restore(base)
                 try:
-                    found = p.pcpu_alloc_search(e.size, e.align, e.reserved, e.is_atomic)
-                except PcpuAllocError:
-                    found = None
-                if found is not None and not self.learn:
-                    self.counts["fail_disagree"] += 1
-            if p.balance_pending:
-                self._run_balance()
-            if p.nr_populated != self.last_populated:
-                self.last_populated = p.nr_populated
-                self.populated_seen.add(p.nr_populated)
-            i += 1
-        if self.progress:
-            self.progress(n)
-
-    def _predict(self, e: PcpuEvent):
-        p = self.p
-        try:
-            found = p.pcpu_alloc_search(e.size, e.align, e.reserved, e.is_atomic)
-        except PcpuAllocError as exc:
-            raise LocalmapError(exc.message, self.path, e.line) from None
-        return found
-
-    def _alloc(self, e: PcpuEvent, idx: int, nxt: PcpuEvent | None, nidx: int) -> int:
-        chunk = self._chunk(e)
-        found = self._predict(e)
-        pred = None if found is None else (found[0].base_addr, found[1] * PCPU_MIN_ALLOC_SIZE)
-        kern = (e.base_addr, e.off)
-        if self.learn:
-            n = 0
-            while pred != kern and found is not None and n < 64 and self._learn(e, found):
-                found = self._predict(e)
-                pred = None if found is None else (found[0].base_addr,
-                                                   found[1] * PCPU_MIN_ALLOC_SIZE)
-                n += 1
-        if pred != kern and nxt is not None and pred == (nxt.base_addr, nxt.off):
-            # racing pair printed in the other order: replay nxt first, then e
-            if self._try_swap(e, nxt, idx, nidx):
-                return 2
-            chunk = self._chunk(e)
-        if pred != kern and found is not None and not self.learn:
-            # an allocation that took the lock before a free printed ahead of it
-            if self._try_before_frees(e, idx, found):
-                return 1
-            chunk = self._chunk(e)
-        self._score(e, idx, pred, kern, chunk)
-        self._apply(e, chunk, found if pred == kern else None)
-        return 1
-
-    def _by_key(self, key: tuple[int, bool]) -> PcpuChunk | None:
-        return self.p.find_chunk(key[0], reserved=key[1])
-
-    def _trial(self, steps) -> bool:
-        """Run ``steps`` (callables returning True when the model agrees) on a snapshot that is
-        always restored: trials never reach the listener."""
-        p = self.p
-        snap = p.snapshot()
-        try:
-            return all(step() for step in steps)
-        finally:
-            p.restore(snap)
-
-    def _matches(self, e: PcpuEvent) -> bool:
-        f = self._predict(e)
-        if f is None or (f[0].base_addr, f[1] * PCPU_MIN_ALLOC_SIZE) != (e.base_addr, e.off):
+                    for r in applied[first:j]:
+                        self._replay_apply(r, r[R_LINE] not in missed)
+                    if p.balance_pending:
+                        self._before(rec)
+                    c = self._chunk(rec, rec[R_RESERVED])
+                    f = self._predict(rec)
+                    if f is None or f[0] is not c or f[1] << 2 != rec[R_OFF]:
+                        continue
+                    p.commit_alloc(c, f[1], rec[R_SIZE], rec[R_ATOMIC])
+                    if p.balance_pending:
+                        self._after(rec)
+                    for r in applied[j:]:
+                        self._replay_apply(r, r[R_LINE] not in missed)
+                except _Trial:
+                    continue
+                found_at = j
+                break
+        except _Trial:
+            found_at = None
+        if found_at is None:
+            self._end_trial(before, False)
             return False
-        self.p.alloc_area_commit(f[0], f[1], -(-e.size // PCPU_MIN_ALLOC_SIZE))
-        return True
-
-    def _try_swap(self, e, nxt, idx, nidx) -> bool:
-        """Two allocations from different CPUs printed in the other order than taken."""
-        if not self._trial([lambda: self._matches(nxt), lambda: self._matches(e)]):
-            return False
-        for ev, i in ((nxt, nidx), (e, idx)):
-            c = self._chunk(ev)
-            f = self._predict(ev)
-            self._score(ev, i, (f[0].base_addr, f[1] * PCPU_MIN_ALLOC_SIZE),
-                        (ev.base_addr, ev.off), c)
-            self._apply(ev, c, f)
-        self.swaps += 1
-        return True
-
-    def _try_before_frees(self, e: PcpuEvent, idx: int, found) -> bool:
-        """Frees printed just before ``e`` from other CPUs may have happened after it took the
-        allocator lock (the allocation's tracepoint fires after the lock is dropped). While the
-        model would reuse space such a free released, take that free back; if the model then
-        agrees, replay the allocation first and those frees after it."""
-        p = self.p
-        bits = -(-e.size // PCPU_MIN_ALLOC_SIZE)
-        window = [f for f in self.recent_frees
-                  if f[1] != (e.cpu, e.pid) and 0 <= e.ts - f[0] <= RACE_WINDOW_S]
-        if not window:
-            return False
-        taken: list = []
-
-        def search() -> bool:
-            f = found
-            for _ in range(len(window) + 1):
-                if f is None:
-                    return False
-                if (f[0].base_addr, f[1] * PCPU_MIN_ALLOC_SIZE) == (e.base_addr, e.off):
-                    return bool(taken)
-                hit = [fr for fr in window if fr not in taken and self._by_key(fr[2]) is f[0]
-                       and fr[3] < f[1] + bits and f[1] < fr[3] + fr[4]]
-                if not hit:
-                    return False
-                for fr in hit:
-                    c = self._by_key(fr[2])
-                    if not p.area_is_free(c, fr[3] * PCPU_MIN_ALLOC_SIZE,
-                                          fr[4] * PCPU_MIN_ALLOC_SIZE):
-                        return False
-                    p.alloc_area_commit(c, fr[3], fr[4])
-                    taken.append(fr)
-                f = self._predict(e)
-            return False
-        if not self._trial([search]):
-            return False
-        for fr in taken:
-            p.alloc_area_commit(self._by_key(fr[2]), fr[3], fr[4])
-        c = self._chunk(e)
-        f = self._predict(e)
-        self._score(e, idx, (f[0].base_addr, f[1] * PCPU_MIN_ALLOC_SIZE), (e.base_addr, e.off), c)
-        self._apply(e, c, f)
-        for fr in taken:
-            p.free_in_chunk(self._by_key(fr[2]), fr[3] * PCPU_MIN_ALLOC_SIZE)
-            self.recent_frees.remove(fr)
-        self.swaps += 1
-        return True
-
-    def _score(self, e, idx, pred, kern, chunk) -> None:
-        if self.learn:
-            return
-        self.decisions.append((idx, None if pred is None else pred[0],
-                               None if pred is None else pred[1]))
-        ok = pred == kern
-        if e.is_atomic:
+        self._end_trial(before, True)
+        # score the allocation (its effects are in the state already)
+        c = self._chunk(rec, rec[R_RESERVED])
+        size = rec[R_SIZE]
+        t = self.touched.get(c)
+        if t is not None:
+            self.touched[c] = t | (((1 << ((size + 3) >> 2)) - 1) << (rec[R_OFF] >> 2))
+        self.used += (size + 3) & ~3
+        self.decisions.append((c.base_addr, rec[R_OFF]))
+        if rec[R_ATOMIC]:
             self.n_at += 1
-            self.agree_at += ok
         else:
             self.n_na += 1
-            self.agree_na += ok
-        self.agree += ok
-        if ok:
-            return
-        p = self.p
-        if _key(chunk) in self.partial_chunks:
-            cause = "unknown-chunk"
-        elif pred is None:
-            cause = "no-space-in-model"
-        elif not p.area_is_free(chunk, e.off, e.size):
-            cause = "occupied-in-model"
-            if self._overlaps_pretrace(_key(chunk), e.off, e.size):
-                cause = "pre-trace-area"
-        elif pred[0] != kern[0]:
-            cause = "other-chunk"
-        else:
-            cause = "other-offset"
-        self.disagreements.append(Disagreement(idx, e.line, cause, e.size, e.align,
-                                               e.is_atomic, kern, pred, e.call_site))
+        self.alloc_index += 1
+        moved = applied[found_at:]
+        self._reordered(rec, moved[0], "allocation before " + ", ".join(
+            f"{'free' if r[R_KIND] == FREE else 'alloc'} line {r[R_LINE]}" for r in moved))
+        self._barrier()
+        return True
 
-    def _overlaps_pretrace(self, key, off, size) -> bool:
-        for a, bits in self.pretrace.get(key, ()):
-            if a * 4 < off + size and off < (a + bits) * 4:
-                return True
+    def _reordered(self, rec: tuple, other: tuple, how: str) -> None:
+        self.reorders.append({"line": rec[R_LINE], "other_line": other[R_LINE],
+                              "index": len(self.dec_off) - 1 if other[R_KIND] != ALLOC or
+                              other[R_LINE] < rec[R_LINE] else len(self.dec_off) - 2,
+                              "how": how})
+
+    # -- frees, failures --
+    def _free(self, rec: tuple) -> None:
+        _, line, base, off, _, _, _, _, ptr = rec[:9]
+        p = self.p
+        if (ptr - base - off) & MASK64 != self.ptr_delta:
+            self._check_ptr(rec)
+        self.n_free += 1
+        chunk = p.chunks_by_base.get(base)
+        if chunk is None or off >= self.unit_size or off & 3:
+            chunk = self._chunk(rec, None)
+        bit_off = off >> 2
+        t = self.touched.get(chunk) if self.touched else None
+        if t is None:
+            if not chunk.is_area_start(bit_off):
+                self._bad_free(rec)
+            self.used -= p.free_in_chunk(chunk, off)
+            return
+        untraced = False
+        if not chunk.is_area_start(bit_off):
+            if (t >> bit_off) & 1:
+                self._bad_free(rec)
+            self._learn_free(chunk, bit_off)
+            untraced = True
+        elif (self.pre_bits.get(_key(chunk), 0) >> bit_off) & 1:
+            untraced = True        # an area learned as used before tracing
+        size = p.free_in_chunk(chunk, off)
+        # an untraced area's extent is a guess: only its start is known for sure, so the
+        # rest stays open to later evidence (an allocation that does not use it)
+        n = 1 if untraced else size >> 2
+        self.touched[chunk] = self.touched[chunk] | (((1 << n) - 1) << bit_off)
+        if untraced:
+            self._barrier()
+        else:
+            self.used -= size
+
+    def _bad_free(self, rec: tuple) -> None:
+        raise LocalmapError(
+            f"free of base_addr={rec[R_BASE]:x} off={rec[R_OFF]}: no area was allocated "
+            "there (never allocated in the trace, or freed twice)", self.path, rec[R_LINE])
+
+    def _fail(self, rec: tuple) -> None:
+        """``percpu_alloc_percpu_fail``: the search ran and found nothing (the model may
+        disagree); an atomic failure sets the flag the balance work reads, and schedules it."""
+        p = self.p
+        if not self.replaying:
+            self.counts["fail"] += 1
+        try:
+            found = p.pcpu_alloc_search(rec[R_SIZE], rec[R_ALIGN], rec[R_RESERVED],
+                                        rec[R_ATOMIC])
+        except PcpuAllocError:
+            found = None
+        if found is not None and not self.replaying:
+            self.counts["fail_disagree"] += 1
+        p.alloc_failed(rec[R_ATOMIC])
+
+    # -- the balance work --
+    def _kept(self, chunk: PcpuChunk) -> bool:
+        """Chunks older than the trace look empty to the model (what they held before is
+        unknown): the model never destroys them, only the trace does."""
+        return _key(chunk) in self.partial_chunks
+
+    def _before(self, rec: tuple) -> None:
+        """The balance work is pending as ``rec`` comes: does it run first?"""
+        if WORK_POLICY == "immediate":
+            return
+        kind = rec[R_KIND]
+        if (kind == ALLOC or kind == ALLOC_FAIL) and not rec[R_ATOMIC]:
+            self._work_point()            # rec needs the mutex: the worker was waiting for it
+        elif WORK_POLICY == "task" and _task(rec) != self.pending_task:
+            self._work_point()
+
+    def _after(self, rec: tuple) -> None:
+        """``rec`` left the balance work pending."""
+        if self.pending_task is None:
+            self.pending_task = _task(rec)
+        if WORK_POLICY == "immediate":
+            self._work_point()
+
+    def _work_point(self) -> None:
+        """A point where the pending balance work can take the mutex: it runs here unless
+        the run would create or destroy a chunk (the trace would show that, and shows it
+        elsewhere: the run happens there)."""
+        p = self.p
+        if p.balance_is_traced(self._kept):
+            if not self.replaying:
+                self.work["deferred_to_trace"] += 1
+            return
+        p.balance(create=lambda: None, destroy=lambda c: False)
+        self.pending_task = None
+        if not self.replaying:
+            self.work["runs"] += 1
+
+    def _enable_async(self) -> None:
+        self.p.async_enabled = True
+        self.async_off = False
+        self.slow = bool(self.partial_chunks)
+
+    def _create(self, rec: tuple) -> None:
+        """``percpu_create_chunk``: by ``pcpu_alloc`` (its task's next allocation finds no
+        space in the model without the chunk), else by the balance work, which then runs
+        here."""
+        p = self.p
+        base = rec[R_BASE]
+        self.counts["create"] += 1
+        if base in p.chunks_by_base:
+            raise LocalmapError(f"percpu_create_chunk of {base:#x}, which is already a live "
+                                "chunk", self.path, rec[R_LINE])
+        if self._created_by_alloc(rec):
+            p.create_chunk(base)
+            self.work["chunks_by_pcpu_alloc"] += 1
+        else:
+            self._enable_async()
+            made: list = []
+
+            def create():
+                if made:
+                    return None
+                made.append(p.create_chunk(base))
+                return made[0]
+            if not p.balance_pending:
+                self.work["unscheduled_runs_in_trace"] += 1
+            p.balance(create=create, destroy=self._destroy_veto(rec))
+            self.pending_task = None
+            self.work["runs"] += 1
+            self.work["chunks_by_work"] += 1
+            if not made:
+                p.create_chunk(base)
+                self.counts["create_unexpected"] += 1
+        self._barrier()
+
+    def _created_by_alloc(self, rec: tuple) -> bool:
+        me = _task(rec)
+        k = 0
+        while k < LOOKAHEAD:
+            r = self._peek(k)
+            if r is None:
+                return False
+            k += 1
+            if r[R_KIND] == ALLOC and _task(r) == me:
+                if r[R_ATOMIC] or r[R_RESERVED]:
+                    return False
+                p = self.p
+                if p.slots[p.free_slot]:
+                    return False
+                snap = p.snapshot()
+                p.listener = None
+                try:
+                    return p.pcpu_alloc_search(r[R_SIZE], r[R_ALIGN], False, False) is None
+                except PcpuAllocError:
+                    return False
+                finally:
+                    p.restore(snap, keep=False)
+                    p.listener = self.listener
         return False
 
-    def _apply(self, e: PcpuEvent, chunk: PcpuChunk, found) -> None:
-        """Apply the kernel's answer (``found`` = the model's matching search result)."""
-        p = self.p
-        bits = -(-e.size // PCPU_MIN_ALLOC_SIZE)
-        if e.off % PCPU_MIN_ALLOC_SIZE or e.off < 0 or \
-                e.off + bits * PCPU_MIN_ALLOC_SIZE > chunk.map_bits * PCPU_MIN_ALLOC_SIZE:
-            raise LocalmapError(f"off={e.off} size={e.size} does not fit chunk "
-                                f"{chunk.base_addr:#x} of {p.unit_size} bytes", self.path, e.line)
-        if found is None:
-            bit_off = e.off // PCPU_MIN_ALLOC_SIZE
-            if not p.area_is_free(chunk, e.off, e.size):
-                if not (self.learn and self._carve(chunk, bit_off, bits)):
-                    self._force_area(chunk, bit_off, bits)
-                    p.free_area(chunk, e.off)
-        else:
-            bit_off = found[1]
-        self._touch(_key(chunk), e.off, e.size)
-        p.commit_alloc(chunk, bit_off, e.size, e.is_atomic)
-        self.used += bits * PCPU_MIN_ALLOC_SIZE
-        self.counts["alloc"] += 1
-        if not self.learn and not (self.counts["alloc"] & 0x3F):
-            self.timeline.append((e.ts, self.counts["alloc"], self.used, p.nr_chunks,
-                                  p.nr_populated))
+    def _destroy_veto(self, rec: tuple) -> Callable[[PcpuChunk], bool]:
+        """The work run that printed ``rec`` destroys the chunks whose
+        ``percpu_destroy_chunk`` the same task prints next (before anything else)."""
+        me = _task(rec)
+        allowed = {rec[R_BASE]} if rec[R_KIND] == DESTROY else set()
+        k = 0
+        while k < LOOKAHEAD:
+            r = self._peek(k)
+            k += 1
+            if r is None:
+                break
+            if _task(r) != me:
+                continue
+            if r[R_KIND] != DESTROY:
+                break
+            allowed.add(r[R_BASE])
 
-    def _free(self, e: PcpuEvent) -> None:
+        def destroy(c: PcpuChunk) -> bool:
+            if c.base_addr in allowed:
+                if c.base_addr != rec[R_BASE] or rec[R_KIND] != DESTROY:
+                    self.destroyed_early.add(c.base_addr)
+                return True
+            return False
+        return destroy
+
+    def _destroy(self, rec: tuple) -> None:
+        """``percpu_destroy_chunk``: only the balance work destroys chunks, so it runs here
+        (unless this is one of the chunks its run destroyed already)."""
         p = self.p
-        self.counts["free"] += 1
-        chunk = self.p.find_chunk(e.base_addr, e.off)
-        self._check_off(e, chunk)
-        if chunk is None:
-            chunk = self._adopt_chunk(e.base_addr)
-            self._check_off(e, chunk)
-        bit_off = e.off // PCPU_MIN_ALLOC_SIZE
-        untraced = False
-        is_start = (chunk.bound_map >> bit_off) & 1 and (chunk.alloc_map >> bit_off) & 1
-        if not is_start or e.off % PCPU_MIN_ALLOC_SIZE:
-            known = (_key(chunk) in self.partial_chunks or chunk.is_first or chunk.is_reserved)
-            untouched = not ((self.touched.get(_key(chunk), 0) >> bit_off) & 1)
-            if self.learn and known and untouched:
-                self._learn_free(chunk, bit_off)
-                untraced = True
+        base = rec[R_BASE]
+        self.counts["destroy"] += 1
+        if base in self.destroyed_early:
+            self.destroyed_early.discard(base)
+            return
+        c = p.chunks_by_base.get(base)
+        if c is None:
+            what = ("the first or reserved chunk" if p.find_chunk(base)
+                    else "not a live chunk")
+            raise LocalmapError(f"percpu_destroy_chunk of {base:#x}, which is {what}",
+                                self.path, rec[R_LINE])
+        self._enable_async()
+        if not p.balance_pending:
+            self.work["unscheduled_runs_in_trace"] += 1
+        p.balance(create=lambda: None, destroy=self._destroy_veto(rec))
+        self.pending_task = None
+        self.work["runs"] += 1
+        if base in p.chunks_by_base:
+            if c.free_bytes != p.unit_size:
+                self.counts["destroy_not_free"] += 1
+            self.counts["destroy_unexpected"] += 1
+            p.destroy_chunk(c)
+        self._barrier()
+
+    def _end(self) -> None:
+        p = self.p
+        if p.balance_pending:
+            if p.balance_is_traced(self._kept):
+                self.work["pending_at_end"] += 1
             else:
-                raise LocalmapError(
-                    f"free of base_addr={e.base_addr:x} off={e.off}: no area was allocated "
-                    "there (never allocated in the trace, or freed twice)", self.path, e.line)
-        if self.learn and (self.pre_bits.get(_key(chunk), 0) >> bit_off) & 1:
-            untraced = True        # an area learned as used before tracing
-        size = p.free_in_chunk(chunk, e.off)
-        if not self.learn:
-            self.recent_frees.append((e.ts, (e.cpu, e.pid), _key(chunk),
-                                      bit_off, size // PCPU_MIN_ALLOC_SIZE))
-        # an untraced area's extent is a guess: only its start is known for sure, so the rest
-        # stays open to later evidence (an allocation that does not use it)
-        self._touch(_key(chunk), e.off, PCPU_MIN_ALLOC_SIZE if untraced else size)
-        self.used -= size
-        if not self.learn and not (self.counts["free"] & 0x3F):
-            self.timeline.append((e.ts, self.counts["alloc"], self.used, p.nr_chunks,
-                                  p.nr_populated))
+                p.balance(create=lambda: None, destroy=lambda c: False)
+                self.work["runs"] += 1
+        self.populated_seen.add(p.nr_populated)
 
-    # -- reconstruction (learn pass) --
-    def _record(self, key, bit_off, bits, why, line):
+    # -- reconstruction of what was allocated before tracing --
+    def _record(self, chunk: PcpuChunk, bit_off: int, bits: int, why: str, line) -> None:
+        key = _key(chunk)
         self.pre_bits[key] = self.pre_bits.get(key, 0) | (((1 << bits) - 1) << bit_off)
         self.pre_starts.setdefault(key, set()).add(bit_off)
         self.learned.append({"base_addr": f"{key[0]:x}", "reserved": key[1],
                              "off": bit_off * 4, "size": bits * 4, "evidence": why,
                              "line": line})
 
-    def _learn(self, e: PcpuEvent, found: tuple[PcpuChunk, int]) -> bool:
+    def _learn(self, rec: tuple, found: tuple[PcpuChunk, int]) -> bool:
         """The kernel did not use the window the model would: part of it was used before
         tracing. Only space no traced event has touched, in a chunk older than the trace, can
         be that part; the correction is the smallest that reads as "the untraced areas next to
@@ -866,24 +1353,23 @@ class _Engine:
         the next allocated byte (or the kernel's own area). Returns whether it learned."""
         p = self.p
         chunk, m_off = found
-        key = _key(chunk)
-        if not (chunk.is_first or chunk.is_reserved or key in self.partial_chunks):
+        touched = self.touched.get(chunk)
+        if touched is None:
             return False
-        touched = self.touched.get(key, 0)
-        w_end = m_off + -(-e.size // PCPU_MIN_ALLOC_SIZE)
+        w_end = m_off + -(-rec[R_SIZE] // PCPU_MIN_ALLOC_SIZE)
         u = w_end - 1
         while u >= m_off and (touched >> u) & 1:
             u -= 1
         if u < m_off:
             return False
-        end = find_next_bit(chunk.alloc_map, chunk.map_bits, u)
-        if chunk.base_addr == e.base_addr and chunk.is_reserved == e.reserved and \
-                e.off // PCPU_MIN_ALLOC_SIZE > u:
-            end = min(end, e.off // PCPU_MIN_ALLOC_SIZE)    # the kernel's area was free
+        end = chunk.next_allocated(u)
+        if chunk.base_addr == rec[R_BASE] and chunk.is_reserved == rec[R_RESERVED] and \
+                rec[R_OFF] // PCPU_MIN_ALLOC_SIZE > u:
+            end = min(end, rec[R_OFF] // PCPU_MIN_ALLOC_SIZE)    # the kernel's area was free
         lo = u
         while lo > m_off and not (touched >> (lo - 1)) & 1:
             lo -= 1
-        while lo > 0 and lo == m_off and not (chunk.alloc_map >> (lo - 1)) & 1 and \
+        while lo > 0 and lo == m_off and not chunk.test_bit(lo - 1) and \
                 not (touched >> (lo - 1)) & 1:
             lo -= 1
         hi = u + 1
@@ -892,18 +1378,25 @@ class _Engine:
         edges = [lo] + [x for x in self.untraced_starts.get(chunk.base_addr, ())
                         if lo < x < hi] + [hi]
         for a, b in zip(edges, edges[1:]):       # areas the trace frees start apart
-            self._record(key, a, b - a, f"alloc at off={e.off} did not use it", e.line)
+            self._record(chunk, a, b - a, f"alloc at off={rec[R_OFF]} did not use it",
+                         rec[R_LINE])
             p.alloc_area_commit(chunk, a, b - a)
+        self._revised()
         return True
 
-    def _carve(self, chunk: PcpuChunk, bit_off: int, bits: int) -> bool:
+    def _carve_for(self, rec: tuple, chunk: PcpuChunk) -> bool:
         """The kernel allocated inside space learned as used before tracing: that space was
-        free after all. Cut the window out of the learned areas (reconstruction pass only)."""
+        free after all. Cut the window out of the learned areas."""
+        bit_off = rec[R_OFF] // PCPU_MIN_ALLOC_SIZE
+        bits = -(-rec[R_SIZE] // PCPU_MIN_ALLOC_SIZE)
         key = _key(chunk)
-        mask = ((1 << bits) - 1) << bit_off
         pre = self.pre_bits.get(key, 0)
+        mask = ((1 << bits) - 1) << bit_off
+        if not pre & mask:
+            return False
         overlap = chunk.alloc_map & mask
-        if overlap & ~pre or overlap & self.touched.get(key, 0):
+        touched = self.touched.get(chunk, 0)
+        if overlap & ~pre or overlap & touched:
             return False                     # a traced area is in the way: real divergence
         p = self.p
         for a, n in chunk.areas():
@@ -916,51 +1409,58 @@ class _Engine:
                     self.pre_starts.setdefault(key, set()).add(bit_off + bits)
         # bits never seen by the trace were free from the start; bits the trace freed before
         # (an untraced area's start) stay part of the start state
-        self.pre_bits[key] = pre & ~(mask & ~self.touched.get(key, 0))
+        self.pre_bits[key] = pre & ~(mask & ~touched)
         self.learned.append({"base_addr": f"{chunk.base_addr:x}", "reserved": chunk.is_reserved,
                              "off": bit_off * 4, "size": -bits * 4,
                              "evidence": "allocated by the kernel: was free after all",
-                             "line": None})
+                             "line": rec[R_LINE]})
+        self._revised()
         return True
 
     def _learn_free(self, chunk: PcpuChunk, bit_off: int) -> None:
         """A free of an untraced area: an area began there; it ends at the next known edge
         (the next offset the trace frees without allocating it, the next allocated or traced
-        byte, the end of the chunk)."""
+        byte, the end of the chunk). Inside an area learned earlier, that area is split."""
         p = self.p
         key = _key(chunk)
-        cuts = [bit_off] + [u for u in self.untraced_starts.get(
-            chunk.base_addr, ()) if u > bit_off]
-        if (chunk.alloc_map >> bit_off) & 1:
-            # inside an area learned earlier: split it at bit_off and at later untraced starts
+        touched = self.touched.get(chunk, 0)
+        cuts = [bit_off] + [u for u in self.untraced_starts.get(chunk.base_addr, ())
+                            if u > bit_off]
+        if chunk.test_bit(bit_off):
             start = bit_off
-            while start > 0 and not (chunk.bound_map >> start) & 1:
+            while start > 0 and not (chunk.bmap[start >> chunk.block_shift] >>
+                                     (start & (chunk.block_bits - 1))) & 1:
                 start -= 1
-            end = find_next_bit(chunk.bound_map, chunk.map_bits + 1, bit_off + 1)
+            end = chunk.next_bound(bit_off + 1)
             p.free_area(chunk, start * PCPU_MIN_ALLOC_SIZE)
             edges = [start] + [c for c in cuts if start < c < end] + [end]
             for lo, hi in zip(edges, edges[1:]):
                 p.alloc_area_commit(chunk, lo, hi - lo)
+            self.pre_starts.setdefault(key, set()).update(edges[1:-1])
             self.learned.append({"base_addr": f"{chunk.base_addr:x}",
                                  "reserved": chunk.is_reserved, "off": bit_off * 4,
                                  "size": (edges[edges.index(bit_off) + 1] - bit_off) * 4,
                                  "evidence": "free of an area never allocated in the trace",
                                  "line": None})
-            self._split_pretrace(key, edges[1:-1])
+            self._revised()
             return
-        end = find_next_bit(chunk.alloc_map | self.touched.get(key, 0), chunk.map_bits,
-                            bit_off + 1)
+        end = chunk.next_allocated(bit_off + 1)
+        t_end = touched >> (bit_off + 1)
+        if t_end:
+            end = min(end, bit_off + 1 + (t_end & -t_end).bit_length() - 1)
         end = min(end, chunk.map_bits - chunk.end_offset // PCPU_MIN_ALLOC_SIZE)
         for c in cuts[1:]:
             if c < end:
                 end = c
                 break
-        self._record(key, bit_off, end - bit_off,
+        self._record(chunk, bit_off, end - bit_off,
                      "free of an area never allocated in the trace", None)
         p.alloc_area_commit(chunk, bit_off, end - bit_off)
+        self._revised()
 
-    def _split_pretrace(self, key, cuts: list[int]) -> None:
-        self.pre_starts.setdefault(key, set()).update(cuts)
+    def _revised(self) -> None:
+        """The reconstruction changed: no race trial reorders across this point."""
+        self._barrier()
 
     def learned_areas(self) -> dict[tuple, list[tuple[int, int]]]:
         """The reconstruction: runs of bits learned as used before tracing, split where the
@@ -969,81 +1469,106 @@ class _Engine:
         for key, bits in self.pre_bits.items():
             starts = self.pre_starts.get(key, set())
             areas = []
-            i = find_next_bit(bits, bits.bit_length(), 0)
             n = bits.bit_length()
+            i = 0
             while i < n:
+                if not (bits >> i) & 1:
+                    i += 1
+                    continue
                 j = i + 1
                 while j < n and (bits >> j) & 1 and j not in starts:
                     j += 1
                 areas.append((i, j - i))
-                i = find_next_bit(bits, n, j)
+                i = j
             out[key] = areas
         return out
 
 
 def replay(source: Bundle | Path | str, *, listener=None, progress: Progress | None = None,
            page_size: int | None = None, nr_cpus: int | None = None) -> ReplayResult:
-    """Replay a bundle (or a bare trace with its bundle files beside it). See module doc."""
+    """Replay a bundle (or a bare trace with its bundle files beside it). See module doc.
+
+    ``progress`` hears one step, ``replaying NAME``, counted in bytes of the trace file read
+    (the replay reads the file once, replaying as it reads)."""
     bundle = source if isinstance(source, Bundle) else load_bundle(source)
     path = str(bundle.trace_path)
     partial_reasons: list[str] = []
     t0 = time.perf_counter()
-    prog = _Progress(progress, bundle.trace_path)
-    with prog:
-        trace = read_trace(bundle.trace_path, progress=prog.parse_update)
-        t_parse = time.perf_counter() - t0
-        if trace.lost_events:
-            partial_reasons.append(f"{trace.lost_events} events lost by the tracer: "
-                                   + "; ".join(trace.lost_detail[:3]))
-        geo = derive_geometry(bundle, page_size, nr_cpus)
-        events = trace.events
-        addr = _addresses(events, geo, bundle, path)
-        if addr["kallsyms_per_cpu_start"] is not None and \
-                addr["kallsyms_per_cpu_start"] != addr["per_cpu_start"]:
-            geo.notes.append("kallsyms __per_cpu_start differs from the trace's pointers")
-        prog.phase("reconstructing pre-trace occupancy", len(events))
-        learn = _Engine(events, geo, addr, path, learn=True, pretrace={},
-                        progress=prog.replay_update)
-        learn.run()
-        pretrace = learn.learned_areas()
-        prog.phase("replaying", len(events))
-        eng = _Engine(events, geo, addr, path, learn=False, pretrace=pretrace, listener=listener,
-                      progress=prog.replay_update)
-        eng.run()
-    eng.decisions.sort(key=lambda t: t[0])
+    geo = derive_geometry(bundle, page_size, nr_cpus)
+    stats: dict = {}
+    prog = as_progress(progress)
+    started = []
+
+    def report(done: int, total: int) -> None:
+        if not started:
+            prog.start(f"replaying {bundle.trace_path.name}", total=total)
+            started.append(True)
+        prog.update(done)
+    records = iter_records(bundle.trace_path, stats, report)
+    async_ts = _async_enable_ts(bundle)
+    learner = _Engine(records, geo, bundle, path, None, async_ts)
+    prefix = learner.learn_prefix()
+    rest = itertools.chain(prefix, list(learner.ahead), learner.src)
+    del prefix
+    eng = _Engine(rest, geo, bundle, path, listener, async_ts, learner=learner)
+    eng.run()
+    addr = eng.addr
+    if addr["kallsyms_per_cpu_start"] is not None and \
+            addr["kallsyms_per_cpu_start"] != addr["per_cpu_start"]:
+        geo.notes.append("kallsyms __per_cpu_start differs from the trace's pointers")
+    if stats.get("lost"):
+        partial_reasons.append(f"{stats['lost']} events lost by the tracer: "
+                               + "; ".join(stats["lost_detail"][:3]))
     if eng.partial_chunks:
         partial_reasons.append(
             f"{len(eng.partial_chunks)} chunk(s) existed before tracing started and were never "
             "created in the trace: their occupancy and population are reconstructed from the "
             "events only")
-    first_ts = events[0].ts if events else 0.0
-    if first_ts > 5.0:
-        partial_reasons.append(f"trace starts {first_ts:.1f}s after boot")
+    if eng.first_ts > 5.0:
+        partial_reasons.append(f"trace starts {eng.first_ts:.1f}s after boot")
+    pretrace = eng.learned_areas()
     recon = {
         "method": "emptiest start consistent with the trace: an area counts as allocated "
                   "before tracing only if the trace frees it without allocating it, or an "
                   "allocation landed above untouched free space the model would have used",
         "free_parameters": 0,
-        "areas": learn.learned,
+        "areas": eng.learned,
         "bytes_by_chunk": {f"{b:x}" + (" (reserved)" if r else ""): sum(n for _, n in v) * 4
                            for (b, r), v in pretrace.items()},
     }
     p = eng.p
     meminfo = _meminfo_check(bundle, p, eng.populated_seen, geo)
+    balance = dict(eng.work)
+    balance["percpu_enable_async_by"] = (
+        "start of trace (no boot-log bound)" if async_ts is None else
+        f"{async_ts:.6f} s ('clocksource: Switched to clocksource' in dmesg: all "
+        "subsys_initcalls have run)")
     res = ReplayResult(
         source=str(bundle.path), geometry=geo, percpu=p, partial=bool(partial_reasons),
-        partial_reasons=partial_reasons, nr_events=len(events),
-        nr_allocs=eng.n_na + eng.n_at, nr_frees=eng.counts["free"],
+        partial_reasons=partial_reasons, nr_events=eng.nr_events,
+        nr_allocs=eng.n_na + eng.n_at, nr_frees=eng.n_free,
         nr_creates=eng.counts["create"], nr_destroys=eng.counts["destroy"],
-        nr_fails=eng.counts["fail"], nr_fail_disagree=eng.counts["fail_disagree"], agree=eng.agree, agree_nonatomic=eng.agree_na,
-        nr_nonatomic=eng.n_na, agree_atomic=eng.agree_at, nr_atomic=eng.n_at,
-        swaps=eng.swaps, disagreements=eng.disagreements, reconstruction=recon,
-        decisions=eng.decisions, timeline=eng.timeline, meminfo_check=meminfo,
-        vmalloc_check=_vmalloc_check(bundle, p),
+        nr_fails=eng.counts["fail"], nr_fail_disagree=eng.counts["fail_disagree"],
+        agree=eng.n_na + eng.n_at - eng.miss_na - eng.miss_at,
+        agree_nonatomic=eng.n_na - eng.miss_na, nr_nonatomic=eng.n_na,
+        agree_atomic=eng.n_at - eng.miss_at, nr_atomic=eng.n_at, reorders=eng.reorders,
+        disagreements=eng.disagreements, reconstruction=recon, decisions=eng.decisions,
+        timeline=eng.timeline, meminfo_check=meminfo, vmalloc_check=_vmalloc_check(bundle, p),
         base_info={k: (f"{v:x}" if isinstance(v, int) else v) for k, v in addr.items()
-                   if k != "uncreated"},
-        seconds=time.perf_counter() - t0, parse_seconds=t_parse)
+                   if k != "ptr_delta"},
+        balance=balance, seconds=time.perf_counter() - t0)
     return res
+
+
+def _async_enable_ts(bundle: Bundle) -> float | None:
+    """When ``percpu_enable_async`` (a ``subsys_initcall``) had run, on the trace's clock: the
+    boot log's first line printed after every subsys_initcall, if the bundle has the log."""
+    p = bundle.files.get("dmesg")
+    if p is None:
+        return None
+    from localmap.ingest.procfs import subsys_initcalls_done_ts
+    from localmap.ingest.textfile import read_text
+    return subsys_initcalls_done_ts(read_text(p))
 
 
 def _vmalloc_check(bundle: Bundle, p: Percpu) -> dict | None:
@@ -1085,37 +1610,3 @@ def _meminfo_check(bundle: Bundle, p: Percpu, populated_seen: set[int],
             "ok": (model == val) if last else (val in seen or val == p.populated_bytes),
         })
     return out
-
-
-class _Progress:
-    """Reports the parse and the two passes to a :class:`~localmap.progress.Progress`."""
-
-    def __init__(self, progress: Progress | None, path):
-        self._p = as_progress(progress)
-        self.path = Path(path)
-
-    def __enter__(self):
-        total = None
-        try:
-            if self.path.suffix == ".gz":
-                with open(self.path, "rb") as fh:
-                    fh.seek(-4, 2)
-                    total = int.from_bytes(fh.read(4), "little")
-            else:
-                total = self.path.stat().st_size
-        except OSError:
-            total = None
-        self._p.start(f"parsing {self.path.name}", total=total)
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def parse_update(self, nbytes: int) -> None:
-        self._p.update(nbytes)
-
-    def phase(self, name: str, total: int) -> None:
-        self._p.start(name, total=total)
-
-    def replay_update(self, i: int) -> None:
-        self._p.update(i)

@@ -8,11 +8,13 @@ What it models: a machine of ``nr_cpus`` possible CPUs whose percpu allocator is
 ``mem_cgroup_css_alloc`` ...), memcg removal whose frees arrive later in a kworker (the css is
 freed after an RCU grace period), fork+exec churn (``mm_init`` + ``__percpu_counter_init_many``
 pairs), occasional atomic allocations (``GFP_NOWAIT``/``GFP_ATOMIC``, BPF-map-like, short lived)
-and module loads that use the reserved chunk. The balance work runs right after the operation
-that scheduled it, in a kworker. Every event is written as the kernel prints it to the tracefs
-``trace`` file (header with ``entries-in-buffer/entries-written``, ``%p`` pointers as 16 hex
-digits, ``ptr = base_addr + off - pcpu_base_addr + __per_cpu_start``, ``bytes_alloc = size *
-nr_cpus + size / 4 * 8`` as ``pcpu_obj_full_size`` computes it with kmem accounting on).
+and module loads that use the reserved chunk. The balance work runs in a kworker once the task
+that scheduled it lets the CPU go (the next operation is another task's) or when the next
+non-atomic allocation needs the allocator mutex, and before each phase's ``meminfo``. Every
+event is written as the kernel prints it to the tracefs ``trace`` file (header with
+``entries-in-buffer/entries-written``, ``%p`` pointers as 16 hex digits, ``ptr = base_addr +
+off - pcpu_base_addr + __per_cpu_start``, ``bytes_alloc = size * nr_cpus + size / 4 * 8`` as
+``pcpu_obj_full_size`` computes it with kmem accounting on).
 The bundle also has the dmesg first-chunk line, ``cpus``, a minimal ``config`` and
 ``meminfo.<phase>`` files, so ``localmap replay`` accepts it.
 
@@ -248,6 +250,7 @@ class _Generator:
         self.misc_dyn: list[int] = []         # kmem caches, workqueues... made and destroyed
         self.modules: list[list[int]] = []
         self.deferred: list[tuple[int, int, tuple]] = []   # (due event count, ptr, ctx)
+        self.pending_task: tuple | None = None     # the task that scheduled the balance work
         self.meminfo: list[tuple[str, int]] = []
 
     # -- low level --
@@ -267,6 +270,7 @@ class _Generator:
         return self.w.nr >= self.nr_events
 
     def alloc(self, t, call_site, size, align, gfp, atomic=False, reserved=False) -> int | None:
+        self.before(t, not atomic)
         self.ctx = t
         self.tick()
         p = self.p
@@ -274,16 +278,17 @@ class _Generator:
             ptr = p.alloc(size, align, reserved=reserved, atomic=atomic)
         except PcpuAllocError:
             self.w.fail(t, reserved, atomic, size, align)
-            self.balance(t[2])
+            self.after(t)
             return None
         addr = p.ptr_to_addr(ptr)
         chunk = p.reserved_chunk if reserved else p.chunk_of(addr)
         self.w.alloc(t, call_site, reserved, atomic, size, align, chunk.base_addr,
                      addr - chunk.base_addr, ptr, gfp)
-        self.balance(t[2])
+        self.after(t)
         return ptr
 
     def free(self, t, ptr: int) -> None:
+        self.before(t, False)
         self.ctx = t
         self.tick()
         p = self.p
@@ -292,13 +297,25 @@ class _Generator:
         off = addr - chunk.base_addr
         p.free_in_chunk(chunk, off)
         self.w.free(t, chunk.base_addr, off, ptr)
-        self.balance(t[2])
+        self.after(t)
 
-    def balance(self, cpu: int) -> None:
+    # the balance work as the kernel runs it: scheduled (pending), it waits for the scheduling
+    # task to let the CPU go (its next operation is another task's) or for the mutex (the
+    # next non-atomic allocation), then runs in that CPU's kworker
+    def before(self, t, needs_mutex: bool) -> None:
+        if self.p.balance_pending and (needs_mutex or t[1] != self.pending_task[1]):
+            self.balance()
+
+    def after(self, t) -> None:
+        if self.p.balance_pending and self.pending_task is None:
+            self.pending_task = t
+
+    def balance(self) -> None:
         if self.p.balance_pending:
-            self.ctx = self.kworker(cpu)
+            self.ctx = self.kworker(self.pending_task[2] if self.pending_task else 0)
             self.tick(20, 200)
             self.p.balance()
+        self.pending_task = None
 
     def run_deferred(self) -> None:
         n = self.w.nr
@@ -449,6 +466,7 @@ class _Generator:
                 if progress is not None and self.w.nr >= next_report:
                     progress(self.w.nr)
                     next_report = self.w.nr + 16384
+            self.balance()            # (the work runs long before /proc/meminfo is read)
             self.meminfo.append((phase, self.p.populated_bytes))
             start = self.w.nr
 

@@ -9,10 +9,11 @@ tables, per-CPU roots, the TLB model with CnP sharing between SMT siblings, fram
 allocator. It judges the properties on that machine's own state (which frame a store reached,
 what each copy holds, MMU faults), independently of the abstract model.
 
-Scope (deliberate): schedules made of ``sched``/``preempt``/``irq``/``exec`` actions, i.e. the
-this_cpu-op scenarios (no kernel worker, no TLB eviction -- the MMU model's TLB never evicts).
-"CnP on with SMT" maps to the design machine's ``keep_cnp`` variant, since the correct design
-machine turns CnP off whenever siblings have different local mappings.
+Scope (deliberate): schedules made of ``sched``/``preempt``/``irq``/``exec`` actions and the
+depopulate worker's steps, on scenarios whose items are this_cpu updates (no reads, no remote
+accesses, no other kernel worker, no TLB eviction -- the MMU model's TLB never evicts).
+"CnP on" maps to the design machine's ``keep_cnp`` variant, since the correct design machine
+keeps CnP off whenever per-CPU tables exist.
 """
 
 from __future__ import annotations
@@ -40,9 +41,22 @@ class _Viol(Exception):
         self.prop, self.message = prop, message
 
 
+DEPOPULATE_TAGS = {"unmap", "tlbi", "free", "repopulate"}
+
+
 def supported(sc: Scenario, actions: list) -> bool:
-    worker = sc.vmalloc or sc.hotplug or sc.kpti
-    return not worker and all(a[0] in SUPPORTED_ACTIONS for a in actions)
+    if not isinstance(sc, Scenario):  # e.g. code patching under text replication: no this_cpu op
+        return False
+    if sc.kpti or sc.setup or sc.roles or sc.exception_paths:
+        return False
+    if any(step.tag not in DEPOPULATE_TAGS and step.effect is not None
+           for wk in sc.workers for step in wk):
+        return False
+    if any(it.access != "this_cpu" or it.op not in tc.UPDATE_OPS for it in sc.script):
+        return False
+    if sc.irq is not None and (sc.irq.access != "this_cpu" or sc.irq.op != "add"):
+        return False
+    return all(a[0] in SUPPORTED_ACTIONS for a in actions)
 
 
 def replay_through_mmu(sc: Scenario, actions: list, cpus: int | None = None,
@@ -56,11 +70,13 @@ def replay_through_mmu(sc: Scenario, actions: list, cpus: int | None = None,
                             "MMU model")
     am = Machine(sc, cpus, tasks)  # for the script and the sizes only
     ncpus, ntasks = am.ncpus, am.ntasks
-    seq0 = tc.sequence(sc.task_form, "add")
+    script = am.roles[0]
+    seq0 = script[0].sequence()
     kind = "design" if seq0.addressing == "local" else "baseline"
     g = Geometry(4096, 48)
-    faults = ["keep_cnp"] if (sc.smt and sc.cnp and kind == "design") else []
-    if sc.depopulate == "no-tlbi":
+    faults = ["keep_cnp"] if (sc.cnp and kind == "design") else []
+    tags = {step.tag for wk in am.workers for step in wk}
+    if "unmap" in tags and "tlbi" not in tags:
         faults.append("skip_tlbi")
     m = machine(kind, g, ncpus, g.page_size, threads_per_core=2 if sc.smt else 1, cnp=sc.cnp,
                 faults=faults)
@@ -71,8 +87,8 @@ def replay_through_mmu(sc: Scenario, actions: list, cpus: int | None = None,
     frame_of = {chunk.frames[(c, 0)]: c for c in range(ncpus)}
     var_pa = {c: chunk.frames[(c, 0)] + VAR_OFF for c in range(ncpus)}
     page_mask = ~(g.page_size - 1)
-    seqs = [tc.sequence(it.form, it.op, delta) for it in am.script]
-    irq_seq = tc.sequence(sc.irq_form, "add", delta) if sc.irq_form else None
+    seqs = [tc.sequence(it.form, it.op, delta) for it in script]
+    irq_seq = tc.sequence(sc.irq.form, "add", delta) if sc.irq else None
 
     # cpu, pc, regs, pcount, irqoff, item
     tasks_st = [[RUNNABLE, 0, (), 0, False, 0] for _ in range(ntasks)]
@@ -80,7 +96,8 @@ def replay_through_mmu(sc: Scenario, actions: list, cpus: int | None = None,
     monitor: dict[int, int | None] = {c: None for c in range(ncpus)}
     attrib = [0] * ncpus
     executed: list = []
-    worker_pc = phase = 0
+    worker_pc = 0
+    flags: set = set()
     live = True
     freed_frames: set[int] = set()
 
@@ -174,9 +191,8 @@ def replay_through_mmu(sc: Scenario, actions: list, cpus: int | None = None,
             elif k == "worker":
                 # the MMU model's depopulate unmaps, invalidates (unless skip_tlbi) and frees in
                 # one call; the checker's separate tlbi/free steps are part of it
-                effect = am.worker_script[worker_pc][2]
+                name = am.workers[act[1]][worker_pc].tag
                 worker_pc += 1
-                name = getattr(effect, "__name__", "")
                 if name == "unmap":
                     freed_frames.update(chunk.frames[(c, 0)] for c in range(ncpus))
                     m.depopulate(chunk, 0, 1)
@@ -187,7 +203,8 @@ def replay_through_mmu(sc: Scenario, actions: list, cpus: int | None = None,
                     frame_of.update({chunk.frames[(c, 0)]: c for c in range(ncpus)})
                     var_pa.update({c: chunk.frames[(c, 0)] + VAR_OFF for c in range(ncpus)})
                     attrib[:] = [0] * ncpus
-                    phase, live = 1, True
+                    flags.add("repopulated")
+                    live = True
             elif k == "irq":
                 irq_ctx[act[1]] = [0, tc.initial_regs(ptr=ptr, val=1)]
             else:
@@ -197,8 +214,8 @@ def replay_through_mmu(sc: Scenario, actions: list, cpus: int | None = None,
                 else:
                     ti = running(c)
                     t = tasks_st[ti]
-                    item = am.script[t[5]]
-                    if item.need_phase > phase:
+                    item = script[t[5]]
+                    if item.need is not None and item.need not in flags:
                         raise LocalmapError(f"step {n}: task{ti} is blocked")
                     seq, env = seqs[t[5]], Env(c, item.op in tc.UPDATE_OPS)
                     pc, regs = t[1], t[2] or tc.initial_regs(ptr=ptr, val=item.val)
@@ -224,7 +241,7 @@ def replay_through_mmu(sc: Scenario, actions: list, cpus: int | None = None,
                     if pc >= len(seq.insns):
                         t[5] += 1
                         t[1], t[2] = 0, ()
-                        if t[5] >= len(am.script):
+                        if t[5] >= len(script):
                             t[0] = DONE
                     else:
                         t[1], t[2] = pc, regs

@@ -22,27 +22,44 @@ def register(subparsers) -> None:
         subparsers, "check", help="exhaustively check this_cpu safety and the page-table lifecycle",
         description="Explore every interleaving of small configurations of the model and print "
         "each scenario's verdict; for an unsafe one, the shortest counterexample. Without "
-        "SCENARIO, the default set of scenarios; 'all' adds the extra twins and references.")
+        "SCENARIO, the named set of scenarios (this_cpu and the page-table lifecycle, the "
+        "register fix-up design, code patching under text replication); 'all' adds the extra "
+        "twins and references.")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                    help="scenario names (see --list), or 'all'")
     p.add_argument("--cpus", type=int, default=None, metavar="N",
                    help="number of CPUs of each explored configuration (default: per scenario, 2)")
     p.add_argument("--tasks", type=int, default=None, metavar="N",
                    help="tasks (default: per scenario, 2)")
-    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--list", action="store_true",
+                   help="list every scenario with its verdict (explored at its default size) and exit")
+    p.add_argument("--load", action="append", default=[], metavar="FILE",
+                   help="import a Python file that registers scenarios (localmap.check.api); repeatable")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--mmu", action="store_true", help="re-execute this_cpu-op counterexamples "
                    "through the page-table and TLB model of the design and report what it reaches")
     p.set_defaults(func=cmd_check)
 
 
-def _list(out) -> int:
-    from localmap.check.scenarios import ALL_SCENARIOS, DEFAULT_SET
+def _list(args, out) -> int:
+    from localmap.check import list_scenarios
+    from localmap.check.scenarios import ALL_SCENARIOS
 
-    for name, sc in ALL_SCENARIOS.items():
-        tag = "" if name in DEFAULT_SET else " [extra]"
-        twin = f" (safe twin: {sc.twin}, mechanism: {sc.mechanism})" if sc.twin else ""
-        print(f"{name}{tag}: {sc.summary}{twin}", file=out)
+    with progress(args) as prog:
+        prog.start("check --list", total=len(ALL_SCENARIOS))
+
+        def step(name, first=[True]):  # noqa: B006 - one call per scenario, before it runs
+            if not first[0]:
+                prog.advance()
+            first[0] = False
+            prog.update(description=f"check {name}")
+
+        rows = list_scenarios(progress=step)
+    for r in rows:
+        tag = " [extra]" if r["extra"] else ""
+        verdict = r["verdict"] + (f" ({r['property']})" if r["property"] else "")
+        twin = f" (safe twin: {r['twin']}, mechanism: {r['mechanism']})" if r["twin"] else ""
+        print(f"{r['name']}: {verdict}{tag}: {r['summary']}{twin}", file=out)
     return 0
 
 
@@ -65,8 +82,13 @@ def _trace_lines(steps: list[dict]) -> list[str]:
 
 
 def cmd_check(args) -> int:
+    if args.load:
+        from localmap.check.api import load
+
+        for f in args.load:
+            load(f)
     if args.list:
-        return _list(sys.stdout)
+        return _list(args, sys.stdout)
     if args.cpus is not None and args.cpus < 1:
         raise LocalmapError("--cpus must be at least 1")
     if args.tasks is not None and args.tasks < 1:
@@ -75,13 +97,12 @@ def cmd_check(args) -> int:
     from localmap.check.scenarios import resolve
 
     scs = resolve(args.scenarios)
-    names = [sc.name for sc in scs]
     results = []
     with progress(args) as prog:
-        prog.start("check", total=len(names))
-        for n in names:
-            prog.update(description=f"check {n}")
-            results += run_checks([n], args.cpus, args.tasks, mmu=args.mmu)
+        prog.start("check", total=len(scs))
+        for sc in scs:
+            prog.update(description=f"check {sc.name}")
+            results += run_checks([sc], args.cpus, args.tasks, mmu=args.mmu)
             prog.advance()
     if args.json:
         json.dump(results, sys.stdout, indent=1)
@@ -116,5 +137,6 @@ def cmd_check(args) -> int:
                 out.print(f"  re-executed through the MMU model: {mr['property']} at step "
                           f"{mr['step']}: {mr['message']}", markup=False)
             elif args.mmu:
-                out.print("  (not re-executable through the MMU model: worker-driven scenario)")
+                out.print("  (not re-executable through the MMU model: worker-driven, exception-path "
+                          "or code-patching scenario)")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from localmap.analysis.replay import CAUSES, ReplayResult
 from localmap.arch.arm64.pgtable import granule_name
@@ -78,12 +79,27 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
               f"{ag['nonatomic']:.4%}", "non-atomic")
     t.add_row(str(ag["atomic_total"]), str(ag["atomic_agree"]),
               f"{ag['atomic']:.4%}" if ag["atomic_total"] else "-", "atomic")
-    t.caption = (f"{ag['race_swaps']} racing pair(s) replayed in the allocator's order; "
+    t.caption = (f"{ag['race_swaps']} allocation(s) replayed in the allocator's order; "
                  f"{res.nr_events} events ({res.nr_allocs} alloc, {res.nr_frees} free, "
                  f"{res.nr_creates} create, {res.nr_destroys} destroy, {res.nr_fails} fail"
                  + (f", {res.nr_fail_disagree} of them the model would have served"
                     if res.nr_fail_disagree else "") + ")")
     out.append(t)
+
+    if res.reorders:
+        t = Table(title="Events replayed in the allocator's order (printed in another)",
+                  title_justify="left")
+        for col in ("allocation line", "other line", "replayed as"):
+            t.add_column(col)
+        for ro in res.reorders[:show]:
+            t.add_row(str(ro["line"]), str(ro["other_line"]), ro["how"])
+        out.append(t)
+
+    bw = res.balance
+    out.append(Text(
+        f"Balance work: {bw.get('runs', 0)} runs ({bw.get('chunks_by_work', 0)} chunk(s) "
+        f"created by the work, {bw.get('chunks_by_pcpu_alloc', 0)} by pcpu_alloc); "
+        f"off until {bw['percpu_enable_async_by']}", style="dim"))
 
     if res.disagreements:
         t = Table(title="Disagreements by cause", title_justify="left")
@@ -153,4 +169,4 @@ def print_replay(res: ReplayResult, show: int = 10, console: Console | None = No
     for r in replay_tables(res, show):
         con.print(r)
         con.print()
-    con.print(f"replayed in {fmt_seconds(res.seconds)} (parsing {fmt_seconds(res.parse_seconds)})")
+    con.print(f"read and replayed in {fmt_seconds(res.seconds)}")

@@ -11,8 +11,9 @@ What it models:
 * populate maps a page in the global mapping (every possible CPU's unit) and in each online
   CPU's local mapping; depopulate unmaps both and invalidates by VA (broadcast);
 * CPU online builds the root copy (inside a per-CPU KPTI block ``{tramp, reserved, root}``) and
-  the private tables; offline frees them; CnP stays off while SMT siblings have different local
-  mappings;
+  the private tables; offline frees them; CnP is off for TTBR1 on every CPU while per-CPU
+  tables exist (Arm ARM: CnP=1 on PEs of one Inner Shareable domain whose tables differ is
+  CONSTRAINED UNPREDICTABLE, SMT siblings or not; DESIGN.md item 10);
 * ``per_cpu_ptr()`` and ``this_cpu_*()`` run the sequences of ``localmap.arch.arm64.thiscpu``
   through the MMU model of a chosen CPU;
 * invariants I1-I5, checked after every step in checked mode; a violation raises
@@ -147,6 +148,12 @@ class _Env(thiscpu.ThisCpuEnv):
         ok = self._monitor == pa
         self._monitor = None
         return ok
+
+    def pcpu_mark(self, reg: int) -> None:  # the fix-up design: nothing migrates here
+        pass
+
+    def pcpu_unmark(self) -> None:
+        pass
 
 
 class BaseMachine:
@@ -813,9 +820,10 @@ class DesignMachine(BaseMachine):
     def _cnp_allowed(self) -> bool:
         if "keep_cnp" in self.faults:
             return True
-        # Every CPU's local mapping differs from its siblings' as soon as a chunk page is
-        # populated, and CnP cannot be flipped per populate: with SMT siblings it stays off.
-        return self.mmu.tlb.threads_per_core == 1
+        # Every CPU's TTBR1 tables differ from every other's (the local window), and CnP
+        # promises identical tables to every PE of the Inner Shareable domain with CnP=1, not
+        # only to SMT siblings: CnP stays off, with or without SMT.
+        return False
 
     def this_cpu_delta(self) -> int:
         """DELTA_THIS_CPU = local_base - __per_cpu_start: a link-time constant, fixed once the

@@ -13,6 +13,7 @@ The same loader serves bundles from ``../shared/data``, from ``localmap lab capt
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from localmap.errors import LocalmapError
 from localmap.ingest import kconfig, procfs
-from localmap.ingest.textfile import open_text, read_text
+from localmap.ingest.textfile import open_text_stream, read_text
 
 # the workload phases after which Percpu: is read, in the order the capture script runs them
 MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork", "modules", "modules_del", "workload")
@@ -115,21 +116,34 @@ class Bundle:
         p = self.files.get("kallsyms")
         if p is None:
             return None
-        start = end = None
-        with open_text(p) as fh:
-            for line in fh:
-                if "__per_cpu_" not in line:
-                    continue
-                parts = line.split()
-                if len(parts) >= 3 and parts[2] == "__per_cpu_start":
-                    start = int(parts[0], 16)
-                elif len(parts) >= 3 and parts[2] == "__per_cpu_end":
-                    end = int(parts[0], 16)
+        found: dict[bytes, int] = {}
+        fh, raw, _ = open_text_stream(p)
+        try:             # read (and decompress) only up to the two symbols
+            buf = b""
+            while len(found) < 2:
+                block = fh.buffer.read(1 << 18)
+                if not block:
+                    break
+                buf += block
+                for key in (b"start", b"end"):
+                    i = buf.find(b" __per_cpu_" + key + b"\n")
+                    if i >= 0 and key not in found:
+                        m = _PERCPU_BOUNDS_RE.match(buf, buf.rfind(b"\n", 0, i) + 1)
+                        if m:
+                            found[key] = int(m.group(1), 16)
+                buf = buf[buf.rfind(b"\n") + 1:]
+        except (EOFError, OSError):
+            pass
+        finally:
+            fh.close()
+            raw.close()
+        start, end = found.get(b"start"), found.get(b"end")
         if start is None or end is None or start == 0:
             return None
         return start, end
 
 
+_PERCPU_BOUNDS_RE = re.compile(rb"^([0-9a-fA-F]+) \S+ __per_cpu_(start|end)\r?$", re.MULTILINE)
 _NAMES = ("trace", "dmesg", "vmallocinfo", "kallsyms", "config", "cpus", "uname", "cmdline",
           "event_format")
 

@@ -5,7 +5,9 @@
   (``percpu: N 4K pages/cpu sS rR dD``);
 - ``/proc/meminfo``'s ``Percpu:`` line (populated pages of all chunks times units, in kB);
 - ``/proc/vmallocinfo`` areas made by ``pcpu_get_vm_areas`` (dynamic chunks' groups);
-- the ``cpus`` file of a bundle (``possible 0-3`` / ``online 0-3``) and CPU list syntax.
+- the ``cpus`` file of a bundle (``possible 0-3`` / ``online 0-3``) and CPU list syntax;
+- the boot-log time by which every ``subsys_initcall`` (``percpu_enable_async`` among them) has
+  run: :func:`subsys_initcalls_done_ts`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ def parse_first_chunk_line(text: str, path: str = "<dmesg>") -> FirstChunkLine:
     raise LocalmapError("no percpu first-chunk line (expected 'percpu: Embedded N pages/cpu "
                         "sS rR dD uU' or 'percpu: N 4K pages/cpu sS rR dD'); was the log "
                         "captured from boot (dmesg buffer large enough)?", path)
+
+
+# printed by clocksource_done_booting(), an fs_initcall: every subsys_initcall ran before it
+_CLOCKSOURCE_DONE_RE = re.compile(r"^\[\s*(\d+\.\d+)\] clocksource: Switched to clocksource ",
+                                  re.MULTILINE)
+
+
+def subsys_initcalls_done_ts(text: str) -> float | None:
+    """Timestamp (boot clock, as the trace's) of the first boot-log line printed after all
+    ``subsys_initcall``s: ``clocksource: Switched to clocksource ...`` from the
+    ``fs_initcall`` ``clocksource_done_booting``. ``None`` if the log does not have it."""
+    m = _CLOCKSOURCE_DONE_RE.search(text)
+    return float(m.group(1)) if m else None
 
 
 def read_first_chunk_line(path: Path) -> FirstChunkLine:

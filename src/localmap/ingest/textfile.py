@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import os
 from pathlib import Path
 
 from localmap.errors import LocalmapError
@@ -48,6 +49,31 @@ def open_text(path: Path) -> io.TextIOBase:
     else:
         raw = open(path, "rb")
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+
+
+def open_text_stream(path: Path) -> tuple[io.TextIOBase, "io.BufferedReader", int]:
+    """Like :func:`open_text`, plus the underlying (possibly compressed) file and its size, so
+    a reader can report progress as the share of the file's bytes consumed."""
+    path = Path(path)
+    try:
+        raw = open(path, "rb")
+    except FileNotFoundError:
+        raise LocalmapError("no such file", path) from None
+    except IsADirectoryError:
+        raise LocalmapError("is a directory, expected a file", path) from None
+    except OSError as exc:
+        raise LocalmapError(f"cannot read: {exc.strerror}", path) from None
+    magic = raw.read(6)
+    raw.seek(0)
+    size = os.fstat(raw.fileno()).st_size
+    if magic.startswith(_GZIP):
+        dec = gzip.GzipFile(fileobj=raw, mode="rb")
+    elif magic.startswith(_XZ):
+        dec = lzma.LZMAFile(raw, "rb")
+    else:
+        dec = raw
+    text = io.TextIOWrapper(dec, encoding="utf-8", errors="replace", newline=None)
+    return text, raw, size
 
 
 def read_text(path: Path) -> str:

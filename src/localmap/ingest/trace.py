@@ -13,6 +13,17 @@ a line cut short, or hashed pointers (``%p`` printed without ``no_hash_pointers`
 with the file and line. Lost events (ring-buffer overruns) are reported, not hidden: a replay of a
 trace with lost events is flagged partial.
 
+Streaming: :func:`iter_records` reads the file line by line and yields one compact *record* (a
+tuple, fields at the ``R_*`` indices) per event, holding nothing else; the replay consumes them
+as they come. The two lines that make up almost every trace (``percpu_alloc_percpu`` and
+``percpu_free_percpu`` in the tracefs/trace-cmd layout) go through one anchored regular
+expression each, whose groups are exactly the fields (numbers and addresses are checked by the
+expression itself; a field check of its own belongs in the two blocks of :func:`iter_records`
+that build those records); every other line takes the general path (:func:`parse_line`). The line
+prefix (task, pid, CPU, timestamp) of a fast-path record is kept as text and parsed on demand by
+:func:`record_head` (its shape was checked by the expression). :func:`read_trace` and
+:class:`PcpuEvent` are the whole-file, object-per-event view of the same records.
+
 The model differs from the kernel's own printing only in what it keeps: addresses become ints,
 ``call_site`` keeps its symbolic text.
 """
@@ -25,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from localmap.errors import LocalmapError
-from localmap.ingest.textfile import open_text
+from localmap.ingest.textfile import open_text_stream
 
 ALLOC, FREE, ALLOC_FAIL, CREATE, DESTROY = range(5)
 KIND_NAMES = {
@@ -44,6 +55,10 @@ _REQUIRED = {
 }
 _POINTER_FIELDS = ("base_addr", "ptr")
 
+# record fields (a record is a plain tuple: cheap to make, to keep and to unpack)
+R_KIND, R_LINE, R_BASE, R_OFF, R_SIZE, R_ALIGN, R_RESERVED, R_ATOMIC, R_PTR, R_HEAD, \
+    R_CALL_SITE, R_BYTES_ALLOC, R_GFP = range(13)
+
 _EVENT_RE = re.compile(r"(?:^|[\s:])(?:percpu:)?(percpu_[a-z_]+):(?:\s+|$)")
 _FIELD_RE = re.compile(r"(\w+)=(\S*)")
 _CPU_RE = re.compile(r"\[(\d+)\]")
@@ -54,6 +69,34 @@ _ENTRIES_RE = re.compile(r"entries-in-buffer/entries-written:\s*(\d+)/(\d+)")
 _HASHED_TOKENS = ("(____ptrval____)", "(ptrval)")
 # an event line of any tracepoint: "[cpu] ... 12.345678: name:" (tracefs, trace-cmd, perf)
 _OTHER_EVENT_RE = re.compile(r"\[\d+\].*\d+\.\d+:\s+\S+:")
+
+# -- the fast path: tracefs / trace-cmd lines of the two hot events ----------------------------
+# prefix: "TASK-PID [(TGID)] [CPU] [FLAGS] SECS.USECS" (task names may hold '-' and spaces)
+_HEAD = r" *(.*?-\d+ +(?:\( *[-\d]+\) +)?\[\d+\] +(?:\S+ +)?\d+\.\d+)"
+_FAST_ALLOC = re.compile(
+    _HEAD + r": percpu_alloc_percpu: call_site=(\S*) reserved=([01]) is_atomic=([01]) "
+    r"size=(\d+) align=(\d+) base_addr=([0-9a-f]+) off=(\d+) ptr=([0-9a-f]+)"
+    r"(?: bytes_alloc=(\d+) gfp_flags=(\S*))?$").match
+_FAST_FREE = re.compile(
+    _HEAD + r": percpu_free_percpu: base_addr=([0-9a-f]+) off=(\d+) ptr=([0-9a-f]+)$").match
+_HEAD_FIELDS = re.compile(
+    r" *(.*?)-(\d+) +(?:\( *[-\d]+\) +)?\[(\d+)\] +(?:\S+ +)?(\d+\.\d+)$").match
+
+
+def record_head(rec: tuple) -> tuple[str, int, int, float]:
+    """(task, pid, cpu, timestamp) of a record."""
+    h = rec[R_HEAD]
+    if isinstance(h, tuple):
+        return h
+    task, pid, cpu, ts = _HEAD_FIELDS(h).groups()
+    return task, int(pid), int(cpu), float(ts)
+
+
+def record_ts(rec: tuple) -> float:
+    h = rec[R_HEAD]
+    if isinstance(h, tuple):
+        return h[3]
+    return float(h[h.rindex(" ") + 1:])
 
 
 def s_trim(line: str) -> str:
@@ -86,6 +129,20 @@ class PcpuEvent:
         self.ptr = 0
         self.bytes_alloc = -1
         self.gfp_flags = ""
+
+    @classmethod
+    def from_record(cls, rec: tuple) -> "PcpuEvent":
+        ev = cls(rec[R_KIND], rec[R_LINE])
+        (ev.base_addr, ev.off, ev.size, ev.align, ev.reserved, ev.is_atomic, ev.ptr) = \
+            rec[R_BASE:R_PTR + 1]
+        ev.task, ev.pid, ev.cpu, ev.ts = record_head(rec)
+        ev.call_site, ev.bytes_alloc, ev.gfp_flags = rec[R_CALL_SITE:]
+        return ev
+
+    def record(self) -> tuple:
+        return (self.kind, self.line, self.base_addr, self.off, self.size, self.align,
+                self.reserved, self.is_atomic, self.ptr, (self.task, self.pid, self.cpu, self.ts),
+                self.call_site, self.bytes_alloc, self.gfp_flags)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         name = [k for k, v in KIND_NAMES.items() if v == self.kind][0]
@@ -130,7 +187,7 @@ def _hex(value: str, name: str, path: str, lineno: int) -> int:
 
 
 def parse_line(line: str, path: str = "<trace>", lineno: int = 0) -> PcpuEvent | None:
-    """Parse one line; ``None`` for lines that hold no percpu event."""
+    """Parse one line of any accepted layout; ``None`` for lines that hold no percpu event."""
     m = _EVENT_RE.search(line)
     if m is None:
         return None
@@ -175,19 +232,62 @@ def parse_line(line: str, path: str = "<trace>", lineno: int = 0) -> PcpuEvent |
     return ev
 
 
-def _check_pointers(ev: PcpuEvent, path: str) -> None:
+def _check_pointers(rec: tuple, path: str) -> None:
     """Refuse hashed pointers: %p hashes to 32 bits printed with the top half zero."""
-    vals = [ev.base_addr] + ([ev.ptr] if ev.kind in (ALLOC, FREE) else [])
+    vals = [rec[R_BASE]] + ([rec[R_PTR]] if rec[R_KIND] in (ALLOC, FREE) else [])
     if all(v >> 32 == 0 for v in vals) and any(vals):
         raise LocalmapError(
-            f"pointers are hashed (base_addr={ev.base_addr:016x} has its top 32 bits clear, as "
+            f"pointers are hashed (base_addr={rec[R_BASE]:016x} has its top 32 bits clear, as "
             "%p prints without no_hash_pointers); boot with no_hash_pointers (or capture with "
-            "`localmap capture`, which checks it) to get real addresses", path, ev.line)
+            "`localmap capture`, which checks it) to get real addresses", path, rec[R_LINE])
 
 
-def iter_events(path: Path | str, stats: dict | None = None,
-                progress: Callable[[int], None] | None = None) -> Iterator[PcpuEvent]:
-    """Yield the percpu events of a trace file in file order."""
+def _other_line(line: str, stats: dict, spath: str, lineno: int) -> None:
+    """A line without a percpu event: header, lost-events marker, another tracepoint, or junk."""
+    s = line.strip()
+    if not s:
+        return
+    if s.startswith("#"):
+        em = _ENTRIES_RE.search(s)
+        if em and em.group(1) != em.group(2):
+            lost = int(em.group(2)) - int(em.group(1))
+            stats["lost"] += lost
+            stats["lost_detail"].append(
+                f"ring buffer overwritten: {lost} events lost (line {lineno})")
+        return
+    lm = _LOST_TRACECMD_RE.search(s)
+    if lm:
+        stats["lost"] += int(lm.group(2))
+        stats["lost_detail"].append(f"CPU {lm.group(1)}: {lm.group(2)} events lost "
+                                    f"(line {lineno})")
+        stats["format"] = "trace-cmd"
+        return
+    if s.startswith("cpus=") or s.startswith("version ="):
+        stats["format"] = "trace-cmd"
+        if s.startswith("cpus="):
+            try:
+                stats["nr_cpus_header"] = int(s[5:])
+            except ValueError:
+                pass
+        return
+    if s.startswith("CPU ") and s.endswith("is empty"):
+        stats["format"] = "trace-cmd"
+        return
+    if not _OTHER_EVENT_RE.search(s):
+        raise LocalmapError(
+            f"not a trace line (truncated or not ftrace/trace-cmd/perf output): "
+            f"{s[:60]!r}", spath, lineno)
+    stats["skipped"] += 1          # another tracepoint's event
+
+
+def iter_records(path: Path | str, stats: dict | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Iterator[tuple]:
+    """Yield the percpu events of a trace file in file order, as records (see ``R_*``).
+
+    ``stats`` receives what the file says about itself (format, lost events, skipped lines);
+    ``progress(done, total)`` is called every few thousand lines with the bytes of the file
+    (compressed, if it is) consumed so far.
+    """
     spath = str(path)
     stats = stats if stats is not None else {}
     stats.setdefault("skipped", 0)
@@ -195,72 +295,75 @@ def iter_events(path: Path | str, stats: dict | None = None,
     stats.setdefault("lost_detail", [])
     stats.setdefault("format", "tracefs")
     stats.setdefault("old_format", False)
+    fh, raw, total = open_text_stream(Path(path))
+    fast_alloc, fast_free = _FAST_ALLOC, _FAST_FREE
+    lineno = 0
     checked = False
-    nbytes = 0
-    with open_text(Path(path)) as fh:
-        lineno = 0
-        try:
-            for line in fh:
-                lineno += 1
-                if progress is not None:
-                    nbytes += len(line)
-                    if lineno & 0x3FFF == 0:
-                        progress(nbytes)
-                if "percpu_" not in line:
-                    s = line.strip()
-                    if not s:
-                        continue
-                    if s.startswith("#"):
-                        em = _ENTRIES_RE.search(s)
-                        if em and em.group(1) != em.group(2):
-                            lost = int(em.group(2)) - int(em.group(1))
-                            stats["lost"] += lost
-                            stats["lost_detail"].append(
-                                f"ring buffer overwritten: {lost} events lost (line {lineno})")
-                        continue
-                    lm = _LOST_TRACECMD_RE.search(s)
-                    if lm:
-                        stats["lost"] += int(lm.group(2))
-                        stats["lost_detail"].append(f"CPU {lm.group(1)}: {lm.group(2)} events lost "
-                                                    f"(line {lineno})")
-                        stats["format"] = "trace-cmd"
-                        continue
-                    if s.startswith("cpus=") or s.startswith("version ="):
-                        stats["format"] = "trace-cmd"
-                        if s.startswith("cpus="):
-                            try:
-                                stats["nr_cpus_header"] = int(s[5:])
-                            except ValueError:
-                                pass
-                        continue
-                    if s.startswith("CPU ") and s.endswith("is empty"):
-                        stats["format"] = "trace-cmd"
-                        continue
-                    if not _OTHER_EVENT_RE.search(s):
-                        raise LocalmapError(
-                            f"not a trace line (truncated or not ftrace/trace-cmd/perf output): "
-                            f"{s[:60]!r}", spath, lineno)
-                    stats["skipped"] += 1          # another tracepoint's event
+    try:
+        for line in fh:
+            lineno += 1
+            if not lineno & 0x3FFF and progress is not None:
+                progress(raw.tell(), total)
+            if "percpu_alloc_percpu: " in line:
+                m = fast_alloc(line)
+                if m is not None:
+                    # the record of an allocation (the replay's hottest line)
+                    head, cs, res, atom, size, align, base, off, ptr, ba, gfp = m.groups()
+                    rec = (ALLOC, lineno, int(base, 16), int(off), int(size), int(align),
+                           res == "1", atom == "1", int(ptr, 16), head, cs,
+                           -1 if ba is None else int(ba), gfp or "")
+                    if not checked:
+                        _check_pointers(rec, spath)
+                        checked = True
+                    yield rec
                     continue
-                ev = parse_line(line, spath, lineno)
-                if ev is None:
-                    raise LocalmapError(f"percpu line truncated or malformed: {s_trim(line)!r} "
-                                        "(expected 'percpu_<event>: field=value ...')",
-                                        spath, lineno)
-                if "percpu:percpu_" in line:
-                    stats["format"] = "perf-script"
-                if ev.kind == ALLOC and not ev.call_site and ev.bytes_alloc < 0:
-                    stats["old_format"] = True
-                if not checked and ev.kind in (ALLOC, FREE, CREATE, DESTROY):
-                    _check_pointers(ev, spath)
-                    checked = True
-                yield ev
-        except (EOFError, OSError) as exc:
-            raise LocalmapError(f"truncated compressed trace after line {lineno} ({exc})",
-                                spath, lineno) from None
+            elif "percpu_free_percpu: " in line:
+                m = fast_free(line)
+                if m is not None:
+                    head, base, off, ptr = m.groups()
+                    rec = (FREE, lineno, int(base, 16), int(off), 0, 0, False, False,
+                           int(ptr, 16), head, "", -1, "")
+                    if not checked:
+                        _check_pointers(rec, spath)
+                        checked = True
+                    yield rec
+                    continue
+            elif "percpu_" not in line:
+                _other_line(line, stats, spath, lineno)
+                continue
+            # the general path: other layouts, other percpu events, malformed lines
+            ev = parse_line(line, spath, lineno)
+            if ev is None:
+                raise LocalmapError(f"percpu line truncated or malformed: {s_trim(line)!r} "
+                                    "(expected 'percpu_<event>: field=value ...')",
+                                    spath, lineno)
+            if "percpu:percpu_" in line:
+                stats["format"] = "perf-script"
+            if ev.kind == ALLOC and not ev.call_site and ev.bytes_alloc < 0:
+                stats["old_format"] = True
+            rec = ev.record()
+            if not checked and ev.kind != ALLOC_FAIL:
+                _check_pointers(rec, spath)
+                checked = True
+            yield rec
+        if progress is not None:
+            progress(total, total)
+    except (EOFError, OSError) as exc:
+        raise LocalmapError(f"truncated compressed trace after line {lineno} ({exc})",
+                            spath, lineno) from None
+    finally:
+        fh.close()
+        raw.close()
 
 
-def read_trace(path: Path | str, progress: Callable[[int], None] | None = None) -> Trace:
+def iter_events(path: Path | str, stats: dict | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Iterator[PcpuEvent]:
+    """Yield the percpu events of a trace file in file order, as :class:`PcpuEvent`."""
+    for rec in iter_records(path, stats, progress):
+        yield PcpuEvent.from_record(rec)
+
+
+def read_trace(path: Path | str, progress: Callable[[int, int], None] | None = None) -> Trace:
     """Parse a whole trace file (see the module docstring for the accepted formats)."""
     stats: dict = {}
     events = list(iter_events(path, stats, progress))

@@ -21,8 +21,13 @@ What is modelled, with the kernel's names:
 
 Deliberate differences from the kernel:
 
-- bitmaps are Python integers and ``populated`` is a list of bools; there is no locking and no
-  memory is touched (``pcpu_populate_chunk`` never fails);
+- bitmaps are lists of Python integers, one per page-sized block, and the block metadata is
+  kept as one list per field (cheap to copy: a replay snapshots the whole allocator to try
+  another event order); ``populated`` is a list of bools; there is no locking and no memory is
+  touched (``pcpu_populate_chunk`` never fails);
+- the balance work does not run by itself: scheduling it (as the kernel does, including the
+  ``percpu_enable_async`` gate and ``pcpu_atomic_alloc_failed``) sets ``balance_pending``, and
+  the caller runs :meth:`Percpu.balance` at the point it chooses;
 - chunk virtual addresses come from a pluggable ``vm_areas`` callable (default: top-down
   placement below ``vmalloc_end``, the shape of ``pcpu_get_vm_areas``) so a replay can impose
   the kernel's own addresses;
@@ -33,6 +38,7 @@ Deliberate differences from the kernel:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
@@ -110,6 +116,10 @@ def bitmap_set(m: int, start: int, n: int) -> int:
 
 def bitmap_clear(m: int, start: int, n: int) -> int:
     return m & ~(((1 << n) - 1) << start)
+
+
+_int_next_set = find_next_bit
+_int_next_zero = find_next_zero_bit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,56 +287,178 @@ def first_chunk_alloc_info(mode: str, static_size: int, possible_cpus: int | Ite
 
 
 # ---------------------------------------------------------------------------------------------
+# bitmaps of a chunk: one Python int per page-sized block
+# ---------------------------------------------------------------------------------------------
+# A chunk's alloc and bound maps are lists of ints, block i holding bits [i*bb, (i+1)*bb), so
+# an operation costs what the block(s) it touches cost (the kernel's word-level view), a
+# block's map is a plain read, and a copy of the chunk is a list copy.
+
+def _next_set(blocks: list[int], shift: int, start: int, size: int) -> int:
+    """First set bit in [start, size) of a block-list bitmap, else ``size``."""
+    if start >= size:
+        return size
+    i = start >> shift
+    x = blocks[i] >> (start & ((1 << shift) - 1))
+    if x:
+        r = start + (x & -x).bit_length() - 1
+        return r if r < size else size
+    last = (size - 1) >> shift
+    i += 1
+    while i <= last:
+        x = blocks[i]
+        if x:
+            r = (i << shift) + (x & -x).bit_length() - 1
+            return r if r < size else size
+        i += 1
+    return size
+
+
+def _next_zero(blocks: list[int], shift: int, start: int, size: int) -> int:
+    """First clear bit in [start, size) of a block-list bitmap, else ``size``."""
+    if start >= size:
+        return size
+    bb = 1 << shift
+    full = (1 << bb) - 1
+    i = start >> shift
+    x = (blocks[i] ^ full) >> (start & (bb - 1))
+    if x:
+        r = start + (x & -x).bit_length() - 1
+        return r if r < size else size
+    last = (size - 1) >> shift
+    i += 1
+    while i <= last:
+        x = blocks[i] ^ full
+        if x:
+            r = (i << shift) + (x & -x).bit_length() - 1
+            return r if r < size else size
+        i += 1
+    return size
+
+
+def _set_bits(blocks: list[int], shift: int, start: int, n: int) -> None:
+    bm = (1 << shift) - 1
+    end = start + n
+    i = start >> shift
+    j = (end - 1) >> shift
+    so = start & bm
+    if i == j:
+        blocks[i] |= ((1 << n) - 1) << so
+        return
+    full = (1 << (bm + 1)) - 1
+    blocks[i] |= full ^ ((1 << so) - 1)
+    for k in range(i + 1, j):
+        blocks[k] = full
+    blocks[j] |= (1 << (((end - 1) & bm) + 1)) - 1
+
+
+def _clear_bits(blocks: list[int], shift: int, start: int, n: int) -> None:
+    bm = (1 << shift) - 1
+    end = start + n
+    i = start >> shift
+    j = (end - 1) >> shift
+    so = start & bm
+    if i == j:
+        blocks[i] &= ~(((1 << n) - 1) << so)
+        return
+    blocks[i] &= (1 << so) - 1
+    for k in range(i + 1, j):
+        blocks[k] = 0
+    blocks[j] &= ~((1 << (((end - 1) & bm) + 1)) - 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _slot_table(map_bits: int, unit_size: int, free_slot: int) -> list[int]:
+    """``pcpu_chunk_slot`` by contig hint (in 4-byte units), 0..map_bits (shared, read-only)."""
+    out = [0]
+    for hint in range(1, map_bits + 1):
+        size = hint << PCPU_MIN_ALLOC_SHIFT
+        if size == unit_size:
+            out.append(free_slot)
+        else:
+            out.append(max(size.bit_length() - PCPU_SLOT_BASE_SHIFT + 2, 1))
+    return out
+
+
+def _join(blocks: list[int], shift: int) -> int:
+    out = 0
+    for i in range(len(blocks) - 1, -1, -1):
+        out = (out << (1 << shift)) | blocks[i]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # chunks and metadata blocks
 # ---------------------------------------------------------------------------------------------
 
+_MD_FIELDS = ("sh", "shs", "ch", "chs", "lf", "rf", "ff")
+_MD_NAMES = ("scan_hint", "scan_hint_start", "contig_hint", "contig_hint_start", "left_free",
+             "right_free", "first_free")
+
+
 class PcpuBlockMd:
-    """``struct pcpu_block_md``: hints about one page-sized block (or the whole chunk)."""
+    """``struct pcpu_block_md`` of one block, or of the whole chunk (``chunk_md``): a view on
+    the chunk's metadata arrays, where the model keeps it (see :class:`PcpuChunk`)."""
 
-    __slots__ = ("scan_hint", "scan_hint_start", "contig_hint", "contig_hint_start",
-                 "left_free", "right_free", "first_free", "nr_bits")
+    __slots__ = ("_chunk", "_index", "nr_bits")
 
-    def __init__(self, nr_bits: int):
-        self.scan_hint = 0
-        self.scan_hint_start = 0
-        self.contig_hint = nr_bits
-        self.contig_hint_start = 0
-        self.left_free = nr_bits
-        self.right_free = nr_bits
-        self.first_free = 0
+    def __init__(self, chunk: "PcpuChunk", index: int, nr_bits: int):
+        self._chunk = chunk
+        self._index = index
         self.nr_bits = nr_bits
 
     def state(self) -> tuple:
-        return (self.scan_hint, self.scan_hint_start, self.contig_hint, self.contig_hint_start,
-                self.left_free, self.right_free, self.first_free)
+        c, i = self._chunk, self._index
+        return tuple(getattr(c, f)[i] for f in _MD_FIELDS)
 
-    def copy(self) -> "PcpuBlockMd":
-        b = PcpuBlockMd.__new__(PcpuBlockMd)
-        (b.scan_hint, b.scan_hint_start, b.contig_hint, b.contig_hint_start, b.left_free,
-         b.right_free, b.first_free, b.nr_bits) = (
-            self.scan_hint, self.scan_hint_start, self.contig_hint, self.contig_hint_start,
-            self.left_free, self.right_free, self.first_free, self.nr_bits)
-        return b
+
+def _md_property(attr: str):
+    def get(self):
+        return getattr(self._chunk, attr)[self._index]
+
+    def put(self, value):
+        getattr(self._chunk, attr)[self._index] = value
+    return property(get, put)
+
+
+for _f, _n in zip(_MD_FIELDS, _MD_NAMES):
+    setattr(PcpuBlockMd, _n, _md_property(_f))
 
 
 class PcpuChunk:
-    """``struct pcpu_chunk``."""
+    """``struct pcpu_chunk``.
 
-    __slots__ = ("base_addr", "nr_pages", "start_offset", "end_offset", "alloc_map",
-                 "bound_map", "md_blocks", "chunk_md", "free_bytes", "populated",
-                 "nr_populated", "nr_empty_pop_pages", "isolated", "immutable", "is_first",
-                 "is_reserved", "map_bits", "slot", "seq", "__weakref__")
+    The per-block metadata (``struct pcpu_block_md``) is kept as seven lists indexed by block,
+    one per field (``sh`` scan_hint, ``shs`` scan_hint_start, ``ch`` contig_hint, ``chs``
+    contig_hint_start, ``lf`` left_free, ``rf`` right_free, ``ff`` first_free); index
+    ``nr_pages`` holds the chunk's own ``chunk_md``. ``amap``/``bmap`` are the alloc and bound
+    maps, one int per block (``bmap`` has one more block for the bound bit at ``map_bits``).
+    ``md_blocks``, ``chunk_md``, ``alloc_map`` and ``bound_map`` present them the kernel's way.
+    """
+
+    __slots__ = ("base_addr", "nr_pages", "start_offset", "end_offset", "block_bits",
+                 "block_shift", "map_bits", "amap", "bmap", "sh", "shs", "ch", "chs", "lf",
+                 "rf", "ff", "free_bytes", "populated", "nr_populated", "nr_empty_pop_pages",
+                 "isolated", "immutable", "is_first", "is_reserved", "slot", "seq",
+                 "__weakref__")
+    _LISTS = ("amap", "bmap", "sh", "shs", "ch", "chs", "lf", "rf", "ff", "populated")
 
     def __init__(self, nr_pages: int, block_bits: int):
         self.base_addr = 0
         self.nr_pages = nr_pages
         self.start_offset = 0
         self.end_offset = 0
-        self.map_bits = nr_pages * block_bits
-        self.alloc_map = 0
-        self.bound_map = 0
-        self.md_blocks = [PcpuBlockMd(block_bits) for _ in range(nr_pages)]
-        self.chunk_md = PcpuBlockMd(self.map_bits)
+        self.block_bits = block_bits
+        self.block_shift = block_bits.bit_length() - 1
+        self.map_bits = mb = nr_pages * block_bits
+        self.amap = [0] * nr_pages
+        self.bmap = [0] * (nr_pages + 1)
+        self.sh = [0] * (nr_pages + 1)
+        self.shs = [0] * (nr_pages + 1)
+        self.ch = [block_bits] * nr_pages + [mb]
+        self.chs = [0] * (nr_pages + 1)
+        self.lf = [block_bits] * nr_pages + [mb]
+        self.rf = [block_bits] * nr_pages + [mb]
+        self.ff = [0] * (nr_pages + 1)
         self.free_bytes = 0
         self.populated = [False] * nr_pages
         self.nr_populated = 0
@@ -348,33 +480,96 @@ class PcpuChunk:
         return self.map_bits * PCPU_MIN_ALLOC_SIZE - self.free_bytes - self.start_offset - \
             self.end_offset
 
+    @property
+    def alloc_map(self) -> int:
+        """The alloc bitmap as one int (bit i = 4-byte unit i is allocated)."""
+        return _join(self.amap, self.block_shift)
+
+    @property
+    def bound_map(self) -> int:
+        """The bound bitmap as one int (``map_bits + 1`` bits)."""
+        return _join(self.bmap, self.block_shift)
+
+    @property
+    def md_blocks(self) -> list[PcpuBlockMd]:
+        return [PcpuBlockMd(self, i, self.block_bits) for i in range(self.nr_pages)]
+
+    @property
+    def chunk_md(self) -> PcpuBlockMd:
+        return PcpuBlockMd(self, self.nr_pages, self.map_bits)
+
+    def test_bit(self, bit: int) -> bool:
+        return bool((self.amap[bit >> self.block_shift] >> (bit & (self.block_bits - 1))) & 1)
+
+    def is_area_start(self, bit: int) -> bool:
+        """Whether an allocated area starts at ``bit`` (alloc and bound bits set)."""
+        s = self.block_shift
+        m = self.block_bits - 1
+        return bool((self.amap[bit >> s] >> (bit & m)) & (self.bmap[bit >> s] >> (bit & m)) & 1)
+
+    def next_allocated(self, start: int, size: int | None = None) -> int:
+        return _next_set(self.amap, self.block_shift, start,
+                         self.map_bits if size is None else size)
+
+    def next_free(self, start: int, size: int | None = None) -> int:
+        return _next_zero(self.amap, self.block_shift, start,
+                          self.map_bits if size is None else size)
+
+    def next_bound(self, start: int) -> int:
+        return _next_set(self.bmap, self.block_shift, start, self.map_bits + 1)
+
+    def range_is_free(self, bit_off: int, bits: int) -> bool:
+        return _next_set(self.amap, self.block_shift, bit_off, bit_off + bits) >= bit_off + bits
+
+    def save(self) -> tuple:
+        """The chunk's mutable state (lists copied), for :meth:`load`."""
+        return (self.amap[:], self.bmap[:], self.sh[:], self.shs[:], self.ch[:], self.chs[:],
+                self.lf[:], self.rf[:], self.ff[:], self.populated[:], self.free_bytes,
+                self.nr_populated, self.nr_empty_pop_pages, self.isolated, self.slot,
+                self.base_addr, self.seq)
+
+    def load(self, state: tuple, keep: bool = True) -> None:
+        """Back to a state from :meth:`save` (which stays usable unless ``keep`` is false)."""
+        (amap, bmap, sh, shs, ch, chs, lf, rf, ff, pop, self.free_bytes, self.nr_populated,
+         self.nr_empty_pop_pages, self.isolated, self.slot, self.base_addr, self.seq) = state
+        if keep:
+            self.amap, self.bmap, self.sh, self.shs, self.ch, self.chs = \
+                amap[:], bmap[:], sh[:], shs[:], ch[:], chs[:]
+            self.lf, self.rf, self.ff, self.populated = lf[:], rf[:], ff[:], pop[:]
+        else:
+            self.amap, self.bmap, self.sh, self.shs, self.ch, self.chs = \
+                amap, bmap, sh, shs, ch, chs
+            self.lf, self.rf, self.ff, self.populated = lf, rf, ff, pop
+
     def copy(self) -> "PcpuChunk":
         c = PcpuChunk.__new__(PcpuChunk)
         for name in PcpuChunk.__slots__:
-            if name == "__weakref__":
-                continue
-            setattr(c, name, getattr(self, name))
-        c.md_blocks = [b.copy() for b in self.md_blocks]
-        c.chunk_md = self.chunk_md.copy()
-        c.populated = list(self.populated)
-        return c
-
-    def load_state(self, other: "PcpuChunk") -> None:
-        """Take every field of ``other`` (a copy made by :meth:`copy`)."""
-        for name in PcpuChunk.__slots__:
             if name != "__weakref__":
-                setattr(self, name, getattr(other, name))
+                setattr(c, name, getattr(self, name))
+        c.load(self.save(), keep=False)
+        return c
 
     def areas(self) -> list[tuple[int, int]]:
         """Allocated areas as (bit_off, bits), hidden start/end regions included."""
         out = []
         bits = self.map_bits
-        i = find_next_bit(self.alloc_map, bits, 0)
+        i = self.next_allocated(0)
         while i < bits:
-            j = find_next_bit(self.bound_map, bits + 1, i + 1)
+            j = self.next_bound(i + 1)
             out.append((i, j - i))
-            i = find_next_bit(self.alloc_map, bits, j)
+            i = self.next_allocated(j)
         return out
+
+    def free_runs(self) -> list[int]:
+        """Lengths (in 4-byte units) of the maximal free runs."""
+        runs = []
+        bits = self.map_bits
+        i = self.next_free(0)
+        while i < bits:
+            j = self.next_allocated(i)
+            runs.append(j - i)
+            i = self.next_free(j)
+        return runs
 
 
 class PcpuListener(Protocol):
@@ -396,18 +591,14 @@ class PcpuAllocError(LocalmapError):
     """An allocation the model refuses as the kernel would (bad size/alignment, no space)."""
 
 
+@dataclass
+class BalanceRun:
+    """What one run of the balance work did (chunks it destroyed and created, pages)."""
 
-def _restart_contig_hint(md: "PcpuBlockMd", use_scan_hint: bool) -> int:
-    """The start of a hint refresh (both chunk and block refreshes begin so): the scan hint
-    becomes the contiguous hint and the scan continues after it, or, without one (or when a full
-    scan is asked for), the contiguous hint is cleared and the scan starts at first_free."""
-    if use_scan_hint and md.scan_hint:
-        md.contig_hint_start = md.scan_hint_start
-        md.contig_hint = md.scan_hint
-        md.scan_hint = 0
-        return md.contig_hint_start + md.contig_hint
-    md.contig_hint = 0
-    return md.first_free
+    destroyed: list = field(default_factory=list)
+    created: list = field(default_factory=list)
+    populated: int = 0
+    depopulated: int = 0
 
 
 class Percpu:
@@ -416,18 +607,28 @@ class Percpu:
     ``base_addr`` is ``pcpu_base_addr`` (unit 0 of the first chunk); ``per_cpu_start`` is
     ``__per_cpu_start`` (the link address of the static percpu section), which makes pointers
     look like the kernel's: ``ptr = addr - pcpu_base_addr + __per_cpu_start``.
+
+    The balance work: the kernel schedules it (``pcpu_schedule_balance_work``) from
+    ``pcpu_alloc`` when fewer than ``PCPU_EMPTY_POP_PAGES_LOW`` empty populated pages remain,
+    from ``free_percpu`` (a second fully free chunk, or a chunk to isolate) and after an atomic
+    allocation failed (which also sets ``pcpu_atomic_alloc_failed``); scheduling does nothing
+    before ``percpu_enable_async`` (``async_enabled``). Here scheduling sets
+    ``balance_pending`` (coalesced, like ``schedule_work`` of a pending work), and
+    :meth:`balance` runs it: the caller decides when, as the kernel's worker decides when it
+    gets ``pcpu_alloc_mutex``.
     """
 
     def __init__(self, ai: PcpuAllocInfo, *, mode: str = "embed",
                  base_addr: int = 0xFFFF000000000000, per_cpu_start: int | None = None,
                  vm_areas: Callable[["Percpu"], int] | None = None,
                  vmalloc_end: int = 0xFFFFC1FFBF800000,
-                 listener: PcpuListener | None = None):
+                 listener: PcpuListener | None = None, async_enabled: bool = True):
         self.ai = ai
         self.mode = mode
         self.page_size = _check_page_size(ai.page_size)
         self.page_shift = self.page_size.bit_length() - 1
         self.block_bits = self.page_size >> PCPU_MIN_ALLOC_SHIFT
+        self.block_shift = self.block_bits.bit_length() - 1
         self.unit_pages = ai.unit_size >> self.page_shift
         self.unit_size = self.unit_pages << self.page_shift
         self.min_unit_size = pcpu_min_unit_size(self.page_size)
@@ -442,11 +643,16 @@ class Percpu:
         self.free_slot = self.sidelined_slot + 1
         self.to_depopulate_slot = self.free_slot + 1
         self.nr_slots = self.to_depopulate_slot + 1
+        self.page_slot = self.size_to_slot(self.page_size)
+        self.slot_of_hint = self._slot_table(max(self.unit_pages, pfn_align(
+            ai.static_size + ai.reserved_size + ai.dyn_size + self.page_size, self.page_size)
+            >> self.page_shift) * self.block_bits)
         self.slots: list[list[PcpuChunk]] = [[] for _ in range(self.nr_slots)]
         self.nr_empty_pop_pages = 0
         self.nr_populated = 0
         self.balance_pending = False
         self.atomic_alloc_failed = False
+        self.async_enabled = async_enabled
         # dynamic chunks by base_addr; the first and reserved chunks are kept apart because
         # with 16K/64K pages they share one base_addr (both start in the same page)
         self.chunks_by_base: dict[int, PcpuChunk] = {}
@@ -475,9 +681,13 @@ class Percpu:
         return _size_to_slot_raw(size)
 
     def chunk_slot(self, chunk: PcpuChunk) -> int:
-        if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE or chunk.chunk_md.contig_hint == 0:
+        """``pcpu_chunk_slot`` (from a table of slot by contig hint)."""
+        if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE:
             return 0
-        return self.size_to_slot(chunk.chunk_md.contig_hint * PCPU_MIN_ALLOC_SIZE)
+        return self.slot_of_hint[chunk.ch[chunk.nr_pages]]
+
+    def _slot_table(self, map_bits: int) -> list[int]:
+        return _slot_table(map_bits, self.unit_size, self.free_slot)
 
     @property
     def chunks(self) -> list[PcpuChunk]:
@@ -547,11 +757,12 @@ class Percpu:
             self._list_move(chunk, slot, front)
 
     def chunk_relocate(self, chunk: PcpuChunk, oslot: int) -> None:
-        nslot = self.chunk_slot(chunk)
         if chunk.isolated:
             return
-        if oslot != nslot:
-            self.chunk_move(chunk, nslot, oslot < nslot)
+        nslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else \
+            self.slot_of_hint[chunk.ch[chunk.nr_pages]]
+        if oslot != nslot and chunk is not self.reserved_chunk:
+            self._list_move(chunk, nslot, oslot < nslot)
 
     def isolate_chunk(self, chunk: PcpuChunk) -> None:
         if not chunk.isolated:
@@ -570,46 +781,48 @@ class Percpu:
         if chunk is not self.reserved_chunk and not chunk.isolated:
             self.nr_empty_pop_pages += nr
 
-    # ----- hint machinery --------------------------------------------------------------------
+    # ----- hint machinery (on the chunk's metadata arrays; index i, nr_bits of that md) -------
     @staticmethod
-    def block_update(block: PcpuBlockMd, start: int, end: int) -> None:
+    def block_update(c: PcpuChunk, i: int, start: int, end: int, nr_bits: int) -> None:
+        """``pcpu_block_update`` of md ``i`` (a block, or ``nr_pages`` for the chunk)."""
         contig = end - start
-        if start < block.first_free:
-            block.first_free = start
+        if start < c.ff[i]:
+            c.ff[i] = start
         if start == 0:
-            block.left_free = contig
-        if end == block.nr_bits:
-            block.right_free = contig
-        if contig > block.contig_hint:
-            if start > block.contig_hint_start:
-                if block.contig_hint > block.scan_hint:
-                    block.scan_hint_start = block.contig_hint_start
-                    block.scan_hint = block.contig_hint
-                elif start < block.scan_hint_start:
-                    block.scan_hint = 0
+            c.lf[i] = contig
+        if end == nr_bits:
+            c.rf[i] = contig
+        ch = c.ch
+        hint = ch[i]
+        if contig > hint:
+            chs = c.chs
+            if start > chs[i]:
+                sh = c.sh
+                if hint > sh[i]:
+                    c.shs[i] = chs[i]
+                    sh[i] = hint
+                elif start < c.shs[i]:
+                    sh[i] = 0
             else:
-                block.scan_hint = 0
-            block.contig_hint_start = start
-            block.contig_hint = contig
-        elif contig == block.contig_hint:
-            chs = block.contig_hint_start
-            if chs and (not start or (start & -start) > (chs & -chs)):
-                block.contig_hint_start = start
-                if start < block.scan_hint_start and block.contig_hint > block.scan_hint:
-                    block.scan_hint = 0
-            elif start > block.scan_hint_start or block.contig_hint > block.scan_hint:
-                block.scan_hint_start = start
-                block.scan_hint = contig
+                c.sh[i] = 0
+            chs[i] = start
+            ch[i] = contig
+        elif contig == hint:
+            chs = c.chs
+            cs = chs[i]
+            if cs and (not start or (start & -start) > (cs & -cs)):
+                chs[i] = start
+                if start < c.shs[i] and hint > c.sh[i]:
+                    c.sh[i] = 0
+            elif start > c.shs[i] or hint > c.sh[i]:
+                c.shs[i] = start
+                c.sh[i] = contig
         else:
-            if start < block.contig_hint_start and (
-                    contig > block.scan_hint or
-                    (contig == block.scan_hint and start > block.scan_hint_start)):
-                block.scan_hint_start = start
-                block.scan_hint = contig
-
-    def _block_map(self, chunk: PcpuChunk, index: int) -> int:
-        bb = self.block_bits
-        return (chunk.alloc_map >> (index * bb)) & ((1 << bb) - 1)
+            if start < c.chs[i]:
+                sh = c.sh[i]
+                if contig > sh or (contig == sh and start > c.shs[i]):
+                    c.shs[i] = start
+                    c.sh[i] = contig
 
     def block_update_scan(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
         bb = self.block_bits
@@ -617,163 +830,210 @@ class Percpu:
         e_off = s_off + bits
         if e_off > bb:
             return
-        s_index = bit_off // bb
-        block = chunk.md_blocks[s_index]
-        l_bit = find_last_bit(self._block_map(chunk, s_index), s_off)
-        s_off = 0 if s_off == l_bit else l_bit + 1
-        self.block_update(block, s_off, e_off)
-
-    def _scan_start(self, chunk: PcpuChunk, bit_off: int):
-        """The state a region scan of the metadata blocks starts in at ``bit_off``: block bits,
-        block index, offset within that block, free bits carried over (none yet), the blocks
-        and their number."""
-        bb = self.block_bits
-        return bb, bit_off // bb, bit_off & (bb - 1), 0, chunk.md_blocks, chunk.nr_pages
+        s_index = bit_off >> self.block_shift
+        x = chunk.amap[s_index] & ((1 << s_off) - 1)       # find_last_bit(map, s_off)
+        s_off = x.bit_length() if x else 0
+        self.block_update(chunk, s_index, s_off, e_off, bb)
 
     def next_md_free_region(self, chunk: PcpuChunk, bit_off: int) -> tuple[int, int]:
-        bb, i, block_off, bits, blocks, nr_blocks = self._scan_start(chunk, bit_off)
-        while i < nr_blocks:
-            block = blocks[i]
+        bb = self.block_bits
+        i = bit_off >> self.block_shift
+        block_off = bit_off & (bb - 1)
+        bits = 0
+        n = chunk.nr_pages
+        ch, chs, lf, rf = chunk.ch, chunk.chs, chunk.lf, chunk.rf
+        while i < n:
             if bits:
-                bits += block.left_free
-                if block.left_free == bb:
+                left = lf[i]
+                bits += left
+                if left == bb:
                     i += 1
                     continue
                 return bit_off, bits
-            bits = block.contig_hint
-            if bits and block.contig_hint_start >= block_off and \
-                    bits + block.contig_hint_start < bb:
-                return i * bb + block.contig_hint_start, bits
+            bits = ch[i]
+            start = chs[i]
+            if bits and start >= block_off and bits + start < bb:
+                return i * bb + start, bits
             block_off = 0
-            bits = block.right_free
-            bit_off = (i + 1) * bb - block.right_free
+            bits = rf[i]
+            bit_off = (i + 1) * bb - bits
             i += 1
         return bit_off, bits
 
     def chunk_refresh_hint(self, chunk: PcpuChunk, full_scan: bool) -> None:
-        md = chunk.chunk_md
-        bit_off = _restart_contig_hint(md, use_scan_hint=not full_scan)
+        """``pcpu_chunk_refresh_hint``: the chunk md rebuilt from the blocks' hints (the
+        free-region walk of ``pcpu_next_md_free_region`` is inlined)."""
+        n = chunk.nr_pages
+        ch, chs, sh, lf, rf = chunk.ch, chunk.chs, chunk.sh, chunk.lf, chunk.rf
+        if not full_scan and sh[n]:
+            bit_off = chunk.shs[n] + sh[n]
+            chs[n] = chunk.shs[n]
+            ch[n] = sh[n]
+            sh[n] = 0
+        else:
+            bit_off = chunk.ff[n]
+            ch[n] = 0
+        bb = self.block_bits
+        shift = self.block_shift
         map_bits = chunk.map_bits
-        bit_off, bits = self.next_md_free_region(chunk, bit_off)
-        while bit_off < map_bits:
-            self.block_update(md, bit_off, bit_off + bits)
-            bit_off, bits = self.next_md_free_region(chunk, bit_off + bits + 1)
+        upd = self.block_update
+        while True:
+            # pcpu_next_md_free_region(chunk, &bit_off, &bits)
+            i = bit_off >> shift
+            block_off = bit_off & (bb - 1)
+            bits = 0
+            while i < n:
+                if bits:
+                    left = lf[i]
+                    bits += left
+                    if left == bb:
+                        i += 1
+                        continue
+                    break
+                b = ch[i]
+                start = chs[i]
+                if b and start >= block_off and b + start < bb:
+                    bit_off = (i << shift) + start
+                    bits = b
+                    break
+                block_off = 0
+                bits = rf[i]
+                bit_off = ((i + 1) << shift) - bits
+                i += 1
+            if bit_off >= map_bits:
+                return
+            upd(chunk, n, bit_off, bit_off + bits, map_bits)
+            bit_off += bits + 1
 
     def block_refresh_hint(self, chunk: PcpuChunk, index: int) -> None:
-        block = chunk.md_blocks[index]
         bb = self.block_bits
-        m = self._block_map(chunk, index)
-        start = _restart_contig_hint(block, use_scan_hint=True)
-        block.right_free = 0
-        s = find_next_zero_bit(m, bb, start)
-        while s < bb:
-            e = find_next_bit(m, bb, s + 1)
-            self.block_update(block, s, e)
-            s = find_next_zero_bit(m, bb, e + 1)
-
-    def _block_span(self, chunk: PcpuChunk, bit_off: int, bits: int):
-        """The blocks an area ``[bit_off, bit_off + bits)`` touches: first and last block index,
-        the area's start in the first and its end in the last (1..block_bits), both blocks."""
-        bb = self.block_bits
-        s_index = bit_off // bb
-        e_index = (bit_off + bits - 1) // bb
-        s_off = bit_off & (bb - 1)
-        e_off = ((bit_off + bits - 1) & (bb - 1)) + 1
-        return s_index, e_index, s_off, e_off, chunk.md_blocks[s_index], chunk.md_blocks[e_index]
+        m = chunk.amap[index]
+        sh = chunk.sh
+        if sh[index]:
+            start = chunk.shs[index] + sh[index]
+            chunk.chs[index] = chunk.shs[index]
+            chunk.ch[index] = sh[index]
+            sh[index] = 0
+        else:
+            start = chunk.ff[index]
+            chunk.ch[index] = 0
+        chunk.rf[index] = 0
+        free = ~m
+        upd = self.block_update
+        while start < bb:      # for_each_clear_bitrange_from
+            x = free >> start
+            s = start + (x & -x).bit_length() - 1
+            if s >= bb:
+                break
+            x = m >> (s + 1)
+            e = s + 1 + (x & -x).bit_length() - 1 if x else bb
+            if e > bb:
+                e = bb
+            upd(chunk, index, s, e, bb)
+            start = e + 1
 
     def block_update_hint_alloc(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
         bb = self.block_bits
-        md = chunk.chunk_md
+        shift = self.block_shift
+        n = chunk.nr_pages
+        ch, chs, sh, shs, lf, rf, ff = (chunk.ch, chunk.chs, chunk.sh, chunk.shs, chunk.lf,
+                                        chunk.rf, chunk.ff)
         nr_empty_pages = 0
-        s_index, e_index, s_off, e_off, s_block, e_block = self._block_span(chunk, bit_off, bits)
-        blocks = chunk.md_blocks
+        last = bit_off + bits - 1
+        s_index = bit_off >> shift
+        e_index = last >> shift
+        s_off = bit_off & (bb - 1)
+        e_off = (last & (bb - 1)) + 1
 
-        if s_block.contig_hint == bb:
+        if ch[s_index] == bb:
             nr_empty_pages += 1
-        if s_off == s_block.first_free:
-            s_block.first_free = find_next_zero_bit(self._block_map(chunk, s_index), bb,
-                                                    s_off + bits)
-        if s_block.scan_hint_start < s_off + bits and \
-                s_off < s_block.scan_hint_start + s_block.scan_hint:
-            s_block.scan_hint = 0
-        if s_block.contig_hint_start < s_off + bits and \
-                s_off < s_block.contig_hint_start + s_block.contig_hint:
+        if s_off == ff[s_index]:
+            ff[s_index] = _int_next_zero(chunk.amap[s_index], bb, s_off + bits)
+        if shs[s_index] < s_off + bits and s_off < shs[s_index] + sh[s_index]:
+            sh[s_index] = 0
+        if chs[s_index] < s_off + bits and s_off < chs[s_index] + ch[s_index]:
             if not s_off:
-                s_block.left_free = 0
+                lf[s_index] = 0
             self.block_refresh_hint(chunk, s_index)
         else:
-            s_block.left_free = min(s_block.left_free, s_off)
+            if s_off < lf[s_index]:
+                lf[s_index] = s_off
             if s_index == e_index:
-                s_block.right_free = min(s_block.right_free, bb - e_off)
+                if bb - e_off < rf[s_index]:
+                    rf[s_index] = bb - e_off
             else:
-                s_block.right_free = 0
+                rf[s_index] = 0
 
         if s_index != e_index:
-            if e_block.contig_hint == bb:
+            if ch[e_index] == bb:
                 nr_empty_pages += 1
-            e_block.first_free = find_next_zero_bit(self._block_map(chunk, e_index), bb, e_off)
+            ff[e_index] = _int_next_zero(chunk.amap[e_index], bb, e_off)
             end_index = e_index
             if e_off == bb:
                 end_index = e_index + 1
             else:
-                if e_off > e_block.scan_hint_start:
-                    e_block.scan_hint = 0
-                e_block.left_free = 0
-                if e_off > e_block.contig_hint_start:
+                if e_off > shs[e_index]:
+                    sh[e_index] = 0
+                lf[e_index] = 0
+                if e_off > chs[e_index]:
                     self.block_refresh_hint(chunk, e_index)
-                else:
-                    e_block.right_free = min(e_block.right_free, bb - e_off)
+                elif bb - e_off < rf[e_index]:
+                    rf[e_index] = bb - e_off
             nr_empty_pages += e_index - s_index - 1
             for k in range(s_index + 1, end_index):
-                b = blocks[k]
-                b.scan_hint = 0
-                b.contig_hint = 0
-                b.left_free = 0
-                b.right_free = 0
+                sh[k] = 0
+                ch[k] = 0
+                lf[k] = 0
+                rf[k] = 0
 
         if nr_empty_pages:
             self.update_empty_pages(chunk, -nr_empty_pages)
-        if md.scan_hint_start < bit_off + bits and bit_off < md.scan_hint_start + md.scan_hint:
-            md.scan_hint = 0
-        if md.contig_hint_start < bit_off + bits and \
-                bit_off < md.contig_hint_start + md.contig_hint:
+        if shs[n] < bit_off + bits and bit_off < shs[n] + sh[n]:
+            sh[n] = 0
+        if chs[n] < bit_off + bits and bit_off < chs[n] + ch[n]:
             self.chunk_refresh_hint(chunk, False)
 
     def block_update_hint_free(self, chunk: PcpuChunk, bit_off: int, bits: int) -> None:
         bb = self.block_bits
+        shift = self.block_shift
+        ch, chs = chunk.ch, chunk.chs
+        amap = chunk.amap
         nr_empty_pages = 0
-        s_index, e_index, s_off, e_off, s_block, e_block = self._block_span(chunk, bit_off, bits)
-        blocks = chunk.md_blocks
+        last = bit_off + bits - 1
+        s_index = bit_off >> shift
+        e_index = last >> shift
+        s_off = bit_off & (bb - 1)
+        e_off = (last & (bb - 1)) + 1
 
-        start = s_off
-        if s_off == s_block.contig_hint + s_block.contig_hint_start:
-            start = s_block.contig_hint_start
+        if s_off == ch[s_index] + chs[s_index]:
+            start = chs[s_index]
         else:
-            l_bit = find_last_bit(self._block_map(chunk, s_index), start)
-            start = 0 if start == l_bit else l_bit + 1
-        if e_off == e_block.contig_hint_start:
-            end = e_block.contig_hint_start + e_block.contig_hint
+            x = amap[s_index] & ((1 << s_off) - 1)      # find_last_bit(map, s_off)
+            start = x.bit_length() if x else 0
+        if e_off == chs[e_index]:
+            end = chs[e_index] + ch[e_index]
         else:
-            end = find_next_bit(self._block_map(chunk, e_index), bb, e_off)
+            end = _int_next_set(amap[e_index], bb, e_off)
 
         e_off2 = end if s_index == e_index else bb
         if not start and e_off2 == bb:
             nr_empty_pages += 1
-        self.block_update(s_block, start, e_off2)
+        upd = self.block_update
+        upd(chunk, s_index, start, e_off2, bb)
 
         if s_index != e_index:
             if end == bb:
                 nr_empty_pages += 1
-            self.block_update(e_block, 0, end)
+            upd(chunk, e_index, 0, end, bb)
             nr_empty_pages += e_index - s_index - 1
+            sh, lf, rf, ff = chunk.sh, chunk.lf, chunk.rf, chunk.ff
             for k in range(s_index + 1, e_index):
-                b = blocks[k]
-                b.first_free = 0
-                b.scan_hint = 0
-                b.contig_hint_start = 0
-                b.contig_hint = bb
-                b.left_free = bb
-                b.right_free = bb
+                ff[k] = 0
+                sh[k] = 0
+                chs[k] = 0
+                ch[k] = bb
+                lf[k] = bb
+                rf[k] = bb
 
         if nr_empty_pages:
             self.update_empty_pages(chunk, nr_empty_pages)
@@ -784,43 +1044,40 @@ class Percpu:
             # so outside block 0 the chunk hint only learns first_free from this free (the
             # negative "contig" changes nothing else). The model keeps that quirk: it decides
             # which chunks stay on slot 0 (see docs/replay.md, "A kernel quirk the model keeps").
-            self.block_update(chunk.chunk_md, s_index * bb + start, end)
+            upd(chunk, chunk.nr_pages, (s_index << shift) + start, end, chunk.map_bits)
 
     # ----- search ----------------------------------------------------------------------------
-    @staticmethod
-    def _check_block_hint(block: PcpuBlockMd, bits: int, align: int) -> bool:
-        chs = block.contig_hint_start
-        bit_off = ((chs + align - 1) & -align) - chs
-        return bit_off + bits <= block.contig_hint
-
-    @staticmethod
-    def _next_hint(block: PcpuBlockMd, alloc_bits: int) -> int:
-        if block.scan_hint and block.contig_hint_start > block.scan_hint_start and \
-                alloc_bits > block.scan_hint:
-            return block.scan_hint_start + block.scan_hint
-        return block.first_free
-
     def next_fit_region(self, chunk: PcpuChunk, alloc_bits: int, align: int,
                         bit_off: int) -> tuple[int, int]:
-        bb, i, block_off, bits, blocks, nr_blocks = self._scan_start(chunk, bit_off)
+        bb = self.block_bits
+        i = bit_off >> self.block_shift
+        block_off = bit_off & (bb - 1)
+        bits = 0
+        ch, chs, lf, rf = chunk.ch, chunk.chs, chunk.lf, chunk.rf
+        nr_blocks = chunk.nr_pages
         while i < nr_blocks:
-            block = blocks[i]
             if bits:
-                bits += block.left_free
+                left = lf[i]
+                bits += left
                 if bits >= alloc_bits:
                     return bit_off, bits
-                if block.left_free == bb:
+                if left == bb:
                     i += 1
                     continue
-            chs = block.contig_hint_start
-            bits = ((chs + align - 1) & -align) - chs
-            if block.contig_hint and chs >= block_off and \
-                    block.contig_hint >= bits + alloc_bits:
-                start = self._next_hint(block, alloc_bits)
-                bits += alloc_bits + chs - start
-                return i * bb + start, bits
+            start = chs[i]
+            hint = ch[i]
+            bits = ((start + align - 1) & -align) - start
+            if hint and start >= block_off and hint >= bits + alloc_bits:
+                # pcpu_next_hint
+                s = chunk.sh[i]
+                if s and start > chunk.shs[i] and alloc_bits > s:
+                    nh = chunk.shs[i] + s
+                else:
+                    nh = chunk.ff[i]
+                bits += alloc_bits + start - nh
+                return i * bb + nh, bits
             block_off = 0
-            off = (bb - block.right_free + align - 1) & -align
+            off = (bb - rf[i] + align - 1) & -align
             bits = bb - off
             bit_off = i * bb + off
             if bits >= alloc_bits:
@@ -845,35 +1102,63 @@ class Percpu:
 
     def find_block_fit(self, chunk: PcpuChunk, alloc_bits: int, align: int,
                        pop_only: bool) -> int:
-        md = chunk.chunk_md
-        if not self._check_block_hint(md, alloc_bits, align):
-            return -1
-        bit_off = self._next_hint(md, alloc_bits)
+        n = chunk.nr_pages
+        start = chunk.chs[n]
+        if ((start + align - 1) & -align) - start + alloc_bits > chunk.ch[n]:
+            return -1                                    # pcpu_check_block_hint
+        s = chunk.sh[n]
+        if s and start > chunk.shs[n] and alloc_bits > s:   # pcpu_next_hint
+            bit_off = chunk.shs[n] + s
+        else:
+            bit_off = chunk.ff[n]
         map_bits = chunk.map_bits
         bit_off, bits = self.next_fit_region(chunk, alloc_bits, align, bit_off)
-        while bit_off < map_bits:
-            if not pop_only:
-                break
-            ok, next_off = self._is_populated(chunk, bit_off, bits)
-            if ok:
-                break
-            bit_off, bits = self.next_fit_region(chunk, alloc_bits, align, next_off)
+        if pop_only:
+            while bit_off < map_bits:
+                ok, next_off = self._is_populated(chunk, bit_off, bits)
+                if ok:
+                    break
+                bit_off, bits = self.next_fit_region(chunk, alloc_bits, align, next_off)
         if bit_off >= map_bits:
             return -1
         return bit_off
 
     def find_zero_area(self, chunk: PcpuChunk, size: int, start: int, nr: int,
                        align_mask: int) -> tuple[int, int, int]:
-        m = chunk.alloc_map
+        """``pcpu_find_zero_area``: (index, largest_off, largest_bits) like the kernel's."""
+        amap = chunk.amap
+        shift = self.block_shift
+        bm = self.block_bits - 1
+        full = (1 << self.block_bits) - 1
         largest_off = largest_bits = 0
         while True:
-            index = find_next_zero_bit(m, size, start)
+            # index = find_next_zero_bit(map, size, start), within the block when it can
+            if start >= size:
+                index = size
+            else:
+                x = (amap[start >> shift] ^ full) >> (start & bm)
+                if x:
+                    index = start + (x & -x).bit_length() - 1
+                    if index > size:
+                        index = size
+                else:
+                    index = _next_zero(amap, shift, ((start >> shift) + 1) << shift, size)
             index = (index + align_mask) & ~align_mask
             area_off = index
             end = index + nr
             if end > size:
                 return end, largest_off, largest_bits
-            i = find_next_bit(m, end, index)
+            # i = find_next_bit(map, end, index)
+            bi = index >> shift
+            x = amap[bi] >> (index & bm)
+            if x:
+                i = index + (x & -x).bit_length() - 1
+                if i > end:
+                    i = end
+            elif (end - 1) >> shift == bi:
+                i = end
+            else:
+                i = _next_set(amap, shift, (bi + 1) << shift, end)
             if i < end:
                 area_bits = i - area_off
                 if area_bits > largest_bits or (
@@ -889,7 +1174,9 @@ class Percpu:
                           start: int) -> int:
         """The search half of ``pcpu_alloc_area``; returns bit_off or -1."""
         align_mask = align - 1 if align else 0
-        end = min(start + alloc_bits + self.block_bits, chunk.map_bits)
+        end = start + alloc_bits + self.block_bits
+        if end > chunk.map_bits:
+            end = chunk.map_bits
         bit_off, area_off, area_bits = self.find_zero_area(chunk, end, start, alloc_bits,
                                                            align_mask)
         if bit_off >= end:
@@ -900,34 +1187,60 @@ class Percpu:
 
     def alloc_area_commit(self, chunk: PcpuChunk, bit_off: int, alloc_bits: int) -> int:
         """The commit half of ``pcpu_alloc_area``; returns the byte offset."""
-        oslot = self.chunk_slot(chunk)
-        chunk.alloc_map = bitmap_set(chunk.alloc_map, bit_off, alloc_bits)
-        bm = chunk.bound_map | (1 << bit_off)
-        bm = bitmap_clear(bm, bit_off + 1, alloc_bits - 1)
-        chunk.bound_map = bm | (1 << (bit_off + alloc_bits))
-        chunk.free_bytes -= alloc_bits * PCPU_MIN_ALLOC_SIZE
-        md = chunk.chunk_md
-        if bit_off == md.first_free:
-            md.first_free = find_next_zero_bit(chunk.alloc_map, chunk.map_bits,
-                                               bit_off + alloc_bits)
+        n = chunk.nr_pages
+        oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[chunk.ch[n]]
+        shift = self.block_shift
+        bm = self.block_bits - 1
+        end = bit_off + alloc_bits
+        amap, bmap = chunk.amap, chunk.bmap
+        i = bit_off >> shift
+        so = bit_off & bm
+        if i == (end - 1) >> shift:
+            mask = ((1 << alloc_bits) - 1) << so
+            amap[i] |= mask
+            bmap[i] = (bmap[i] & ~mask) | (1 << so)
+        else:
+            _set_bits(amap, shift, bit_off, alloc_bits)
+            bmap[i] |= 1 << so
+            _clear_bits(bmap, shift, bit_off + 1, alloc_bits - 1)
+        bmap[end >> shift] |= 1 << (end & bm)
+        chunk.free_bytes -= alloc_bits << PCPU_MIN_ALLOC_SHIFT
+        if bit_off == chunk.ff[n]:
+            e = end >> shift
+            x = ((amap[e] ^ ((1 << (bm + 1)) - 1)) >> (end & bm)) if e < n else 0
+            chunk.ff[n] = end + (x & -x).bit_length() - 1 if x else \
+                _next_zero(amap, shift, end, chunk.map_bits)
         self.block_update_hint_alloc(chunk, bit_off, alloc_bits)
-        self.chunk_relocate(chunk, oslot)
-        return bit_off * PCPU_MIN_ALLOC_SIZE
+        if not chunk.isolated:                     # pcpu_chunk_relocate(chunk, oslot)
+            nslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else \
+                self.slot_of_hint[chunk.ch[n]]
+            if oslot != nslot and chunk is not self.reserved_chunk:
+                self._list_move(chunk, nslot, oslot < nslot)
+        return bit_off << PCPU_MIN_ALLOC_SHIFT
 
     def free_area(self, chunk: PcpuChunk, off: int) -> int:
         """``pcpu_free_area``: frees the area starting at byte ``off``; returns bytes freed."""
-        oslot = self.chunk_slot(chunk)
-        bit_off = off // PCPU_MIN_ALLOC_SIZE
-        end = find_next_bit(chunk.bound_map, chunk.map_bits, bit_off + 1)
+        n = chunk.nr_pages
+        oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[chunk.ch[n]]
+        shift = self.block_shift
+        bit_off = off >> PCPU_MIN_ALLOC_SHIFT
+        end = _next_set(chunk.bmap, shift, bit_off + 1, chunk.map_bits)
         bits = end - bit_off
-        chunk.alloc_map = bitmap_clear(chunk.alloc_map, bit_off, bits)
-        freed = bits * PCPU_MIN_ALLOC_SIZE
+        amap = chunk.amap
+        i = bit_off >> shift
+        if i == (end - 1) >> shift:
+            amap[i] &= ~(((1 << bits) - 1) << (bit_off & (self.block_bits - 1)))
+        else:
+            _clear_bits(amap, shift, bit_off, bits)
+        freed = bits << PCPU_MIN_ALLOC_SHIFT
         chunk.free_bytes += freed
-        md = chunk.chunk_md
-        if bit_off < md.first_free:
-            md.first_free = bit_off
+        if bit_off < chunk.ff[n]:
+            chunk.ff[n] = bit_off
         self.block_update_hint_free(chunk, bit_off, bits)
-        self.chunk_relocate(chunk, oslot)
+        if not chunk.isolated:                     # pcpu_chunk_relocate(chunk, oslot)
+            nslot = self.slot_of_hint[chunk.ch[n]]
+            if oslot != nslot and chunk is not self.reserved_chunk:
+                self._list_move(chunk, nslot, oslot < nslot)
         return freed
 
     # ----- chunk lifecycle -------------------------------------------------------------------
@@ -948,17 +1261,21 @@ class Percpu:
         chunk.nr_empty_pop_pages = chunk.nr_pages
         chunk.free_bytes = map_size
         region_bits = chunk.map_bits
+        shift = self.block_shift
+        n = chunk.nr_pages
         if chunk.start_offset:
             offset_bits = start_offset // PCPU_MIN_ALLOC_SIZE
-            chunk.alloc_map = bitmap_set(chunk.alloc_map, 0, offset_bits)
-            chunk.bound_map |= 1 | (1 << offset_bits)
-            chunk.chunk_md.first_free = offset_bits
+            _set_bits(chunk.amap, shift, 0, offset_bits)
+            chunk.bmap[0] |= 1
+            chunk.bmap[offset_bits >> shift] |= 1 << (offset_bits & (self.block_bits - 1))
+            chunk.ff[n] = offset_bits
             self.block_update_hint_alloc(chunk, 0, offset_bits)
         if chunk.end_offset:
             offset_bits = chunk.end_offset // PCPU_MIN_ALLOC_SIZE
-            chunk.alloc_map = bitmap_set(chunk.alloc_map, region_bits - offset_bits, offset_bits)
-            chunk.bound_map |= (1 << ((start_offset + map_size) // PCPU_MIN_ALLOC_SIZE)) | \
-                (1 << region_bits)
+            _set_bits(chunk.amap, shift, region_bits - offset_bits, offset_bits)
+            b = (start_offset + map_size) // PCPU_MIN_ALLOC_SIZE
+            chunk.bmap[b >> shift] |= 1 << (b & (self.block_bits - 1))
+            chunk.bmap[region_bits >> shift] |= 1 << (region_bits & (self.block_bits - 1))
             self.block_update_hint_alloc(chunk, region_bits - offset_bits, offset_bits)
         return chunk
 
@@ -1000,25 +1317,31 @@ class Percpu:
 
     def populate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
         """``pcpu_populate_chunk`` + ``pcpu_chunk_populated``."""
-        self._set_populated(chunk, page_start, page_end, True)
-
-    def depopulate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
-        """``pcpu_depopulate_chunk`` + ``pcpu_chunk_depopulated``."""
-        self._set_populated(chunk, page_start, page_end, False)
-
-    def _set_populated(self, chunk: PcpuChunk, page_start: int, page_end: int,
-                       populated: bool) -> None:
         nr = page_end - page_start
         if nr <= 0:
             return
+        pop = chunk.populated
         for i in range(page_start, page_end):
-            chunk.populated[i] = populated
-        delta = nr if populated else -nr
-        chunk.nr_populated += delta
-        self.nr_populated += delta
-        self.update_empty_pages(chunk, delta)
-        _notify(self.listener, "pages_populated" if populated else "pages_depopulated",
-                chunk, page_start, page_end)
+            pop[i] = True
+        chunk.nr_populated += nr
+        self.nr_populated += nr
+        self.update_empty_pages(chunk, nr)
+        if self.listener is not None:
+            _notify(self.listener, "pages_populated", chunk, page_start, page_end)
+
+    def depopulate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
+        """``pcpu_depopulate_chunk`` + ``pcpu_chunk_depopulated``."""
+        nr = page_end - page_start
+        if nr <= 0:
+            return
+        pop = chunk.populated
+        for i in range(page_start, page_end):
+            pop[i] = False
+        chunk.nr_populated -= nr
+        self.nr_populated -= nr
+        self.update_empty_pages(chunk, -nr)
+        if self.listener is not None:
+            _notify(self.listener, "pages_depopulated", chunk, page_start, page_end)
 
     # ----- pcpu_alloc / free_percpu -----------------------------------------------------------
     def check_request(self, size: int, align: int) -> tuple[int, int, int, int]:
@@ -1039,54 +1362,158 @@ class Percpu:
         Returns (chunk, bit_off), or None when no existing chunk can take it (the kernel
         would then create a chunk if the request may sleep, or fail if it is atomic).
         """
-        size, align, bits, bit_align = self.check_request(size, align)
+        if align < PCPU_MIN_ALLOC_SIZE:
+            align = PCPU_MIN_ALLOC_SIZE
+        size = (size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
+        if not size or size > self.min_unit_size or align > self.page_size or \
+                align & (align - 1):
+            raise PcpuAllocError(f"illegal size ({size}) or align ({align}) for percpu "
+                                 f"allocation")
+        bits = size >> PCPU_MIN_ALLOC_SHIFT
+        bit_align = align >> PCPU_MIN_ALLOC_SHIFT
+        fit = self.find_block_fit
         if reserved and self.reserved_chunk is not None:
             chunk = self.reserved_chunk
-            off = self.find_block_fit(chunk, bits, bit_align, atomic)
+            off = fit(chunk, bits, bit_align, atomic)
             if off < 0:
                 return None
             off = self.alloc_area_search(chunk, bits, bit_align, off)
             return (chunk, off) if off >= 0 else None
-        for slot in range(self.size_to_slot(size), self.free_slot + 1):
-            for chunk in list(self.slots[slot]):
-                if chunk.slot != slot:
-                    continue
-                off = self.find_block_fit(chunk, bits, bit_align, atomic)
-                if off < 0:
-                    if slot < PCPU_SLOT_FAIL_THRESHOLD:
+        slots = self.slots
+        free_slot = self.free_slot
+        slot = free_slot if size == self.unit_size else \
+            max(size.bit_length() - PCPU_SLOT_BASE_SHIFT + 2, 1)      # pcpu_size_to_slot
+        try_chunk = self._search_chunk
+        while slot <= free_slot:
+            lst = slots[slot]
+            if lst:
+                for chunk in lst[:] if slot < PCPU_SLOT_FAIL_THRESHOLD else lst:
+                    if chunk.slot != slot:
+                        continue
+                    off = try_chunk(chunk, bits, bit_align, atomic)
+                    if off >= 0:
+                        return chunk, off
+                    if off == -1 and slot < PCPU_SLOT_FAIL_THRESHOLD:
                         self.chunk_move(chunk, 0)
-                    continue
-                off = self.alloc_area_search(chunk, bits, bit_align, off)
-                if off >= 0:
-                    return chunk, off
+            slot += 1
         return None
 
-    def commit_alloc(self, chunk: PcpuChunk, bit_off: int, size: int, atomic: bool) -> int:
+    def _search_chunk(self, chunk: PcpuChunk, bits: int, align: int, atomic: bool) -> int:
+        """``pcpu_find_block_fit`` then ``pcpu_alloc_area``'s search in one chunk (their
+        common path inlined: the replay's hottest code): bit offset, -1 when the block fit
+        fails, -2 when the area search does."""
+        n = chunk.nr_pages
+        start = chunk.chs[n]
+        if ((start + align - 1) & -align) - start + bits > chunk.ch[n]:
+            return -1                                       # pcpu_check_block_hint
+        s = chunk.sh[n]
+        if s and start > chunk.shs[n] and bits > s:         # pcpu_next_hint
+            bit_off = chunk.shs[n] + s
+        else:
+            bit_off = chunk.ff[n]
+        map_bits = chunk.map_bits
+        bit_off, fit_bits = self.next_fit_region(chunk, bits, align, bit_off)
+        if atomic:
+            while bit_off < map_bits:
+                ok, next_off = self._is_populated(chunk, bit_off, fit_bits)
+                if ok:
+                    break
+                bit_off, fit_bits = self.next_fit_region(chunk, bits, align, next_off)
+        if bit_off >= map_bits:
+            return -1
+        # pcpu_alloc_area's search: pcpu_find_zero_area in [bit_off, bit_off + bits + bb)
+        end = bit_off + bits + self.block_bits
+        if end > map_bits:
+            end = map_bits
+        off, area_off, area_bits = self.find_zero_area(chunk, end, bit_off, bits, align - 1)
+        if off >= end:
+            return -2
+        if area_bits:
+            self.block_update_scan(chunk, area_off, area_bits)
+        return off
+
+    def commit_alloc(self, chunk: PcpuChunk, bit_off: int, size: int, atomic: bool,
+                     reintegrate: bool = True) -> int:
         """Commit an area (``pcpu_alloc_area``'s second half, reintegration, population).
 
         Returns the byte offset in the chunk. Schedules the balance work as the kernel does.
+        ``reintegrate=False`` leaves an isolated chunk isolated (a replay applying an answer
+        the kernel cannot have taken from an isolated chunk).
         """
         size = (size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
         bits = size >> PCPU_MIN_ALLOC_SHIFT
-        off = self.alloc_area_commit(chunk, bit_off, bits)
-        if chunk is not self.reserved_chunk:
+        # pcpu_alloc_area's commit (as alloc_area_commit, inlined for the common case: an area
+        # within one block)
+        shift = self.block_shift
+        bm = self.block_bits - 1
+        end = bit_off + bits
+        i = bit_off >> shift
+        if i != (end - 1) >> shift:
+            off = self.alloc_area_commit(chunk, bit_off, bits)
+        else:
+            n = chunk.nr_pages
+            ch = chunk.ch
+            oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
+            so = bit_off & bm
+            mask = ((1 << bits) - 1) << so
+            amap, bmap = chunk.amap, chunk.bmap
+            amap[i] |= mask
+            bmap[i] = (bmap[i] & ~mask) | (1 << so)
+            bmap[end >> shift] |= 1 << (end & bm)
+            chunk.free_bytes -= size
+            ff = chunk.ff
+            if bit_off == ff[n]:
+                e = end >> shift
+                x = ((amap[e] ^ ((1 << (bm + 1)) - 1)) >> (end & bm)) if e < n else 0
+                ff[n] = end + (x & -x).bit_length() - 1 if x else \
+                    _next_zero(amap, shift, end, chunk.map_bits)
+            self.block_update_hint_alloc(chunk, bit_off, bits)
+            if not chunk.isolated:                 # pcpu_chunk_relocate(chunk, oslot)
+                nslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
+                if oslot != nslot and chunk is not self.reserved_chunk:
+                    self._list_move(chunk, nslot, oslot < nslot)
+            off = bit_off << PCPU_MIN_ALLOC_SHIFT
+        if reintegrate and chunk.isolated and chunk is not self.reserved_chunk:
             self.reintegrate_chunk(chunk)
         if not atomic:
-            ps = self.page_size
-            rs = off // ps
-            page_end = -(-(off + size) // ps)
-            for a, b in _ranges(chunk.populated, False, rs, page_end):
-                self.populate(chunk, a, b)
+            shift = self.page_shift
+            rs = off >> shift
+            page_end = (off + size + self.page_size - 1) >> shift
+            pop = chunk.populated
+            i = rs
+            while i < page_end:
+                if pop[i]:
+                    i += 1
+                    continue
+                j = i + 1
+                while j < page_end and not pop[j]:
+                    j += 1
+                self.populate(chunk, i, j)
+                i = j
         if self.nr_empty_pop_pages < PCPU_EMPTY_POP_PAGES_LOW:
-            self.balance_pending = True
+            self.schedule_balance_work()
         return off
+
+    def schedule_balance_work(self) -> None:
+        """``pcpu_schedule_balance_work``: nothing before ``percpu_enable_async``; a work
+        already pending absorbs the request."""
+        if self.async_enabled:
+            self.balance_pending = True
+
+    def alloc_failed(self, atomic: bool) -> None:
+        """The kernel's reaction to a failed allocation (the ``fail:`` path of
+        ``pcpu_alloc``): an atomic failure sets ``pcpu_atomic_alloc_failed`` and schedules the
+        balance work."""
+        if atomic:
+            self.atomic_alloc_failed = True
+            self.schedule_balance_work()
 
     def area_is_free(self, chunk: PcpuChunk, off: int, size: int) -> bool:
         bit_off = off // PCPU_MIN_ALLOC_SIZE
         bits = -(-size // PCPU_MIN_ALLOC_SIZE)
-        if off % PCPU_MIN_ALLOC_SIZE or bit_off + bits > chunk.map_bits:
+        if off % PCPU_MIN_ALLOC_SIZE or bit_off < 0 or bit_off + bits > chunk.map_bits:
             return False
-        return not ((chunk.alloc_map >> bit_off) & ((1 << bits) - 1))
+        return chunk.range_is_free(bit_off, bits)
 
     def alloc(self, size: int, align: int, reserved: bool = False,
               atomic: bool = False) -> int:
@@ -1097,9 +1524,7 @@ class Percpu:
                 self.create_chunk()
             found = self.pcpu_alloc_search(size, align, reserved, atomic)
         if found is None:
-            if atomic:
-                self.atomic_alloc_failed = True
-                self.balance_pending = True
+            self.alloc_failed(atomic)
             raise PcpuAllocError(f"percpu allocation of {size} bytes (align {align}"
                                  f"{', atomic' if atomic else ''}{', reserved' if reserved else ''})"
                                  " failed: no space left")
@@ -1123,19 +1548,44 @@ class Percpu:
 
     def free_in_chunk(self, chunk: PcpuChunk, off: int) -> int:
         """``free_percpu`` once the chunk is known; returns the bytes freed."""
-        if not (chunk.bound_map >> (off // PCPU_MIN_ALLOC_SIZE)) & 1 or \
-                not (chunk.alloc_map >> (off // PCPU_MIN_ALLOC_SIZE)) & 1:
+        bit = off >> PCPU_MIN_ALLOC_SHIFT
+        shift = self.block_shift
+        if off & (PCPU_MIN_ALLOC_SIZE - 1) or not 0 <= bit < chunk.map_bits or \
+                not (chunk.amap[bit >> shift] & chunk.bmap[bit >> shift]) >> \
+                (bit & (self.block_bits - 1)) & 1:
             raise LocalmapError(f"free of off={off} in chunk {chunk.base_addr:#x}: no area "
                                 "starts there")
-        size = self.free_area(chunk, off)
+        # pcpu_free_area (as free_area, inlined)
+        n = chunk.nr_pages
+        ch = chunk.ch
+        oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
+        end = _next_set(chunk.bmap, shift, bit + 1, chunk.map_bits)
+        bits = end - bit
+        amap = chunk.amap
+        i = bit >> shift
+        if i == (end - 1) >> shift:
+            amap[i] &= ~(((1 << bits) - 1) << (bit & (self.block_bits - 1)))
+        else:
+            _clear_bits(amap, shift, bit, bits)
+        size = bits << PCPU_MIN_ALLOC_SHIFT
+        chunk.free_bytes += size
+        if bit < chunk.ff[n]:
+            chunk.ff[n] = bit
+        self.block_update_hint_free(chunk, bit, bits)
+        if not chunk.isolated:                     # pcpu_chunk_relocate(chunk, oslot)
+            nslot = self.slot_of_hint[ch[n]]
+            if oslot != nslot and chunk is not self.reserved_chunk:
+                self._list_move(chunk, nslot, oslot < nslot)
         if not chunk.isolated and chunk.free_bytes == self.unit_size:
             for pos in self.slots[self.free_slot]:
                 if pos is not chunk:
-                    self.balance_pending = True
+                    self.schedule_balance_work()
                     break
-        elif self.should_reclaim_chunk(chunk):
+        elif ((chunk.isolated and chunk.nr_empty_pop_pages) or self.nr_empty_pop_pages >
+                PCPU_EMPTY_POP_PAGES_HIGH + chunk.nr_empty_pop_pages) and \
+                self.should_reclaim_chunk(chunk):
             self.isolate_chunk(chunk)
-            self.balance_pending = True
+            self.schedule_balance_work()
         return size
 
     def free(self, ptr: int) -> int:
@@ -1144,8 +1594,8 @@ class Percpu:
         return self.free_in_chunk(chunk, addr - chunk.base_addr)
 
     # ----- balance work ----------------------------------------------------------------------
-    def balance_free(self, empty_only: bool, destroy: Callable[[PcpuChunk], bool] | None = None
-                     ) -> list[PcpuChunk]:
+    def balance_free(self, empty_only: bool, destroy: Callable[[PcpuChunk], bool] | None = None,
+                     run: BalanceRun | None = None) -> list[PcpuChunk]:
         """``pcpu_balance_free``; ``destroy`` may veto a destruction (replay uses the trace)."""
         free_head = self.slots[self.free_slot]
         to_free = []
@@ -1158,11 +1608,14 @@ class Percpu:
         for chunk in to_free:
             if destroy is not None and not destroy(chunk):
                 continue
+            if run is not None:
+                run.depopulated += chunk.nr_populated
+                run.destroyed.append(chunk)
             self.destroy_chunk(chunk)
             out.append(chunk)
         return out
 
-    def reclaim_populated(self) -> None:
+    def reclaim_populated(self, run: BalanceRun | None = None) -> None:
         bb = self.block_bits
         while self.slots[self.to_depopulate_slot]:
             chunk = self.slots[self.to_depopulate_slot][0]
@@ -1176,8 +1629,7 @@ class Percpu:
                 if self.nr_empty_pop_pages < PCPU_EMPTY_POP_PAGES_HIGH:
                     reintegrate = True
                     break
-                block = chunk.md_blocks[i]
-                if block.contig_hint == bb and chunk.populated[i]:
+                if chunk.ch[i] == bb and chunk.populated[i]:
                     if end == -1:
                         end = i
                     if i > 0:
@@ -1188,6 +1640,8 @@ class Percpu:
                     i -= 1
                     continue
                 self.depopulate(chunk, i + 1, end + 1)
+                if run is not None:
+                    run.depopulated += end - i
                 freed_start, freed_end = min(freed_start, i + 1), max(freed_end, end + 1)
                 end = -1
                 i -= 1
@@ -1198,7 +1652,14 @@ class Percpu:
             else:
                 self._list_move(chunk, self.sidelined_slot, False)
 
-    def balance_populated(self, create: Callable[[], PcpuChunk | None] | None = None) -> None:
+    def _pop_target(self, slot: int) -> PcpuChunk | None:
+        for chunk in self.slots[slot]:
+            if chunk.nr_pages - chunk.nr_populated:
+                return chunk
+        return None
+
+    def balance_populated(self, create: Callable[[], PcpuChunk | None] | None = None,
+                          run: BalanceRun | None = None) -> None:
         while True:
             if self.atomic_alloc_failed:
                 nr_to_pop = PCPU_EMPTY_POP_PAGES_HIGH
@@ -1206,19 +1667,17 @@ class Percpu:
             else:
                 nr_to_pop = min(max(PCPU_EMPTY_POP_PAGES_HIGH - self.nr_empty_pop_pages, 0),
                                 PCPU_EMPTY_POP_PAGES_HIGH)
-            for slot in range(self.size_to_slot(self.page_size), self.free_slot + 1):
+            for slot in range(self.page_slot, self.free_slot + 1):
                 if not nr_to_pop:
                     break
-                target = None
-                for chunk in self.slots[slot]:
-                    if chunk.nr_pages - chunk.nr_populated:
-                        target = chunk
-                        break
+                target = self._pop_target(slot)
                 if target is None:
                     continue
                 for rs, re in _ranges(target.populated, False):
                     nr = min(re - rs, nr_to_pop)
                     self.populate(target, rs, rs + nr)
+                    if run is not None:
+                        run.populated += nr
                     nr_to_pop -= nr
                     if not nr_to_pop:
                         break
@@ -1227,39 +1686,92 @@ class Percpu:
             chunk = create() if create is not None else self.create_chunk()
             if chunk is None:
                 return
+            if run is not None:
+                run.created.append(chunk)
 
     def balance(self, create: Callable[[], PcpuChunk | None] | None = None,
-                destroy: Callable[[PcpuChunk], bool] | None = None) -> None:
-        """``pcpu_balance_workfn``: free spare chunks, reclaim, populate, free empty ones."""
+                destroy: Callable[[PcpuChunk], bool] | None = None) -> BalanceRun:
+        """``pcpu_balance_workfn``: free spare chunks, reclaim, populate, free empty ones.
+        Returns what it did."""
+        run = BalanceRun()
         self.balance_pending = False
-        self.balance_free(False, destroy)
-        self.reclaim_populated()
-        self.balance_populated(create)
-        self.balance_free(True, destroy)
+        self.balance_free(False, destroy, run)
+        self.reclaim_populated(run)
+        self.balance_populated(create, run)
+        self.balance_free(True, destroy, run)
+        return run
+
+    def balance_is_traced(self, keep: Callable[[PcpuChunk], bool] | None = None) -> bool:
+        """Whether running the balance work now would create or destroy a chunk (events the
+        trace shows), computed without running it. ``keep(chunk)`` true: the caller vetoes
+        destroying that chunk (its destruction would not count)."""
+        spare = self.slots[self.free_slot][1:]
+        if any(keep is None or not keep(c) for c in spare):
+            return True                       # pcpu_balance_free(false) destroys spare chunks
+        if self.slots[self.to_depopulate_slot]:
+            # reclaim may empty a chunk for the final pcpu_balance_free: try it on a snapshot
+            wanted: list = []
+
+            def create() -> None:
+                wanted.append(None)
+
+            def destroy(chunk: PcpuChunk) -> bool:
+                if keep is None or not keep(chunk):
+                    wanted.append(chunk)
+                return False
+            touched = set(self.slots[self.to_depopulate_slot]) | \
+                set(self.slots[self.free_slot])
+            for slot in range(self.page_slot, self.free_slot + 1):
+                touched.update(c for c in self.slots[slot] if c.nr_populated < c.nr_pages)
+            snap = self.snapshot(touched)
+            listener, self.listener = self.listener, None
+            try:
+                self.balance(create=create, destroy=destroy)
+            finally:
+                self.restore(snap, keep=False)
+                self.listener = listener
+            return bool(wanted)
+        nr_to_pop = self._nr_to_pop()
+        for slot in range(self.page_slot, self.free_slot + 1):
+            if not nr_to_pop:
+                return False
+            target = self._pop_target(slot)
+            if target is not None:
+                nr_to_pop -= min(target.nr_pages - target.nr_populated, nr_to_pop)
+        return nr_to_pop > 0
+
+    def _nr_to_pop(self) -> int:
+        if self.atomic_alloc_failed:
+            return PCPU_EMPTY_POP_PAGES_HIGH
+        return min(max(PCPU_EMPTY_POP_PAGES_HIGH - self.nr_empty_pop_pages, 0),
+                   PCPU_EMPTY_POP_PAGES_HIGH)
 
     # ----- state -----------------------------------------------------------------------------
-    def snapshot(self) -> dict:
-        """The allocator's state, for :meth:`restore` (a replay's trial of an event order)."""
+    def snapshot(self, chunks: Iterable[PcpuChunk] | None = None) -> dict:
+        """The allocator's state, for :meth:`restore` (a replay's trial of an event order).
+        ``chunks`` limits the saved chunk states to those (the caller knows the others will
+        not change before the restore); slot lists and counters are always saved."""
         return {
-            "chunks": {id(c): (c, c.copy()) for c in self.chunks},
-            "slots": [[id(c) for c in lst] for lst in self.slots],
+            "chunks": [(c, c.save()) for c in (self.chunks if chunks is None else chunks)],
+            "all": chunks is None,
+            "live": dict(self.chunks_by_base),
+            "slots": [lst[:] for lst in self.slots],
             "scalars": (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
-                        self.atomic_alloc_failed, self._seq, self.nr_created,
-                        self.nr_destroyed),
+                        self.atomic_alloc_failed, self.async_enabled, self._seq,
+                        self.nr_created, self.nr_destroyed, self._vm_next_top),
         }
 
-    def restore(self, snap: dict) -> None:
-        """Back to ``snap``. Chunk objects keep their identity (listeners key on them)."""
-        objs = {}
-        for key, (obj, saved) in snap["chunks"].items():
-            obj.load_state(saved.copy())
-            objs[key] = obj
-        self.chunks_by_base = {c.base_addr: c for c in objs.values()
-                               if not c.is_first and not c.is_reserved}
-        self.slots = [[objs[k] for k in lst] for lst in snap["slots"]]
+    def restore(self, snap: dict, keep: bool = True) -> None:
+        """Back to ``snap`` (which stays usable unless ``keep`` is false). Chunk objects keep
+        their identity (listeners key on them); chunks created since are dropped."""
+        for obj, saved in snap["chunks"]:
+            obj.load(saved, keep)
+        self.chunks_by_base.clear()
+        self.chunks_by_base.update(snap["live"])
+        self.slots[:] = [lst[:] for lst in snap["slots"]] if keep else snap["slots"]
         (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
-         self.atomic_alloc_failed, self._seq, self.nr_created, self.nr_destroyed) = \
-            snap["scalars"]
+         self.atomic_alloc_failed, self.async_enabled, self._seq, self.nr_created,
+         self.nr_destroyed, self._vm_next_top) = snap["scalars"]
 
     @property
     def populated_bytes(self) -> int:

@@ -6,7 +6,11 @@ control around ``mrs tpidr_el1; add; <op>``, with an LSE atomic or an LL/SC loop
 local-mapping forms of the LSF/MM/BPF 2026 proposal (``<op>`` on ``ptr + DELTA_THIS_CPU``, no
 preempt control, no offset register), a naive form (baseline without preempt control), x86's
 ``%gs``-prefixed single instruction for reference, multi-instruction generic fallbacks (such as a
-non-atomic 128-bit cmpxchg) and the KPTI trampoline's root lookup. Every consumer -- the per-CPU
+non-atomic 128-bit cmpxchg), 16-byte reads (one ``ldp``, single-copy atomic with FEAT_LSE2; an
+``ldxp``/``stxp`` loop; or two loads) and a 16-byte add done as two read-modify-writes, atomics
+on an ordinary kernel pointer (``atomic64_add(per_cpu_ptr(ptr, cpu))``) and the KPTI
+trampoline's root lookup. :func:`live_registers` gives, per instruction, the registers still to
+be read (the checker forgets the others, so states differing only in dead registers are one). Every consumer -- the per-CPU
 page-table MMU model (``localmap.design``) and the explicit-state checker (``localmap.check``) --
 executes these same sequences through :func:`step`; there is no second copy.
 
@@ -26,7 +30,16 @@ Interface. An environment supplies the hooks (subclass :class:`ThisCpuEnv`):
 ``load(pa) -> int`` and ``store(pa, value)`` (64-bit words); ``preempt_count_add(delta)``;
 ``irq_save()`` / ``irq_restore()``; ``monitor_arm(pa)`` and ``monitor_check(pa) -> bool``
 (exclusive monitor: ``stxr`` succeeds only if armed for ``pa``; the check disarms it);
-``read_ttbr1()`` / ``write_ttbr1(value)`` (KPTI trampoline only).
+``read_ttbr1()`` / ``write_ttbr1(value)`` (KPTI trampoline only); ``pcpu_mark(reg)`` /
+``pcpu_unmark()`` (the fix-up design only: record in the running task which register holds a
+value derived from the CPU offset, so that an exception return on another CPU can correct it).
+
+The *fix-up* forms model the alternative design of the s390 series (FACTS.md §1) on arm64: the
+offset register stays, no preemption control; the task marks the register that holds
+``ptr + tpidr_el1`` while the op is in flight, and every exception return that resumes the task
+on another CPU adds the difference of the two CPUs' offsets to that register. The offset is read
+straight into the address register (``mrs x3, tpidr_el1; add x3, x3, x0``) so that one register
+is offset-derived from the ``mrs`` to the access.
 
 Example::
 
@@ -59,15 +72,19 @@ REG_NAMES = ("x0", "x1", "x2", "x3", "x4", "x5", "w6", "x7", "x8", "x9", "x10", 
 DEFAULT_DELTA = 0x4000_0000  # placeholder DELTA_THIS_CPU (a multiple of any split-level entry)
 
 OPS = ("read", "write", "add", "inc", "dec", "and", "or", "xchg", "cmpxchg", "add_return",
-       "cmpxchg128")
-UPDATE_OPS = ("add", "inc", "dec", "add_return")  # ops whose effect is "+val" on the copy
+       "cmpxchg128", "read128", "add128")
+UPDATE_OPS = ("add", "inc", "dec", "add_return", "add128")  # ops whose effect is "+val" on the copy
+READ_OPS = ("read", "read128")    # ops that return the copy's value and write nothing
+WIDE_OPS = ("cmpxchg128", "read128", "add128")  # 16-byte operands (two 64-bit words)
 
 # Memory-touching mnemonics: (reads, writes)
 _MEM = {"ldr": (True, False), "str": (False, True), "ldxr": (True, False),
         "stxr": (False, True), "ldxp": (True, False), "stxp": (False, True),
         "ldadd": (True, True), "ldclr": (True, True), "ldset": (True, True),
         "swp": (True, True), "cas": (True, True), "casp": (True, True),
-        "seg_rmw": (True, True), "ldr2": (True, False), "str2": (False, True)}
+        "seg_rmw": (True, True), "ldr2": (True, False), "str2": (False, True),
+        "ldp": (True, False)}
+LOAD_OPS = frozenset(k for k, (r, _w) in _MEM.items() if r)
 
 
 class ThisCpuFault(LocalmapError):
@@ -161,6 +178,12 @@ class ThisCpuEnv:
     def write_ttbr1(self, value: int) -> None:
         raise ThisCpuFault("environment has no write_ttbr1() hook")
 
+    def pcpu_mark(self, reg: int) -> None:
+        raise ThisCpuFault("environment has no pcpu_mark() hook")
+
+    def pcpu_unmark(self) -> None:
+        raise ThisCpuFault("environment has no pcpu_unmark() hook")
+
 
 # --------------------------------------------------------------------------- builders
 
@@ -182,6 +205,11 @@ def _addr_insns(addressing: str, delta: int) -> list[Insn]:
     if addressing == "direct":
         return [Insn("alu_imm", rd=X_ADDR, rn=X_PTR, imm=0, alu="add",
                      text=f"mov {_r(X_ADDR)}, {_r(X_PTR)}")]
+    if addressing == "fixup":
+        return [Insn("pcpu_mark", rd=X_ADDR,
+                     text=f"pcpu_mark {_r(X_ADDR)}  (mov w16, #{X_ADDR}; strb w16, [tsk, #PCPU_REG])"),
+                Insn("mrs_off", rd=X_ADDR, text=f"mrs {_r(X_ADDR)}, tpidr_el1"),
+                _alu("add", X_ADDR, X_ADDR, X_PTR)]
     raise ThisCpuFault(f"unknown addressing {addressing!r}")
 
 
@@ -221,6 +249,11 @@ def _lse_body(op: str) -> list[Insn]:
         return [_alu("mov", X_RET, X_OLD, X_OLD),
                 Insn("cas", rd=X_RET, rn=X_ADDR, rm=X_VAL,
                      text=f"cas {_r(X_RET)}, {_r(X_VAL)}, {a}")]
+    if op == "read128":
+        return [Insn("ldp", rd=X_RET, rn=X_ADDR,
+                     text=f"ldp {_r(X_RET)}, {_r(X_RET2)}, {a}  (single-copy atomic: FEAT_LSE2)")]
+    if op == "add128":
+        raise ThisCpuFault("add128 exists only as a multi-instruction sequence (generic forms)")
     if op == "cmpxchg128":
         return [_alu("mov", X_RET, X_OLD, X_OLD), _alu("mov", X_RET2, X_OLD2, X_OLD2),
                 Insn("casp", rd=X_RET, rn=X_ADDR, rm=X_VAL,
@@ -256,6 +289,15 @@ def _llsc_body(op: str, base: int) -> list[Insn]:
         done = base + 4
         return [ld, Insn("bne", rn=X_RET, rm=X_OLD, target=done,
                          text=f"cmp {_r(X_RET)}, {_r(X_OLD)}; b.ne {done}")] + tail(X_VAL, base + 2)
+    if op == "read128":
+        return [Insn("ldxp", rd=X_RET, rn=X_ADDR,
+                     text=f"ldxp {_r(X_RET)}, {_r(X_RET2)}, {a}"),
+                _alu("mov", X_VAL, X_RET, X_RET), _alu("mov", X_VAL2, X_RET2, X_RET2),
+                Insn("stxp", rd=X_ST, rn=X_ADDR, rm=X_VAL,
+                     text=f"stxp {_r(X_ST)}, {_r(X_VAL)}, {_r(X_VAL2)}, {a}"),
+                Insn("cbnz", rn=X_ST, target=base, text=f"cbnz {_r(X_ST)}, {base}")]
+    if op == "add128":
+        raise ThisCpuFault("add128 exists only as a multi-instruction sequence (generic forms)")
     if op == "cmpxchg128":
         done = base + 5
         return [Insn("ldxp", rd=X_RET, rn=X_ADDR,
@@ -294,6 +336,13 @@ def _generic_body(op: str, base: int) -> list[Insn]:
         done = base + 3
         return [ld, Insn("bne", rn=X_RET, rm=X_OLD, target=done,
                          text=f"cmp {_r(X_RET)}, {_r(X_OLD)}; b.ne {done}"), st(X_VAL)]
+    ld2 = Insn("ldr2", rd=X_RET2, rn=X_ADDR, text=f"ldr {_r(X_RET2)}, [{_r(X_ADDR)}, #8]")
+    if op == "read128":
+        return [ld, ld2]
+    if op == "add128":
+        return [ld, ld2, _alu("add", X_RET, X_RET, X_VAL), _alu("add", X_RET2, X_RET2, X_VAL),
+                st(X_RET),
+                Insn("str2", rd=X_RET2, rn=X_ADDR, text=f"str {_r(X_RET2)}, [{_r(X_ADDR)}, #8]")]
     if op == "cmpxchg128":
         done = base + 6
         return [ld, Insn("ldr2", rd=X_RET2, rn=X_ADDR, text=f"ldr {_r(X_RET2)}, [{_r(X_ADDR)}, #8]"),
@@ -309,7 +358,8 @@ def _generic_body(op: str, base: int) -> list[Insn]:
 def _x86_body(op: str) -> list[Insn]:
     if op not in ("read", "write", "add", "inc", "dec", "and", "or", "xchg", "cmpxchg",
                   "add_return"):
-        raise ThisCpuFault(f"x86-seg form has no {op!r} (cmpxchg16b needs preempt control)")
+        raise ThisCpuFault(f"x86-seg form has no {op!r} (16-byte operands need cmpxchg16b "
+                           "and preempt control)")
     alu = {"inc": "add", "dec": "add", "add_return": "xadd"}.get(op, op)
     mnem = {"read": "mov", "write": "mov", "add": "add", "inc": "add", "dec": "add", "and": "and",
             "or": "or", "xchg": "xchg", "cmpxchg": "cmpxchg", "add_return": "xadd"}[op]
@@ -354,6 +404,15 @@ FORMS: dict[str, tuple[str, bool, bool, str, str]] = {
                        "asm-generic this_cpu_generic_*: irq save; tpidr_el1; RMW; irq restore"),
     "plain": ("direct", False, False, "generic",
               "ordinary load/store at a kernel VA (no per-CPU addressing)"),
+    "atomic-lse": ("direct", False, False, "lse",
+                   "atomic op on a kernel pointer, e.g. atomic64_add on per_cpu_ptr(ptr, cpu) (LSE)"),
+    "atomic-llsc": ("direct", False, False, "llsc",
+                    "atomic op on a kernel pointer, LL/SC loop"),
+    "fixup-lse": ("fixup", False, False, "lse",
+                  "alternative design (s390 series on arm64): marked offset register, one LSE atomic, "
+                  "no preempt control; exception return fixes the register after a migration"),
+    "fixup-llsc": ("fixup", False, False, "llsc",
+                   "alternative design, LL/SC loop on the marked offset-derived address"),
 }
 
 
@@ -384,6 +443,8 @@ def sequence(form: str, op: str, delta: int = DEFAULT_DELTA) -> OpSeq:
         insns += _x86_body(op)
     if kind in ("llsc", "generic") and op in ("cmpxchg", "cmpxchg128"):
         insns.append(Insn("nop", text="done:"))
+    if addressing == "fixup":
+        insns.append(Insn("pcpu_unmark", text="pcpu_unmark  (strb wzr, [tsk, #PCPU_REG])"))
     if pc:
         insns.append(Insn("preempt_enable", text="preempt_enable (count -= 1; resched check)"))
     if irq:
@@ -408,6 +469,71 @@ def kpti_exit_sequence(tramp_offset: int) -> OpSeq:
         Insn("msr_ttbr1", rn=X_TMP, text=f"msr ttbr1_el1, {_r(X_TMP)}  (back to the kernel root)"),
     )
     return OpSeq("kpti-exit", "tramp", insns, False, False, "direct")
+
+
+def _uses(ins: Insn) -> tuple[frozenset, frozenset]:
+    """(registers read, registers written) by one instruction."""
+    op = ins.op
+    if op == "alu":
+        return frozenset((ins.rn, ins.rm)), frozenset((ins.rd,))
+    if op == "alu_imm" or op in ("ldr", "ldr2", "ldxr"):
+        return frozenset((ins.rn,)), frozenset((ins.rd,))
+    if op in ("mov_imm", "mrs_off", "mrs_ttbr1"):
+        return frozenset(), frozenset((ins.rd,))
+    if op == "bne":
+        return frozenset((ins.rn, ins.rm)), frozenset()
+    if op in ("cbnz", "msr_ttbr1"):
+        return frozenset((ins.rn,)), frozenset()
+    if op in ("str", "str2"):
+        return frozenset((ins.rd, ins.rn)), frozenset()
+    if op in ("ldxp", "ldp"):
+        return frozenset((ins.rn,)), frozenset((ins.rd, X_RET2))
+    if op == "stxr":
+        return frozenset((ins.rn, ins.rm)), frozenset((ins.rd,))
+    if op == "stxp":
+        return frozenset((ins.rn, ins.rm, X_VAL2)), frozenset((ins.rd,))
+    if op in ("ldadd", "ldclr", "ldset", "swp"):
+        return frozenset((ins.rn, ins.rm)), frozenset((ins.rd,))
+    if op == "cas":
+        return frozenset((ins.rd, ins.rn, ins.rm)), frozenset((ins.rd,))
+    if op == "casp":
+        return (frozenset((X_RET, X_RET2, X_VAL, X_VAL2, ins.rn)), frozenset((X_RET, X_RET2)))
+    if op == "seg_rmw":
+        return frozenset((ins.rn, ins.rm, X_OLD)), frozenset((ins.rd,))
+    return frozenset(), frozenset()  # nop, preempt and irq control
+
+
+@lru_cache(maxsize=None)
+def live_registers(seq: OpSeq) -> tuple[frozenset, ...]:
+    """For each pc (and ``len(seq)``), the registers whose value can still be read before being
+    overwritten when execution continues at that pc (backward data-flow over the sequence and
+    its branches; nothing is live after the last instruction). A consumer may forget the other
+    registers: two states that differ only in dead registers behave the same from then on."""
+    n = len(seq.insns)
+    live = [frozenset()] * (n + 1)
+    changed = True
+    while changed:
+        changed = False
+        for pc in range(n - 1, -1, -1):
+            ins = seq.insns[pc]
+            succ = {pc + 1}
+            if ins.op in ("bne", "cbnz"):
+                succ.add(ins.target)
+            out = frozenset().union(*(live[s] for s in succ))
+            reads, writes = _uses(ins)
+            new = reads | (out - writes)
+            if new != live[pc]:
+                live[pc] = new
+                changed = True
+    return tuple(live)
+
+
+def forget_dead(seq: OpSeq, pc: int, regs: tuple[int, ...]) -> tuple[int, ...]:
+    """``regs`` with every register that is dead at ``pc`` set to 0."""
+    live = live_registers(seq)[pc]
+    if len(live) == len(regs):
+        return regs
+    return tuple(v if i in live else 0 for i, v in enumerate(regs))
 
 
 def initial_regs(ptr: int = 0, val: int = 0, old: int = 0, val2: int = 0,
@@ -474,12 +600,20 @@ def step(seq: OpSeq, pc: int, regs: tuple[int, ...], env: ThisCpuEnv) -> tuple[i
         r[ins.rd] = env.read_ttbr1() & MASK64
     elif op == "msr_ttbr1":
         env.write_ttbr1(r[ins.rn])
+    elif op == "pcpu_mark":
+        env.pcpu_mark(ins.rd)
+    elif op == "pcpu_unmark":
+        env.pcpu_unmark()
     elif op in ("ldr", "ldr2"):
         va = r[ins.rn] + (8 if op == "ldr2" else 0)
         r[ins.rd] = env.load(env.translate(va, False)) & MASK64
     elif op in ("str", "str2"):
         va = r[ins.rn] + (8 if op == "str2" else 0)
         env.store(env.translate(va, True), r[ins.rd])
+    elif op == "ldp":
+        pa = env.translate(r[ins.rn], False)
+        r[ins.rd] = env.load(pa) & MASK64
+        r[X_RET2] = env.load(pa + 8) & MASK64
     elif op == "ldxr":
         pa = env.translate(r[ins.rn], False)
         r[ins.rd] = env.load(pa) & MASK64
