@@ -269,13 +269,11 @@ def test_series_applies_and_the_patched_files_compile(tmp_path):
 
 @pytest.fixture(scope="module")
 def builds():
-    from localmap.lab import kernel as kb
-
-    patched = kb.find_cached(proto.FLAVOUR, proto.series())
+    patched = proto.find_build(proto.series())
     if patched is None:
-        pytest.skip("no cached build of the patch series (a full kernel build, ~70 min on 2 cores, "
+        pytest.skip("no cached build of the patch series (a full kernel build, 25-75 min on 2 cores, "
                     f"does not fit CI); build it with: {proto.build_command()}")
-    return kb.find_cached(proto.FLAVOUR, []), patched
+    return proto.find_build([]), patched
 
 
 @pytest.mark.slow
@@ -319,3 +317,25 @@ def test_cli_refuses_bad_cpu_lists():
         proc = subprocess.run([sys.executable, "-m", "localmap", "lab", "prototype", "--cpus", bad,
                                "--no-build"], capture_output=True, text=True)
         assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_build_of_other_patch_contents_is_not_the_series(tmp_path, monkeypatch):
+    """The cache is matched by patch contents: an edited patch of the same name misses."""
+    import json
+    from types import SimpleNamespace
+
+    from localmap.lab import kernel as kb
+
+    old, new = tmp_path / "0001-x.patch", tmp_path / "new" / "0001-x.patch"
+    old.write_text("old\n")
+    new.parent.mkdir()
+    new.write_text("new\n")
+    d = tmp_path / "build"
+    d.mkdir()
+    (d / "Image").write_bytes(b"")
+    (d / "build.json").write_text(json.dumps({"patch_sha256": [kb._file_digest(old)]}))
+    fake = SimpleNamespace(flavour=proto.FLAVOUR, dir=d, image=d / "Image")
+    monkeypatch.setattr(kb, "cached_kernels", lambda: [fake])
+    assert proto.find_build([old]) is fake
+    assert proto.find_build([new]) is None
+    assert proto.find_build([]) is None

@@ -129,7 +129,7 @@ def builds(build: bool = True, progress: Progress | None = None, path: str | Pat
     patches = series(path)
     out = []
     for label, pset in (("baseline", []), ("patched", patches)):
-        found = kb.find_cached(FLAVOUR, pset)
+        found = find_build(pset)
         if found is None:
             if not build:
                 raise LocalmapError(f"no cached {label} kernel; build it with: {build_command(label)}")
@@ -139,6 +139,29 @@ def builds(build: bool = True, progress: Progress | None = None, path: str | Pat
         check_version(found.version, f"the cached {label} build")
         out.append(found)
     return out[0], out[1]
+
+
+def find_build(patches: list[Path]):
+    """The newest cached build of :data:`FLAVOUR` made with exactly these patch contents (a build
+    of older versions of the same files does not count), or None."""
+    import hashlib
+    import json
+
+    from localmap.lab import kernel as kb
+
+    want = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in patches]
+    hits = []
+    for k in kb.cached_kernels():
+        if k.flavour != FLAVOUR:
+            continue
+        try:
+            meta = json.loads((k.dir / "build.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("patch_sha256", []) == want:
+            hits.append(k)
+    hits.sort(key=lambda k: k.image.stat().st_mtime)
+    return hits[-1] if hits else None
 
 
 def build_command(which: str = "patched") -> str:
