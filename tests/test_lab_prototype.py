@@ -52,7 +52,7 @@ def test_series_touches_the_design_points():
     touched = set()
     for p in proto.series():
         touched |= set(re.findall(r"^diff --git a/(\S+)", p.read_text(), re.M))
-    for f in ("arch/arm64/kernel/head.S", "arch/arm64/kernel/smp.c", "arch/arm64/kernel/suspend.c",
+    for f in ("arch/arm64/kernel/head.S", "arch/arm64/kernel/smp.c", "arch/arm64/mm/proc.S",
               "arch/arm64/kernel/cpufeature.c", "arch/arm64/mm/mmu.c", "mm/percpu-vm.c",
               "mm/percpu.c", "mm/vmalloc.c", "arch/arm64/include/asm/percpu.h"):
         assert f in touched, f
