@@ -36,6 +36,9 @@ EXPECTED = {
     "hot-remove-stale-copy": ("unsafe", "freed-table"), "hot-remove-clear-copies": ("safe", None),
     "publish-before-local-map": ("unsafe", "missing-mapping"),
     "publish-after-local-map": ("safe", None),
+    # the register fix-up design, code patching under kernel text replication
+    "fixup-missed-path": ("unsafe", "attribution"), "fixup-all-paths": ("safe", None),
+    "ktr-patch-one-copy": ("unsafe", "stale-code"), "ktr-patch-all-copies": ("safe", None),
     # extras
     "local-multi-insn-irqoff": ("safe", None),
     "local-multi-insn-preempt-only": ("unsafe", "lost-update"),
@@ -48,13 +51,15 @@ EXPECTED = {
     "cnp-enable-swapper": ("unsafe", "attribution"), "cnp-enable-percpu-root": ("safe", None),
     "hot-remove-leaf-tlbi": ("unsafe", "freed-table"),
     "hot-remove-tlbi-before-clear": ("unsafe", "freed-table"),
+    "ktr-patch-all-no-icache": ("unsafe", "stale-code"), "ktr-patch-all-no-tlbi": ("unsafe", "stale-code"),
+    "ktr-patch-all-no-isb": ("unsafe", "stale-code"),
 }
 FIRST_FIFTEEN = list(EXPECTED)[:15]
 
 
 def test_every_named_scenario_is_expected_and_the_default_set_has_them_all():
     assert set(ALL_SCENARIOS) == set(EXPECTED)
-    assert list(DEFAULT_SET) == list(EXPECTED)[:29]
+    assert list(DEFAULT_SET) == list(EXPECTED)[:33]
     assert set(FIRST_FIFTEEN) <= set(DEFAULT_SET)
 
 
@@ -309,7 +314,7 @@ def test_run_checks_api_shape():
         assert {"scenario", "verdict", "states", "seconds", "counterexample"} <= set(r)
     assert res[0]["verdict"] == "unsafe" and isinstance(res[0]["counterexample"], list)
     assert res[1]["verdict"] == "safe" and res[1]["counterexample"] is None
-    assert len(run_checks()) == len(DEFAULT_SET) == 29
+    assert len(run_checks()) == len(DEFAULT_SET) == 33
 
 
 def test_cli_json_and_errors(capsys):

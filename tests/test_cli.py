@@ -36,8 +36,9 @@ def test_version_is_the_package_version(capsys):
 
 
 def test_every_command_is_listed():
-    assert set(COMMANDS) == {"evaluate", "replay", "overhead", "check", "sites", "predict",
-                             "capture", "lab", "lab capture", "lab kernel", "lab profile"}
+    assert set(COMMANDS) == {"evaluate", "replay", "overhead", "fleet", "check", "sites", "predict",
+                             "capture", "lab", "lab capture", "lab kernel", "lab profile",
+                             "lab prototype"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

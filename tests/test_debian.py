@@ -57,3 +57,57 @@ def test_lock_is_retried(monkeypatch):
 def test_extract_missing_deb(tmp_path):
     with pytest.raises(LocalmapError, match="no such"):
         debian.extract_deb(tmp_path / "nope.deb")
+
+
+VERSIONS = ["6.12.117-1~deb12u1", "6.12.117-1", "6.12.117-1+deb13u1", "6.12.9-1", "6.12.117", "1:0.1",
+            "6.1.0-50", "6.1.176-1", "1.0~rc1", "1.0", "1.0a", "1.0+", "1.0.0", "2.0-1~bpo12+1", "2.0-1",
+            "0:2.0-1", "1.35.0-4+deb12u1+b1", "1.35.0-4+deb12u1", "1.0-1~~", "1.0-1~"]
+
+
+def test_versions_compare_as_dpkg_does():
+    import itertools
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("dpkg") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("dpkg missing: the oracle of this test")
+        pytest.skip("dpkg missing (the oracle of this test)")
+    for a, b in itertools.product(VERSIONS, VERSIONS):
+        r = debian.compare_versions(a, b)
+        rel = "lt" if r < 0 else "eq" if r == 0 else "gt"
+        assert subprocess.run(["dpkg", "--compare-versions", a, rel, b]).returncode == 0, (a, rel, b)
+
+
+def test_cache_picks_the_newest_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    d = tmp_path / "localmap" / "debs"
+    d.mkdir(parents=True)
+    for v in ("6.12.9-1", "6.12.117-1~deb12u1", "6.12.117-1", "6.12.10-1"):
+        (d / f"linux_{v}_arm64.deb").write_bytes(b"!<arch>\n")
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    assert debian.fetch_deb("linux:arm64").name == "linux_6.12.117-1_arm64.deb"
+
+
+def test_suite_configuration_is_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("LOCALMAP_DEBIAN_MIRROR", "http://mirror.example/debian")
+    opts = debian.suite_options("trixie", "riscv64")
+    opts = debian.suite_options("trixie", "armhf")
+    root = tmp_path / "localmap" / "apt" / "trixie"
+    assert (root / "sources.list").read_text() == "deb [arch=riscv64,armhf] http://mirror.example/debian trixie main\n"
+    assert f"-o=Dir::State::Lists={root / 'lists'}" in opts and f"-o=Dir::State::status={root / 'status'}" in opts
+    assert "-o=APT::Architectures::=riscv64" in opts and "-o=APT::Architectures::=armhf" in opts
+    with pytest.raises(LocalmapError):
+        debian.suite_dir("../etc")
+
+
+def test_every_architecture_has_a_kernel_package():
+    from localmap.perf.images import ARCHES
+
+    assert set(debian.ARCH_KERNELS) | {"arm64"} == set(ARCHES)
+    for arch, (spec, suite, kind) in debian.ARCH_KERNELS.items():
+        name, parch, _v = debian._split_spec(spec)
+        assert parch == arch and name.startswith("linux-image-") and kind in ("vmlinuz", "vmlinux")
+        assert suite is None or arch != "amd64"  # the native architecture comes from the system

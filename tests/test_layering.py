@@ -21,9 +21,10 @@ RANK = {
     "mm": 3,
     "design": 4,
     "analysis": 5, "check": 5, "perf": 5, "lab": 5,
-    "report": 6,
-    "cli": 7,
-    "__main__": 8,
+    "fleet": 6,
+    "report": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 PRESENTATION = {"rich", "argparse"}
 MAY_PRESENT = {"cli", "__main__"}

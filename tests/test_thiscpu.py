@@ -72,10 +72,16 @@ class FlatEnv(tc.ThisCpuEnv):
         self.ttbr1 = value
         self.ttbr1_log.append(value)
 
+    def pcpu_mark(self, reg):
+        self.calls.append(f"mark{reg}")
+
+    def pcpu_unmark(self):
+        self.calls.append("unmark")
+
 
 def target(seq: tc.OpSeq) -> int:
     return {"offset": PTR + OFF, "segment": PTR + OFF, "local": PTR + tc.DEFAULT_DELTA,
-            "direct": PTR}[seq.addressing]
+            "direct": PTR, "fixup": PTR + OFF}[seq.addressing]
 
 
 SCALAR_OPS = [op for op in tc.OPS if op not in tc.WIDE_OPS]

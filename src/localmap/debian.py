@@ -8,6 +8,12 @@ Debian arm64 kernels. It uses the ordinary Debian clients only:
 * ``apt-get download PKG[:ARCH][=VERSION]`` into ``${XDG_CACHE_HOME:-~/.cache}/localmap/debs``,
 * ``dpkg -x`` into ``${XDG_CACHE_HOME:-~/.cache}/localmap/extract/<deb name>``.
 
+A package of another Debian release than the machine's (Debian 13 "trixie" builds 6.12.117 for
+ppc64el, s390x, armhf and riscv64, which Debian 12 does not) is fetched through a private apt
+configuration under ``${XDG_CACHE_HOME:-~/.cache}/localmap/apt/<suite>`` (its own sources list,
+package lists and state, the system's keyring): the system's sources, architectures and packages
+are never touched.
+
 Both steps are cached: a ``.deb`` already in the cache is not downloaded again, and an extracted
 tree is reused (extraction goes to a temporary directory renamed into place, so an interrupted
 run never leaves a half tree that looks complete).
@@ -96,13 +102,71 @@ def _last_error(proc: subprocess.CompletedProcess) -> str:
     return errs[-1] if errs else f"exit status {proc.returncode}"
 
 
-def _known(name: str, arch: str | None) -> bool:
+def _known(name: str, arch: str | None, opts: tuple[str, ...] = ()) -> bool:
     spec = f"{name}:{arch}" if arch else name
     if shutil.which("apt-cache") is None:
         return False
-    proc = subprocess.run(["apt-cache", "policy", spec], capture_output=True, text=True)
+    proc = subprocess.run(["apt-cache", *opts, "policy", spec], capture_output=True, text=True)
     m = re.search(r"Candidate:\s*(\S+)", proc.stdout)
     return bool(m and m.group(1) != "(none)")
+
+
+MIRROR = "http://deb.debian.org/debian"  # overridden by $LOCALMAP_DEBIAN_MIRROR
+_suite_updated: set[tuple[str, str]] = set()  # (suite, architectures) updated by this process
+
+
+def suite_dir(suite: str) -> Path:
+    """Root of the private apt configuration for Debian ``suite`` (created on demand)."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", suite):
+        raise LocalmapError(f"not a Debian suite name: {suite!r}")
+    root = cache_dir() / "apt" / suite
+    for sub in ("lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _suite_archs(root: Path, arch: str | None) -> list[str]:
+    path = root / "architectures"
+    archs = path.read_text().split() if path.is_file() else []
+    if arch and arch not in archs:
+        archs.append(arch)
+        path.write_text(" ".join(archs) + "\n")
+    return archs
+
+
+def suite_options(suite: str, arch: str | None = None) -> tuple[str, ...]:
+    """``apt-get``/``apt-cache`` options that use only the private configuration of ``suite``
+    (main component, the architectures asked for so far plus ``arch``)."""
+    root = suite_dir(suite)
+    archs = _suite_archs(root, arch)
+    mirror = os.environ.get("LOCALMAP_DEBIAN_MIRROR") or MIRROR
+    tag = f"[arch={','.join(archs)}] " if archs else ""
+    sources = root / "sources.list"
+    line = f"deb {tag}{mirror} {suite} main\n"
+    if not sources.is_file() or sources.read_text() != line:
+        sources.write_text(line)
+    status = root / "status"
+    if not status.exists():
+        status.write_text("")
+    opts = [f"-o=Dir::Etc::SourceList={sources}", f"-o=Dir::Etc::SourceParts={root / 'sources.list.d'}",
+            f"-o=Dir::State::Lists={root / 'lists'}", f"-o=Dir::State::status={status}",
+            f"-o=Dir::Cache={root / 'cache'}", f"-o=Dir::Etc::Preferences={root / 'preferences'}",
+            f"-o=Dir::Etc::PreferencesParts={root / 'preferences.d'}"]
+    opts += [f"-o=APT::Architectures::={a}" for a in archs]
+    return tuple(opts)
+
+
+def suite_update(suite: str, arch: str | None = None) -> str:
+    """``apt-get update`` of the private configuration of ``suite`` (once per process). Returns
+    apt's last error line ("" when none): a mirror may fail some indices and still serve the one
+    that is needed, so the caller decides by looking the package up afterwards."""
+    opts = suite_options(suite, arch)
+    key = (suite, " ".join(o for o in opts if "Architectures" in o))
+    if key in _suite_updated:
+        return ""
+    proc = _run(["apt-get", *opts, "update", "-q"], what=f"apt-get update ({suite})")
+    _suite_updated.add(key)
+    return "" if proc.returncode == 0 else _last_error(proc)
 
 
 def ensure_arch(arch: str) -> None:
@@ -135,28 +199,111 @@ def apt_update(arch: str | None = None) -> None:
     _updated.add(key)
 
 
-def _cached(name: str, arch: str | None, version: str | None) -> Path | None:
+def _order(c: str) -> int:
+    """Sort weight of one character of a version part (Debian Policy 5.6.12): ``~`` before the
+    end of the part, the end before letters, letters before everything else."""
+    if c == "~":
+        return -1
+    if c.isalpha():
+        return ord(c)
+    return ord(c) + 256
+
+
+def _compare_part(a: str, b: str) -> int:
+    """Compare two upstream-version or revision strings the dpkg way."""
+    i = j = 0
+    while i < len(a) or j < len(b):
+        first = 0
+        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
+            ca = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
+            cb = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
+            if ca != cb:
+                return -1 if ca < cb else 1
+            i += 1
+            j += 1
+        while i < len(a) and a[i] == "0":
+            i += 1
+        while j < len(b) and b[j] == "0":
+            j += 1
+        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
+            if not first:
+                first = (a[i] > b[j]) - (a[i] < b[j])
+            i += 1
+            j += 1
+        if i < len(a) and a[i].isdigit():
+            return 1
+        if j < len(b) and b[j].isdigit():
+            return -1
+        if first:
+            return first
+    return 0
+
+
+def _split_version(v: str) -> tuple[int, str, str]:
+    epoch, _, rest = v.partition(":") if ":" in v else ("0", "", v)
+    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
+    try:
+        e = int(epoch or "0")
+    except ValueError:
+        raise LocalmapError(f"not a Debian version: {v!r}") from None
+    return e, upstream, revision
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as Debian version ``a`` sorts before, equal to or after ``b`` (the order of
+    ``dpkg --compare-versions``: epoch, then upstream version, then Debian revision, where ``~``
+    sorts before anything, even the end: ``6.12.117-1~deb12u1 < 6.12.117-1``)."""
+    ea, ua, ra = _split_version(a)
+    eb, ub, rb = _split_version(b)
+    if ea != eb:
+        return -1 if ea < eb else 1
+    return _compare_part(ua, ub) or _compare_part(ra, rb)
+
+
+def _deb_version(path: Path) -> str:
     # apt-get download names files NAME_VERSION_ARCH.deb with ':' in the version escaped as %3a
+    return path.name.split("_")[1].replace("%3a", ":")
+
+
+def _cached(name: str, arch: str | None, version: str | None) -> Path | None:
+    """The cached ``.deb`` of ``name`` (the newest by Debian version when several are cached)."""
     ver = "*" if version is None else version.replace(":", "%3a")
-    hits = sorted(debs_dir().glob(f"{name}_{ver}_{arch or '*'}.deb"))
-    return hits[-1] if hits else None
+    hits = list(debs_dir().glob(f"{name}_{ver}_{arch or '*'}.deb"))
+    if not hits:
+        return None
+    best = hits[0]
+    for h in hits[1:]:
+        if compare_versions(_deb_version(h), _deb_version(best)) > 0:
+            best = h
+    return best
 
 
-def fetch_deb(spec: str) -> Path:
+def fetch_deb(spec: str, suite: str | None = None) -> Path:
     """Download the Debian package ``name[:arch][=version]`` (cached) and return its ``.deb``.
 
     The package index is refreshed (``apt-get update``) only when apt does not know the package.
+    With ``suite`` (e.g. ``"trixie"``), a package the system's apt does not know is fetched from
+    that Debian suite through the private configuration of :func:`suite_options`.
     """
     name, arch, version = _split_spec(spec)
     hit = _cached(name, arch, version)
     if hit is not None:
         return hit
-    if not _known(name, arch):
+    opts: tuple[str, ...] = ()
+    if suite is not None and not _known(name, arch):
+        opts = suite_options(suite, arch)
+        if not _known(name, arch, opts):
+            err = suite_update(suite, arch)
+            if not _known(name, arch, opts):
+                raise LocalmapError(f"Debian package {spec} not found in {suite} after apt-get update"
+                                    + (f" ({err})" if err else " (network needed)"))
+    elif not _known(name, arch):
         apt_update(arch)
         if not _known(name, arch):
             raise LocalmapError(f"Debian package {spec} not found by apt-cache (after apt-get update)")
     with tempfile.TemporaryDirectory(dir=debs_dir(), prefix=".dl-") as tmp:
-        proc = _run(["apt-get", "download", "-q", spec], cwd=Path(tmp), what=f"apt-get download {spec}")
+        proc = _run(["apt-get", *opts, "download", "-q", spec], cwd=Path(tmp),
+                    what=f"apt-get download {spec}")
         if proc.returncode != 0:
             raise LocalmapError(f"apt-get download {spec} failed: {_last_error(proc)}")
         got = sorted(Path(tmp).glob("*.deb"))
@@ -235,6 +382,40 @@ DEBIAN_KERNELS = {
     "arm64": "linux-image-6.12.117+deb12-arm64-unsigned:arm64",
     "rt-arm64": "linux-image-6.12.117+deb12-rt-arm64-unsigned:arm64",
 }
+
+
+# The kernel images analysed for every other Debian architecture: (package, suite or None for
+# the machine's own sources, image file name in boot/). Debian 12 builds 6.12.117 for amd64 (and
+# arm64); Debian 13 builds it for armhf and riscv64. ppc64el and s390x: Debian 12's 6.12 index
+# and Debian 13's packages are not on the mirror this project is tested against, so Debian 12's
+# 6.1 kernel is used (its percpu.h paths are the same; s390x reaches the lowcore at address 0).
+# Foreign architectures always go through the private configuration of their suite, so the
+# machine's dpkg architectures and apt indices stay as they are.
+ARCH_KERNELS: dict[str, tuple[str, str | None, str]] = {
+    "amd64": ("linux-image-6.12.117+deb12-amd64-unsigned:amd64", None, "vmlinuz"),
+    "armhf": ("linux-image-6.12.117+deb13-armmp:armhf", "trixie", "vmlinuz"),
+    "riscv64": ("linux-image-6.12.117+deb13-riscv64:riscv64", "trixie", "vmlinux"),
+    "ppc64el": ("linux-image-6.1.0-50-powerpc64le:ppc64el", "bookworm", "vmlinux"),
+    "s390x": ("linux-image-6.1.0-50-s390x:s390x", "bookworm", "vmlinuz"),
+}
+
+
+def debian_arch_kernel(arch: str) -> tuple[Path, Path]:
+    """Fetch (cached) the kernel image package of Debian architecture ``arch`` (see
+    :data:`ARCH_KERNELS`) and extract only its image and ``.config``: (image, config)."""
+    try:
+        spec, suite, kind = ARCH_KERNELS[arch]
+    except KeyError:
+        raise LocalmapError(f"unknown architecture {arch!r} (known: {', '.join(ARCH_KERNELS)})") from None
+    name = spec.split(":")[0]
+    version = name.removeprefix("linux-image-").removesuffix("-unsigned")
+    if suite is not None:  # one index update per suite for all the architectures it serves here
+        for other, (ospec, osuite, _k) in ARCH_KERNELS.items():
+            if osuite == suite:
+                _suite_archs(suite_dir(suite), ospec.split(":")[1])
+    deb = fetch_deb(spec, suite=suite)
+    image, config = extract_members(deb, [f"boot/{kind}-{version}", f"boot/config-{version}"])
+    return image, config
 
 
 def debian_kernel(flavour: str = "arm64") -> tuple[Path, Path | None]:

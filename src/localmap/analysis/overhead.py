@@ -12,7 +12,9 @@ Two sources of figures, which the tests hold equal:
 :func:`overhead_synthetic` (K live chunks, every page populated, one group, all CPUs online) and
 :func:`overhead_bundle` (a capture's allocation history replayed through the allocator
 model, driving a design machine of N CPUs through the listener protocol) return dicts with the
-same keys; :func:`overhead_table` gives the grid across granules and CPU counts.
+same keys; :func:`overhead_bundles` feeds several machines from one replay, and
+:func:`replay_overhead` returns that replay's own result beside them (a fleet's task);
+:func:`overhead_table` gives the grid across granules and CPU counts.
 
 Differences from the kernel/talk: the talk counts a whole 4K page per PGD copy; the model charges
 ``PGD_SIZE`` when the root is smaller than a page (DESIGN.md item 5) and reports the KPTI block
@@ -263,6 +265,27 @@ def overhead_bundles(
     ``specs``: ``(cpus, granule, va_bits, baseline)`` each (granule/va_bits ``None`` = the
     bundle's own). Returns one result per spec (as :func:`overhead_bundle`), or the
     :class:`LocalmapError` that rules that spec out (e.g. a 16K history at 4K pages)."""
+    return _overhead_bundles(bundle, specs, checked=checked, progress=progress,
+                             map_global=map_global, always_replay=False)[1]
+
+
+def replay_overhead(
+    bundle: Any,
+    specs: Iterable[tuple[int, int | str | None, int | None, bool]],
+    *,
+    checked: bool = False,
+    progress: Progress | None = None,
+    map_global: bool = True,
+) -> tuple[Any, list[dict[str, Any] | LocalmapError]]:
+    """:func:`overhead_bundles` that also returns the allocator replay's own result: ``(the
+    :class:`~localmap.analysis.replay.ReplayResult`, one result or error per spec)``, from the
+    one replay (run even when every spec is ruled out)."""
+    return _overhead_bundles(bundle, specs, checked=checked, progress=progress,
+                             map_global=map_global, always_replay=True)
+
+
+def _overhead_bundles(bundle: Any, specs, *, checked: bool, progress: Progress | None,
+                      map_global: bool, always_replay: bool):
     from localmap.analysis import replay as replay_mod  # the allocator replay
     from localmap.ingest.bundle import load_bundle
 
@@ -284,8 +307,10 @@ def overhead_bundles(
             continue
         machines.append((driver, base))
         listeners += [driver] + ([base] if base else [])
-    if listeners:
-        replay_mod.replay(bundle, listener=Tee(*listeners), progress=progress)
+    replayed = None
+    if listeners or always_replay:
+        replayed = replay_mod.replay(bundle, listener=Tee(*listeners) if listeners else None,
+                                     progress=progress)
     out: list[dict[str, Any] | LocalmapError] = []
     for entry in machines:
         if isinstance(entry, LocalmapError):
@@ -309,7 +334,7 @@ def overhead_bundles(
                 base.machine.check_all()
             res["baseline_ops"] = base.machine.acct.as_dict()
         out.append(res)
-    return out
+    return replayed, out
 
 
 def overhead_bundle(

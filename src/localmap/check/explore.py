@@ -17,7 +17,8 @@ Reductions, all sound for the properties checked:
 Memory: a visited state is one ``marshal`` byte string (its key) and an index; the frontier
 holds the exact encoding of the states still to expand, decoded when expanded. A counterexample
 is the list of actions from the initial state; :func:`replay` re-executes it deterministically
-and must reach the same violation.
+and must reach the same violation. A scenario may bring its own machine with the same interface
+(``sc.machine``): the code-patching scenarios of :mod:`localmap.check.ktr` do.
 """
 
 from __future__ import annotations
@@ -58,13 +59,22 @@ class Result:
                 "property": self.prop, "violation": self.violation}
 
 
+def machine_for(sc, cpus: int | None, tasks: int | None, evictions: bool = False):
+    """The machine that runs ``sc``: :class:`Machine`, or the scenario's own (``sc.machine``:
+    code patching under text replication, :mod:`localmap.check.ktr`)."""
+    own = getattr(sc, "machine", None)
+    if own is not None:
+        return own(cpus, tasks, evictions)
+    return Machine(sc, cpus, tasks, evictions=evictions)
+
+
 def explore(sc: Scenario, cpus: int | None = None, tasks: int | None = None,
             max_states: int = 5_000_000, symmetry: bool = True, evictions: bool = False,
             progress=None) -> Result:
     """Explore every interleaving of ``sc``. ``symmetry=False`` switches off the task and CPU
     symmetry reduction; ``evictions=True`` also explores TLB and walk-cache evictions;
     ``progress(states)`` is called every 20 000 new states."""
-    m = Machine(sc, cpus, tasks, evictions=evictions)
+    m = machine_for(sc, cpus, tasks, evictions)
     t0 = time.perf_counter()
     init = m.initial()
     ids: dict[bytes, int] = {m.key(init, symmetry): 0}
@@ -135,8 +145,7 @@ def replay(sc: Scenario, actions: list, cpus: int | None = None, tasks: int | No
            evictions: bool = False):
     """Re-execute ``actions`` from the initial state. Returns ``(violation, infos, world)``
     where ``violation`` is the :class:`Violation` reached (or None) and ``infos`` the steps."""
-    m = Machine(sc, cpus, tasks, evictions=evictions or any(a[0].startswith("evict")
-                                                            for a in actions))
+    m = machine_for(sc, cpus, tasks, evictions or any(a[0].startswith("evict") for a in actions))
     w = m.initial()
     infos: list[StepInfo] = []
     try:

@@ -191,6 +191,18 @@ def _remote(on):
                 symmetric_cpus="all-but-last")
 
 
+@family("fixup-op", ["fixup-fiq"])
+def _fixup_op(on, form="fixup-lse"):
+    """The alternative design (the s390 series' register fix-up, on arm64): no page tables, no
+    preemption control; the task marks the register that holds ptr + tpidr_el1, and a task
+    preempted mid-op through an IRQ or an FIQ (both end in preempt_schedule_irq) is corrected on
+    its exception return when it resumes on another CPU -- on the IRQ path always, on the FIQ path
+    with ``fixup-fiq``; interrupts run __this_cpu_add through tpidr_el1."""
+    paths = ("irq", "fiq")
+    return dict(script=(Item(form, "add"),), irq=OFFSET_IRQ, preemptible=True, exception_paths=paths,
+                fixup_paths=paths if "fixup-fiq" in on else ("irq",))
+
+
 # ----------------------------------------------------------------------------- page-table lifecycle
 
 @family("depopulate", ["tlbi"])

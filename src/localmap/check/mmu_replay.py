@@ -45,7 +45,9 @@ DEPOPULATE_TAGS = {"unmap", "tlbi", "free", "repopulate"}
 
 
 def supported(sc: Scenario, actions: list) -> bool:
-    if sc.kpti or sc.setup or sc.roles:
+    if not isinstance(sc, Scenario):  # e.g. code patching under text replication: no this_cpu op
+        return False
+    if sc.kpti or sc.setup or sc.roles or sc.exception_paths:
         return False
     if any(step.tag not in DEPOPULATE_TAGS and step.effect is not None
            for wk in sc.workers for step in wk):

@@ -22,7 +22,13 @@ a one-page-per-unit chunk:
   be shared between any such PEs, not only SMT siblings); walk caches (table entries cached by
   the walker, and filled by speculative walks at any time) where a scenario frees tables;
 * kernel workers that run the scenario's steps (depopulate, vmalloc + sync, CPU online, resume,
-  hot-remove, ...); steps are plain functions of a :class:`Ctx`, written with the scenario.
+  hot-remove, ...); steps are plain functions of a :class:`Ctx`, written with the scenario;
+* for the register fix-up design (the s390 series on arm64): the asynchronous exceptions through
+  which a task can be preempted mid-op (``exception_paths``: IRQ and FIQ both end in
+  ``preempt_schedule_irq`` on arm64), each recorded with the CPU it was taken on; when the task
+  runs again, the exception return of a path in ``fixup_paths`` adds the difference of the two
+  CPUs' offsets to the register the task has marked (``pcpu_mark``); the others return with the
+  register unchanged.
 
 Properties (the ``property`` of a violation):
 ``attribution``: a this_cpu update running on CPU c writes CPU c's copy; ``read-consistency``:
@@ -189,6 +195,8 @@ class Scenario:
     family: str | None = None
     on: frozenset = frozenset()
     params: tuple = ()
+    exception_paths: tuple = ()       # register fix-up design: exceptions that can preempt mid-op
+    fixup_paths: tuple = ()           # ... and those whose return fixes the marked register
 
     def without(self, mechanism: str) -> "Scenario":
         """The same scenario with ``mechanism`` switched off (its family rebuilds it)."""
@@ -206,7 +214,9 @@ class Scenario:
 
 @dataclass(slots=True)
 class World:
-    tasks: list          # (role, cpu, item, pc, regs, pcount, irqoff, rd)
+    tasks: list          # (role, cpu, item, pc, regs, pcount, irqoff, rd, exc, marker): exc is ()
+                         # or (its path fixes up?, CPU it was taken on), marker the register a
+                         # fix-up design task has marked (-1: none)
     cpus: list           # (online, irq_pc, irq_regs, irqs_taken, monitor_pa, ttbr1, cnp)
     mem: dict            # pa -> value (variable words only)
     freed: frozenset     # freed physical pages
@@ -547,7 +557,7 @@ class Machine:
                 mem[unit_page(0, c) * PAGE + off] = 0
         cpus = [(True, -1, (), 0, -1, self.root_pa(c), sc.cnp) for c in range(n)]
         nroles = len(self.roles)
-        tasks = [(i % nroles, RUNNABLE, 0, 0, (), 0, False, NOREAD) for i in range(self.ntasks)]
+        tasks = [(i % nroles, RUNNABLE, 0, 0, (), 0, False, NOREAD, (), -1) for i in range(self.ntasks)]
         w = World(tasks=tasks, cpus=cpus, mem=mem, freed=frozenset(), ftables=frozenset(),
                   tlb=[frozenset()] * (n + 1), wc=[frozenset()] * (n + 1), roots=roots,
                   leaves=leaves, wpc=(0,) * len(self.workers),
@@ -630,8 +640,13 @@ class Machine:
                 if not self.blocked(w, t):
                     acts.append(("exec", c))
                 masked = item.masked and t[3] > 0
-                if t[3] == 0 or (sc.preemptible and t[5] == 0 and not t[6] and not masked):
+                if t[3] == 0:
                     acts.append(("preempt", c))
+                elif sc.preemptible and t[5] == 0 and not t[6] and not masked:
+                    if sc.exception_paths:  # preempted on the way out of one of these exceptions
+                        acts.extend(("preempt", c, path) for path in sc.exception_paths)
+                    else:
+                        acts.append(("preempt", c))
             elif online:
                 seen = set()
                 for i, u in enumerate(w.tasks):
@@ -678,17 +693,33 @@ class Machine:
             rd = t[7]
             if rd and rd[0] == c and rd[1]:
                 rd = (rd[0], True, True)  # inside a read, back on the copy's CPU
-            n.tasks[i] = (t[0], c) + t[2:7] + (rd,)
+            regs, what = t[4], f"scheduled on CPU{c} (context switch, clrex)"
+            if t[8]:
+                fixes, was = t[8]
+                what += f"; exception return (taken on CPU{was})"
+                if t[9] >= 0 and c != was and fixes:
+                    r = list(regs)
+                    r[t[9]] = (r[t[9]] + (c - was) * PAGE) & tc.MASK64
+                    regs = tc.forget_dead(self.seqs[t[0]][t[2]], t[3], tuple(r))
+                    what += f" with the fix-up: {tc.REG_NAMES[t[9]]} += offset(CPU{c}) - offset(CPU{was})"
+                elif t[9] >= 0 and c != was:
+                    what += f", this path has no fix-up: {tc.REG_NAMES[t[9]]} keeps CPU{was}'s offset"
+            n.tasks[i] = (t[0], c, t[2], t[3], regs) + t[5:7] + (rd, (), t[9])
             self._clear_monitor(n, c)
-            return n, StepInfo(f"task{i}", f"scheduled on CPU{c} (context switch, clrex)", c)
+            return n, StepInfo(f"task{i}", what, c)
         if kind == "preempt":
-            _, c = act
+            c = act[1]
+            path = act[2] if len(act) > 2 else None
             i = self.running(n, c)
             t = n.tasks[i]
-            n.tasks[i] = (t[0], RUNNABLE) + t[2:]
+            # only whether the path fixes up matters for what follows (alike paths: one state)
+            exc = (path in self.sc.fixup_paths, c) if path else ()
+            n.tasks[i] = (t[0], RUNNABLE) + t[2:8] + (exc, t[9])
             self._clear_monitor(n, c)
             what = "schedules out (voluntary, between operations)" if t[3] == 0 else \
                 f"preempted at pc {t[3]} (context switch, clrex)"
+            if path:
+                what = f"{path} exception at pc {t[3]}, preempted on its way out (context switch, clrex)"
             return n, StepInfo(f"task{i}", what, c)
         if kind == "irq":
             _, c = act
@@ -792,12 +823,13 @@ class Machine:
             t = w.tasks[ti]
             pcount = t[5] + env.pcount_delta
             irqoff = t[6] if env.irqoff is None else env.irqoff
+            marker = t[9] if env.marker is None else env.marker
             if pc >= ninsn:
                 item_no = t[2] + 1
                 where = DONE if item_no >= len(self.roles[t[0]]) else c
-                w.tasks[ti] = (t[0], where, item_no, 0, (), pcount, irqoff, NOREAD)
+                w.tasks[ti] = (t[0], where, item_no, 0, (), pcount, irqoff, NOREAD, (), marker)
             else:
-                w.tasks[ti] = (t[0], c, t[2], pc, regs, pcount, irqoff, rd)
+                w.tasks[ti] = (t[0], c, t[2], pc, regs, pcount, irqoff, rd, (), marker)
         return w, info
 
     # ------------------------------------------------------------------ state keys
@@ -946,7 +978,8 @@ class Machine:
             v = memo.get(k)
             if v is None:
                 v = memo[k] = ((t[0], p[t[1]] if t[1] >= 0 else t[1]) + t[2:4] + (regs(t[4]),)
-                               + t[5:7] + (((p[t[7][0]],) + t[7][1:]) if t[7] else t[7],))
+                               + t[5:7] + (((p[t[7][0]],) + t[7][1:]) if t[7] else t[7],)
+                               + ((t[8][0], p[t[8][1]]) if t[8] else t[8], t[9]))
             return v
 
         def cpu(x):
@@ -1011,7 +1044,7 @@ class _Env(tc.ThisCpuEnv):
     """thiscpu hooks on the abstract state (translate = walk + TLB of the model)."""
 
     __slots__ = ("m", "w", "c", "ti", "info", "item", "update", "reading", "rd", "first_load",
-                 "pc", "started", "pcount_delta", "irqoff")
+                 "pc", "started", "pcount_delta", "irqoff", "marker")
 
     def __init__(self, m: Machine, w: World, c: int, ti, info: StepInfo, item: Item, rd: tuple,
                  first_load: int):
@@ -1022,6 +1055,7 @@ class _Env(tc.ThisCpuEnv):
         self.pc, self.started = 0, False
         self.pcount_delta = 0
         self.irqoff = None
+        self.marker = None
 
     def cpu(self) -> int:
         return self.c
@@ -1130,7 +1164,7 @@ class _Env(tc.ThisCpuEnv):
                 for j, t in enumerate(w.tasks):  # in-flight reads of this copy are torn
                     rd = t[7]
                     if rd and rd[0] == owner and rd[1] and j != self.ti:
-                        w.tasks[j] = t[:7] + ((owner, False, rd[2]),)
+                        w.tasks[j] = t[:7] + ((owner, False, rd[2]),) + t[8:]
         w.mem[pa] = value
         g = pa & ~0xF
         for o in range(m.ncpus):  # a store to a monitored granule clears other PEs' monitors
@@ -1140,6 +1174,12 @@ class _Env(tc.ThisCpuEnv):
 
     def preempt_count_add(self, delta: int) -> None:
         self.pcount_delta += delta
+
+    def pcpu_mark(self, reg: int) -> None:
+        self.marker = reg
+
+    def pcpu_unmark(self) -> None:
+        self.marker = -1
 
     def irq_save(self) -> None:
         self.irqoff = True

@@ -18,6 +18,7 @@ Deliberate choices (reported):
 
 from __future__ import annotations
 
+from localmap.check.ktr import ktr_scenario
 from localmap.check.library import scenario
 from localmap.check.model import Scenario
 
@@ -105,6 +106,21 @@ _add(scenario("publish", "publish-before-local-map", "alloc_percpu publishes the
 _add(scenario("publish", "publish-after-local-map", "alloc_percpu publishes after the global and "
               "every local mapping"))
 
+# -- the alternative design (the register fix-up) and code patching under text replication
+_add(scenario("fixup-op", "fixup-missed-path", "alternative design: marked offset register, fix-up "
+              "on the IRQ return path only (the FIQ path returns without it)", on=(),
+              twin="fixup-all-paths", mechanism="the register fix-up on every exception return "
+              "path that can follow a preemption (here the FIQ one)"))
+_add(scenario("fixup-op", "fixup-all-paths", "alternative design: marked offset register, fix-up "
+              "on every exception return path"))
+_add(ktr_scenario("ktr-patch-one-copy", "text replicated per node; the patch writes through the "
+                  "text VA, i.e. only the patching CPU's copy (what __aarch64_insn_write does today)",
+                  on=("icache-maint", "poke-tlbi", "kick-isb"), twin="ktr-patch-all-copies",
+                  mechanism="write every copy through its own alias"))
+_add(ktr_scenario("ktr-patch-all-copies", "text replicated per node; every copy written through its "
+                  "own alias, D-cache cleaned and I-cache invalidated per copy, alias TLBI, isb on "
+                  "every CPU, then publish"))
+
 # -- extra twins and references (`localmap check all`)
 for _sc in (
     scenario("multi-insn", "local-multi-insn-irqoff", "multi-instruction op with "
@@ -148,6 +164,16 @@ for _sc in (
     scenario("hot-remove", "hot-remove-tlbi-before-clear", "hot-remove invalidates before clearing "
              "the copies: a speculative walk re-caches the entry", tlbi_first=True,
              twin="hot-remove-clear-copies", mechanism="order: clear the copies, then invalidate"),
+    ktr_scenario("ktr-patch-all-no-icache", "every copy written and cleaned, no I-cache "
+                 "invalidation", on=("all-copies", "poke-tlbi", "kick-isb"),
+                 twin="ktr-patch-all-copies", mechanism="ic ivau through each copy's alias"),
+    ktr_scenario("ktr-patch-all-no-tlbi", "every copy written, but the poke alias is remapped "
+                 "without a TLB invalidation", on=("all-copies", "icache-maint", "kick-isb"),
+                 twin="ktr-patch-all-copies", mechanism="local TLBI when the poke alias is unmapped"),
+    ktr_scenario("ktr-patch-all-no-isb", "every copy written with cache maintenance, no isb on "
+                 "the other CPUs before publishing", on=("all-copies", "icache-maint", "poke-tlbi"),
+                 twin="ktr-patch-all-copies",
+                 mechanism="kick_all_cpus_sync (context synchronisation on every CPU)"),
 ):
     _add(_sc, extra=True)
 
@@ -176,7 +202,7 @@ def resolve(names=None) -> list[Scenario]:
         return [SCENARIOS[n] for n in DEFAULT_SET]
     out = []
     for n in names:
-        if isinstance(n, Scenario):
+        if not isinstance(n, str):  # a scenario object (Scenario, or one with its own machine)
             out.append(n)
             continue
         if n == "all":

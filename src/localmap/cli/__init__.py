@@ -29,6 +29,7 @@ COMMANDS: list[str] = [
     "localmap.cli.evaluate",
     "localmap.cli.replay",
     "localmap.cli.overhead",
+    "localmap.cli.fleet",
     "localmap.cli.check",
     "localmap.cli.sites",
     "localmap.cli.predict",

@@ -22,7 +22,9 @@ def register(subparsers) -> None:
         subparsers, "check", help="exhaustively check this_cpu safety and the page-table lifecycle",
         description="Explore every interleaving of small configurations of the model and print "
         "each scenario's verdict; for an unsafe one, the shortest counterexample. Without "
-        "SCENARIO, the named set of scenarios; 'all' adds the extra twins and references.")
+        "SCENARIO, the named set of scenarios (this_cpu and the page-table lifecycle, the "
+        "register fix-up design, code patching under text replication); 'all' adds the extra "
+        "twins and references.")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                    help="scenario names (see --list), or 'all'")
     p.add_argument("--cpus", type=cpu_count, default=None, metavar="N",
@@ -135,5 +137,6 @@ def cmd_check(args) -> int:
                 out.print(f"  re-executed through the MMU model: {mr['property']} at step "
                           f"{mr['step']}: {mr['message']}", markup=False)
             elif args.mmu:
-                out.print("  (not re-executable through the MMU model: worker-driven scenario)")
+                out.print("  (not re-executable through the MMU model: worker-driven, exception-path "
+                          "or code-patching scenario)")
     return 0

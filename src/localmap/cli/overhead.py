@@ -23,6 +23,7 @@ EXAMPLES = """
 examples:
   synthetic:  localmap overhead --granule 4K --va-bits 48 --cpus 160 --unit-size 192K --chunks 5
   a bundle:   localmap overhead BUNDLE --cpus 160 [--granule 16K --va-bits 48]
+  text replication:  localmap overhead --text-replication [--nodes 4] [--per cpu] [BUNDLE]
 """
 
 
@@ -53,12 +54,90 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sync", action="store_true",
                    help="the sync's cost against CPU count (per sync, and per vmalloc of BUNDLE) "
                    "and the preallocation alternative's memory per granule/VA, then exit")
+    t = p.add_argument_group("kernel text replication (--text-replication)")
+    t.add_argument("--text-replication", action="store_true",
+                   help="cost of replicating kernel text + rodata on the per-CPU tables (arm64 4K/48; "
+                   "image range from BUNDLE's kallsyms, else Debian 6.12.117 arm64's)")
+    t.add_argument("--nodes", type=int, default=None, metavar="N",
+                   help="NUMA nodes (default: a table for 1, 2, 4, 8)")
+    t.add_argument("--per", choices=("node", "cpu"), default="node",
+                   help="one copy per node (default) or per CPU")
+    t.add_argument("--modules-bytes", default="0", metavar="SIZE",
+                   help="module text to account, e.g. 8M (BUNDLE: from vmallocinfo)")
+    t.add_argument("--replicate-modules", action="store_true", help="replicate module text as well")
+    t.add_argument("--mapping", choices=("pte", "block"), default="pte",
+                   help="image leaves: pages (default) or blocks of the level above")
     p.set_defaults(func=run)
+
+
+def _text_replication(args: argparse.Namespace, console) -> int:
+    from localmap.design.text_replication import text_replication_cost, text_replication_table
+
+    cpus = args.cpus if args.cpus is not None else ov.TALK_CPUS
+    kw = dict(modules_bytes=parse_size(args.modules_bytes), replicate_modules=args.replicate_modules,
+              mapping=args.mapping)
+    if args.bundle:
+        got = _bundle_image_range(args.bundle)
+        if kw["modules_bytes"]:  # an explicit --modules-bytes wins over the bundle's vmallocinfo
+            got.pop("modules_bytes", None)
+        kw.update(got)
+    if args.nodes is not None:
+        rows = [text_replication_cost(args.nodes, cpus, per=args.per, **kw)]
+    else:
+        rows = text_replication_table(cpus=cpus, **kw)
+    if args.json:
+        print(json.dumps(rows[0] if args.nodes is not None else rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    r0 = rows[0]
+    t = Table(title=f"kernel text replication on per-CPU tables: {cpus} CPUs, image {fmt_bytes(r0['image_bytes'])} "
+                    f"({r0['image_range'][0]}-{r0['image_range'][1]}), {r0['mapping']} leaves")
+    for col in ("copies per", "nodes", "replicas", "memory", "page tables", "tables/replica", "module tables/replica",
+                "synced entries/replica", "writes per patch"):
+        t.add_column(col, justify="left" if col in ("copies per", "tables/replica", "module tables/replica") else "right")
+    for r in rows:
+        t.add_row(r["per"], str(r["nodes"]), str(r["replicas"]), fmt_bytes(r["memory_bytes"]),
+                  fmt_bytes(r["pgtable_bytes"]), " ".join(f"{k}:{v}" for k, v in r["private_tables_per_replica"].items()),
+                  " ".join(f"{k}:{v}" for k, v in r["module_tables_per_replica"].items()) or "-",
+                  str(r["synced_entries_per_replica"]), str(r["per_patch"]["copies_written"]))
+    console.print(t)
+    pp = r0["per_patch"]
+    info(args, "per patched instruction, for each copy: map its poke alias, write, unmap, local TLBI, "
+               "D-cache clean, I-cache invalidate by the copy's alias; then an isb on every CPU "
+               f"({pp['cross_cpu_isb']}). `localmap check ktr-patch-one-copy ktr-patch-all-copies` "
+               "shows why each step is needed.")
+    return 0
+
+
+def _bundle_image_range(bundle) -> dict:
+    """[_stext, __end_rodata) and the module text of a bundle (kallsyms, vmallocinfo)."""
+    from localmap.ingest.bundle import load_bundle
+    from localmap.perf.image import read_symbol_file
+
+    b = load_bundle(bundle)
+    if b.kallsyms_path is None:
+        raise LocalmapError("the bundle has no kallsyms: the image range is unknown", bundle)
+    syms = read_symbol_file(b.kallsyms_path)
+    names = ("_stext", "_etext", "__start_rodata", "__end_rodata")
+    got = {n: syms.get(n) for n in names}
+    missing = [n for n, v in got.items() if v is None]
+    if missing:
+        raise LocalmapError(f"kallsyms lacks {', '.join(missing)}", b.kallsyms_path)
+    out = {"image_range": (got["_stext"], got["__end_rodata"]), "text_bytes": got["_etext"] - got["_stext"],
+           "rodata_bytes": got["__end_rodata"] - got["__start_rodata"]}
+    areas = b.vmallocinfo or []
+    mods = sum(a.size for a in areas if a.caller.startswith(("execmem", "module_alloc", "load_module")))
+    if mods:
+        out["modules_bytes"] = mods
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     if args.sync:
         return run_sync(args)
+    if args.text_replication:
+        return _text_replication(args, stdout_console())
     if args.cpus is None:
         raise LocalmapError("--cpus N is required")
     window = option("--window-bytes", parse_size, args.window_bytes) if args.window_bytes else None

@@ -7,6 +7,7 @@ listed by title so the reader knows what ``--html`` adds.
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from localmap.cli.console import stdout_console
@@ -17,7 +18,7 @@ from localmap.units import fmt_seconds
 def print_report(report: Report, console: Console | None = None) -> None:
     con = console or stdout_console()
     con.rule(f"[bold]{report.title}")
-    con.print(f"bundle: {report.bundle}")
+    con.print(f"{report.subject}: {report.bundle}")
     for s in report.sections:
         con.print()
         con.rule(f"[bold cyan]{s.title}", align="left")
@@ -26,19 +27,19 @@ def print_report(report: Report, console: Console | None = None) -> None:
             t.add_column(style="bold")
             t.add_column()
             for k, v in s.facts:
-                t.add_row(k, v)
+                t.add_row(escape(k), escape(v))
             con.print(t)
         for tab in s.tables:
             rt = RichTable(title=tab.title, title_justify="left")
             for h in tab.headers:
                 rt.add_column(h)
             for row in tab.rows:
-                rt.add_row(*[str(c) for c in row])
+                rt.add_row(*[escape(str(c)) for c in row])
             con.print(rt)
         for f in s.figures:
             con.print(f"[dim]figure (HTML report): {f.title}[/dim]")
         for n in s.notes:
-            con.print(f"[dim]{n}[/dim]")
+            con.print(f"[dim]{escape(n)}[/dim]")
     if report.omitted:
         con.print()
         con.rule("[bold red]Not in this report", align="left")

@@ -123,6 +123,8 @@ class KernelImage:
     config: dict[str, str] = field(default_factory=dict)
     image_bytes: int = 0
     segments: list[tuple[int, bytes]] = field(default_factory=list)  # (vaddr, bytes) of the image
+    arch: str = "arm64"  # Debian architecture name (see localmap.perf.images for the others)
+    notes: list[str] = field(default_factory=list)  # how the image was unpacked and located
 
     def read_va(self, va: int, size: int) -> bytes | None:
         """Bytes at any image address (text, rodata, ...), or None when not in the image."""

@@ -27,6 +27,9 @@ SECTIONS = [
     ("Per-CPU kernel page tables, before and after", sections.build_tables),
     ("Checker verdicts", sections.build_check),
     ("this_cpu performance", sections.build_perf),
+    ("Other architectures", sections.build_arches),
+    ("Three designs side by side", sections.build_designs),
+    ("Kernel text replication", sections.build_text_replication),
 ]
 
 

@@ -36,8 +36,9 @@ def render(report: Report) -> str:
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>{escape(report.title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{escape(report.title)}</h1>",
-             f"<p>Bundle: <code>{escape(report.bundle)}</code> &middot; evaluated in "
-             f"{report.seconds:.1f} s by <code>localmap evaluate</code>.</p>",
+             f"<p>{escape(report.subject.capitalize())}: <code>{escape(report.bundle)}</code> "
+             f"&middot; evaluated in {report.seconds:.1f} s by "
+             f"<code>{escape(report.command)}</code>.</p>",
              "<nav>" + "".join(f'<a href="#sec-{escape(s.id)}">{escape(s.title)}</a>'
                                for s in report.sections) + "</nav>"]
     for s in report.sections:

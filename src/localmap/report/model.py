@@ -45,6 +45,8 @@ class Report:
     sections: list[Section] = field(default_factory=list)
     omitted: list[tuple[str, str]] = field(default_factory=list)  # (section title, reason)
     seconds: float = 0.0
+    subject: str = "bundle"                # what ``bundle`` names (a fleet report: its sources)
+    command: str = "localmap evaluate"     # the command that made the report
 
     def section(self, sid: str) -> Section | None:
         return next((s for s in self.sections if s.id == sid), None)

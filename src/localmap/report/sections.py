@@ -18,11 +18,14 @@ from localmap.check import run_checks
 from localmap.design.layout import design_layout
 from localmap.errors import LocalmapError
 from localmap.ingest.procfs import percpu_vm_areas
+from localmap.design.text_replication import text_replication_table
+from localmap.perf.compare import CHUNKS, UNIT, comparison, load_arches_summary, pgtable_curves, talk_claims
+from localmap.perf.designs import three_way
 from localmap.perf.summary import performance_summary
 from localmap.perf.talk import NOT_COMPARABLE
 from localmap.report.diagrams import tables_figure, va_layout_figure
 from localmap.report.model import Figure, Section, Table
-from localmap.report.svg import line_chart
+from localmap.report.svg import bar_chart, line_chart
 from localmap.units import fmt_bytes, fmt_count, fmt_percent, fmt_seconds
 
 
@@ -390,6 +393,105 @@ def _measured(s: Section, prof: dict) -> None:
     s.notes.append(f"Measured figures: executed counts under QEMU ({k['label']}), cycles from llvm-mca "
                    f"({', '.join(cores)}), 'low..high' = overlapped..serial; assumptions "
                    + "; ".join(a.split(" ", 1)[0] for a in prof["assumptions"]) + " (see `localmap lab profile`).")
+
+
+# --- other architectures, the alternative design, text replication ---------------------------
+
+def build_arches(ctx: Context, title: str) -> Section:
+    data = load_arches_summary()
+    summ = data["arches"]
+    rows = comparison(summ, cpus=TALK_CPUS)
+    s = Section("arches", title)
+    s.facts.append(("source", data["generated_by"] + "; arm64 from the shipped arm64 summary"))
+    s.facts.append(("design cost", f"{TALK_CPUS} CPUs, {CHUNKS} chunks of {fmt_bytes(UNIT)} units, "
+                                   "each architecture's own kernel page tables"))
+    tab, cost = [], []
+    for r in rows:
+        tab.append([r["flavour"], f"{r['kernel']} {r['preempt_model']}", r["before"], r["after"], f"{r['sites']:,}",
+                    f"{r['own_bracket_sites']:,} {r['own_bracket']}", f"{r['removed_per_op']:g}",
+                    f"{r['removed_per_image']:,}"])
+        note = f"NR_CPUS = {r['nr_cpus']}" if r["beyond_nr_cpus"] else ""
+        if r["cost_error"]:
+            cost.append([r["flavour"], "does not fit", "-", "-", "-", "; ".join(x for x in (r["cost_error"], note) if x)])
+        else:
+            cost.append([r["flavour"], fmt_bytes(r["pgtable_extra_bytes"]), str(r["split_level"]),
+                         fmt_bytes(r["window_bytes"]), fmt_bytes(r["local_va_bytes"]), note])
+    s.tables.append(Table("this_cpu_add on every Debian architecture: today and with a local mapping",
+                          ["arch", "kernel", "this_cpu_add today", "with a local mapping", "sites",
+                           "own protection brackets", "removed per op", "removed per image"], tab))
+    s.tables.append(Table(f"The design on each architecture's kernel page tables, {TALK_CPUS} CPUs",
+                          ["arch", "extra page tables", "split level", "window (each of two)", "local VA", "note"],
+                          cost))
+    s.tables.append(Table("The talk's claims about other architectures, checked against the images",
+                          ["claim", "verdict", "evidence"],
+                          [[c["claim"], c["verdict"], c["evidence"]] for c in talk_claims(summ)]))
+    cats = [r["flavour"] for r in rows]
+    series = [("sites", [r["sites"] for r in rows]),
+              ("in an own bracket", [r["own_bracket_sites"] for r in rows]),
+              ("instructions removed", [r["removed_per_image"] for r in rows])]
+    s.figures.append(Figure(
+        "arch-sites", "this_cpu sites, protected sites and removable instructions per architecture",
+        bar_chart("arch-sites", cats, series, ylabel="count (log)", ylog=True),
+        "One Debian kernel image per architecture (amd64, arm64 and armhf/riscv64: 6.12.117; ppc64el and "
+        "s390x: 6.1.176). A site is one read of the per-CPU offset (one %gs: operand on amd64).",
+        data={n: dict(zip(cats, v)) for n, v in series}))
+    curves = pgtable_curves()
+    s.figures.append(Figure(
+        "arch-pgtables", "Extra page-table memory of the design against CPU count, per architecture",
+        line_chart("arch-pgtables", list(curves.items()), xlabel="online CPUs", ylabel="extra page tables",
+                   xlog=True, ylog=True),
+        f"{CHUNKS} chunks of {fmt_bytes(UNIT)} units on each architecture's kernel tables (arm64 4K/48, "
+        "x86-64 4-level, ppc64 radix 64K, s390x region-second, riscv64 Sv48, armhf 2-level); armhf stops "
+        "where two windows no longer fit its vmalloc area.", data=curves))
+    for r in summ:
+        if r.get("params"):
+            s.notes.append(f"{r['arch']}: derived from the image: " + ", ".join(
+                f"{k} = {v}" for k, v in r["params"].items() if not isinstance(v, dict)))
+    return s
+
+
+def build_designs(ctx: Context, title: str) -> Section:
+    d = three_way()
+    s = Section("designs", title)
+    s.facts.append(("images", f"{d['images']['rt-arm64']} (PREEMPT_RT) and {d['images']['arm64']} "
+                              "(PREEMPT_VOLUNTARY); the talk's backup-slide profile"))
+    rows = []
+    for r in d["rows"]:
+        prof = ", ".join(f"{k} {v:+.3f}" for k, v in r["profile_delta_rt_arm64"].items())
+        rows.append([r["name"], f"{r['insns_per_op_pc']} / {r['insns_per_op_nopc']}", f"{r['removed_rt_arm64']:,}",
+                     f"{r['removed_arm64']:,}", str(r["per_exception"]), fmt_bytes(r["local_va_bytes"]),
+                     fmt_bytes(r["pgtable_extra_bytes"]), prof,
+                     f"{len(r['checker'])} safe / {len(r['unsafe_without'])} unsafe twins"])
+    s.tables.append(Table(
+        "arm64 this_cpu ops: today, the local mapping and the register fix-up",
+        ["design", "this_cpu_add instructions (PREEMPT_COUNT / none)", "removed, rt-arm64", "removed, arm64",
+         "added per EL1 exception", "extra VA", f"extra page tables, {d['cpus']} CPUs",
+         "talk profile, rt-arm64 (points)", "checker"], rows))
+    for r in d["rows"]:
+        s.notes.append(f"{r['name']}: safe as checked in {', '.join(r['checker'])}; unsafe without its "
+                       f"mechanism in {', '.join(r['unsafe_without'])}.")
+    s.notes.extend(d["assumptions"])
+    return s
+
+
+def build_text_replication(ctx: Context, title: str) -> Section:
+    rows = text_replication_table()
+    s = Section("text_replication", title)
+    r0 = rows[0]
+    s.facts.append(("image", f"[_stext, __end_rodata) of Debian 6.12.117 arm64: {fmt_bytes(r0['image_bytes'])} "
+                             f"({r0['image_range'][0]} - {r0['image_range'][1]}), {r0['cpus']} CPUs, 4K/48"))
+    s.tables.append(Table("Kernel text and rodata replicated on the per-CPU tables",
+                          ["copies per", "nodes", "extra copies", "memory", "page tables", "tables per copy",
+                           "copies written per patch"],
+                          [[r["per"], str(r["nodes"]), str(r["replicas"]), fmt_bytes(r["memory_bytes"]),
+                            fmt_bytes(r["pgtable_bytes"]),
+                            " ".join(f"{k}:{v}" for k, v in r["private_tables_per_replica"].items()),
+                            str(r["per_patch"]["copies_written"])] for r in rows]))
+    s.notes.append("Code patching (alternatives, static keys, ftrace, kprobes) must write every copy "
+                   "through its own alias, clean and invalidate the caches per copy, invalidate the alias' "
+                   "TLB entry and synchronise every CPU: the checker's ktr-patch-one-copy (unsafe) and "
+                   "ktr-patch-all-copies (safe) and their twins show each step.")
+    return s
 
 
 __all__ = ["Context", "Unavailable", "replay_scores"]

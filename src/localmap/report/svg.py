@@ -55,8 +55,10 @@ def line_chart(
     width: int = 660,
     height: int = 330,
     step: bool = False,
+    xlim: tuple[float, float] | None = None,
 ) -> str:
-    """A line chart of one or more ``(name, [(x, y), ...])`` series, as an ``<svg>`` string."""
+    """A line chart of one or more ``(name, [(x, y), ...])`` series, as an ``<svg>`` string.
+    ``xlim``: the x range to draw (default: the points' range)."""
     pts = [p for _, s in series for p in s]
     if not pts:
         raise ValueError("line_chart needs at least one point")
@@ -68,7 +70,7 @@ def line_chart(
         xs = [x for x in xs if x > 0]
     if ylog:
         ys = [y for y in ys if y > 0] or [1]
-    xlo, xhi = min(xs), max(xs)
+    xlo, xhi = xlim if xlim is not None else (min(xs), max(xs))
     ylo, yhi = (min(ys), max(ys)) if ylog else (min(0, min(ys)), max(ys))
     if xhi == xlo:
         xhi = xlo + 1
@@ -120,6 +122,68 @@ def line_chart(
         out.append(f'<line x1="{left + pw + 10}" x2="{left + pw + 28}" y1="{ly - 4}" y2="{ly - 4}" '
                    f'stroke="{color}" stroke-width="2"/>')
         out.append(f'<text x="{left + pw + 32}" y="{ly}">{escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def bar_chart(
+    figure_id: str,
+    categories: list[str],
+    series: list[tuple[str, list[float]]],
+    *,
+    ylabel: str,
+    ylog: bool = False,
+    yfmt=lambda v: f"{v:,.0f}",
+    width: int = 660,
+    height: int = 330,
+) -> str:
+    """Grouped vertical bars: one group per category, one bar per series, as an ``<svg>``."""
+    vals = [v for _, s in series for v in s]
+    if not categories or not vals:
+        raise ValueError("bar_chart needs at least one category and one value")
+    left, right, top, bottom = 70, 150, 16, 44
+    pw, ph = width - left - right, height - top - bottom
+    pos = [v for v in vals if v > 0] or [1]
+    ylo, yhi = (min(pos), max(pos)) if ylog else (0, max(vals) or 1)
+    if ylog and yhi == ylo:
+        yhi = ylo * 2
+
+    def fy(y):
+        if ylog:
+            if y <= 0:
+                return top + ph
+            return top + ph - ph * (math.log2(y) - math.log2(ylo) + 0.5) / (math.log2(yhi) - math.log2(ylo) + 0.5)
+        return top + ph - ph * y / yhi
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" data-figure="{escape(figure_id)}" '
+           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           f'font-family="sans-serif" font-size="11">']
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>')
+    for t in (_log_ticks(ylo, yhi) if ylog else _nice_ticks(0, yhi)):
+        if (ylog and (t < ylo / 2 or t > yhi)) or (not ylog and t > yhi):
+            continue
+        y = fy(t)
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{escape(yfmt(t))}</text>')
+    gw = pw / len(categories)
+    bw = gw * 0.8 / len(series)
+    for ci, cat in enumerate(categories):
+        x0 = left + gw * ci + gw * 0.1
+        out.append(f'<text x="{left + gw * ci + gw / 2:.1f}" y="{top + ph + 14}" text-anchor="middle">'
+                   f'{escape(cat)}</text>')
+        for si, (name, s) in enumerate(series):
+            v = s[ci]
+            y = fy(v)
+            out.append(f'<rect x="{x0 + bw * si:.1f}" y="{y:.1f}" width="{bw:.1f}" height="{top + ph - y:.1f}" '
+                       f'fill="{PALETTE[si % len(PALETTE)]}" data-series="{escape(name)}" '
+                       f'data-category="{escape(cat)}" data-value="{v}"/>')
+    out.append(f'<text x="12" y="{top + ph / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 12 {top + ph / 2})">{escape(ylabel)}</text>')
+    for si, (name, _s) in enumerate(series):
+        ly = top + 12 + 16 * si
+        out.append(f'<rect x="{left + pw + 10}" y="{ly - 9}" width="12" height="10" '
+                   f'fill="{PALETTE[si % len(PALETTE)]}"/>')
+        out.append(f'<text x="{left + pw + 28}" y="{ly}">{escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)
 

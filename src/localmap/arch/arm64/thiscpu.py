@@ -30,7 +30,16 @@ Interface. An environment supplies the hooks (subclass :class:`ThisCpuEnv`):
 ``load(pa) -> int`` and ``store(pa, value)`` (64-bit words); ``preempt_count_add(delta)``;
 ``irq_save()`` / ``irq_restore()``; ``monitor_arm(pa)`` and ``monitor_check(pa) -> bool``
 (exclusive monitor: ``stxr`` succeeds only if armed for ``pa``; the check disarms it);
-``read_ttbr1()`` / ``write_ttbr1(value)`` (KPTI trampoline only).
+``read_ttbr1()`` / ``write_ttbr1(value)`` (KPTI trampoline only); ``pcpu_mark(reg)`` /
+``pcpu_unmark()`` (the fix-up design only: record in the running task which register holds a
+value derived from the CPU offset, so that an exception return on another CPU can correct it).
+
+The *fix-up* forms model the alternative design of the s390 series (FACTS.md §1) on arm64: the
+offset register stays, no preemption control; the task marks the register that holds
+``ptr + tpidr_el1`` while the op is in flight, and every exception return that resumes the task
+on another CPU adds the difference of the two CPUs' offsets to that register. The offset is read
+straight into the address register (``mrs x3, tpidr_el1; add x3, x3, x0``) so that one register
+is offset-derived from the ``mrs`` to the access.
 
 Example::
 
@@ -169,6 +178,12 @@ class ThisCpuEnv:
     def write_ttbr1(self, value: int) -> None:
         raise ThisCpuFault("environment has no write_ttbr1() hook")
 
+    def pcpu_mark(self, reg: int) -> None:
+        raise ThisCpuFault("environment has no pcpu_mark() hook")
+
+    def pcpu_unmark(self) -> None:
+        raise ThisCpuFault("environment has no pcpu_unmark() hook")
+
 
 # --------------------------------------------------------------------------- builders
 
@@ -190,6 +205,11 @@ def _addr_insns(addressing: str, delta: int) -> list[Insn]:
     if addressing == "direct":
         return [Insn("alu_imm", rd=X_ADDR, rn=X_PTR, imm=0, alu="add",
                      text=f"mov {_r(X_ADDR)}, {_r(X_PTR)}")]
+    if addressing == "fixup":
+        return [Insn("pcpu_mark", rd=X_ADDR,
+                     text=f"pcpu_mark {_r(X_ADDR)}  (mov w16, #{X_ADDR}; strb w16, [tsk, #PCPU_REG])"),
+                Insn("mrs_off", rd=X_ADDR, text=f"mrs {_r(X_ADDR)}, tpidr_el1"),
+                _alu("add", X_ADDR, X_ADDR, X_PTR)]
     raise ThisCpuFault(f"unknown addressing {addressing!r}")
 
 
@@ -388,6 +408,11 @@ FORMS: dict[str, tuple[str, bool, bool, str, str]] = {
                    "atomic op on a kernel pointer, e.g. atomic64_add on per_cpu_ptr(ptr, cpu) (LSE)"),
     "atomic-llsc": ("direct", False, False, "llsc",
                     "atomic op on a kernel pointer, LL/SC loop"),
+    "fixup-lse": ("fixup", False, False, "lse",
+                  "alternative design (s390 series on arm64): marked offset register, one LSE atomic, "
+                  "no preempt control; exception return fixes the register after a migration"),
+    "fixup-llsc": ("fixup", False, False, "llsc",
+                   "alternative design, LL/SC loop on the marked offset-derived address"),
 }
 
 
@@ -418,6 +443,8 @@ def sequence(form: str, op: str, delta: int = DEFAULT_DELTA) -> OpSeq:
         insns += _x86_body(op)
     if kind in ("llsc", "generic") and op in ("cmpxchg", "cmpxchg128"):
         insns.append(Insn("nop", text="done:"))
+    if addressing == "fixup":
+        insns.append(Insn("pcpu_unmark", text="pcpu_unmark  (strb wzr, [tsk, #PCPU_REG])"))
     if pc:
         insns.append(Insn("preempt_enable", text="preempt_enable (count -= 1; resched check)"))
     if irq:
@@ -573,6 +600,10 @@ def step(seq: OpSeq, pc: int, regs: tuple[int, ...], env: ThisCpuEnv) -> tuple[i
         r[ins.rd] = env.read_ttbr1() & MASK64
     elif op == "msr_ttbr1":
         env.write_ttbr1(r[ins.rn])
+    elif op == "pcpu_mark":
+        env.pcpu_mark(ins.rd)
+    elif op == "pcpu_unmark":
+        env.pcpu_unmark()
     elif op in ("ldr", "ldr2"):
         va = r[ins.rn] + (8 if op == "ldr2" else 0)
         r[ins.rd] = env.load(env.translate(va, False)) & MASK64

@@ -1,0 +1,1 @@
+"""arch/powerpc: this_cpu path and kernel page-table shape (:mod:`.percpu`)."""

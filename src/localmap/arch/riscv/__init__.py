@@ -1,0 +1,1 @@
+"""arch/riscv: this_cpu path and kernel page-table shape (:mod:`.percpu`)."""

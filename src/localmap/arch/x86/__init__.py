@@ -1,0 +1,1 @@
+"""arch/x86: this_cpu path and kernel page-table shape (:mod:`.percpu`)."""
