@@ -3,7 +3,8 @@ Dask scheduler with workers started as separate processes on this machine.
 
 Every variant is a real capture changed in one way a fleet meets: its trace cut after the
 first K events (a shorter tracing session), its ``cpus`` file naming another count of possible
-CPUs (the fleet's default machine is the bundle's own CPU count), without ``kallsyms`` /
+CPUs, with the boot log's map of CPUs to percpu units rewritten to match (a bundle whose two
+sources disagree is refused; the fleet's default machine is the bundle's own CPU count), without ``kallsyms`` /
 ``vmallocinfo`` (not every host exports them), or broken (a truncated gzip trace, a line of
 garbage, no first-chunk line in dmesg, no percpu event, an unreadable ``cpus`` file, a folder
 that does not exist). Unchanged files are symbolic links to the capture's, so a fleet of
@@ -19,6 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,11 +46,16 @@ def _bundle(src: Path, dest: Path, *, trace: str | bytes, cpus: int | None = Non
             continue
         if f.name == "cpus" and (cpus is not None or cpus_text is not None):
             continue
+        if f.name == "dmesg" and cpus is not None:
+            continue
         os.symlink(f.resolve(), dest / f.name)
     if cpus_text is not None:
         (dest / "cpus").write_text(cpus_text)
     elif cpus is not None:
         (dest / "cpus").write_text(f"possible 0-{cpus - 1}\nonline 0-{cpus - 1}\n")
+        units = "".join(f"[0] {c} " for c in range(cpus))
+        (dest / "dmesg").write_text(re.sub(r"(pcpu-alloc: )\[0\] 0 .*", lambda m: m.group(1) + units,
+                                           (src / "dmesg").read_text()))
     if gz:
         (dest / "trace.gz").write_bytes(trace if isinstance(trace, bytes) else
                                         gzip.compress(trace.encode()))
@@ -99,7 +106,8 @@ def build_fleet(shared: Path, out: Path, n: int = 200, *, corrupt: bool = True,
             # and s2 (226); one bundle stops before it: its design machine cannot be built
             is_short = short and i == 6
             k = 100 if is_short else 340 + (i * 37) % (max_events - 340)
-            cpus = (1, 2, 3, 6, 8)[i % 5] if i % 3 == 0 else None
+            # more CPUs than the capture's (the trace's CPUs stay possible ones)
+            cpus = (5, 6, 8, 12, 16)[i % 5] if i % 3 == 0 else None
             drop = ("kallsyms", "vmallocinfo") if i % 4 else ()
             _bundle(src, name, trace="".join(head + ev[:k]), cpus=cpus, drop=drop)
             kinds[str(name)] = "short" if is_short else "cpus" if cpus else "cut"

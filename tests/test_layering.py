@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "localmap"
 # packages of equal rank are independent of each other.
 RANK = {
     "__init__": 0, "errors": 0,
-    "units": 1, "progress": 1, "debian": 1,
+    "units": 1, "progress": 1, "debian": 1, "fileio": 1,
     "arch": 2, "ingest": 2,
     "mm": 3,
     "design": 4,

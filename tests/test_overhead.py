@@ -44,7 +44,10 @@ def test_cli_synthetic_human_table_has_talk_column(capsys):
     (["/nonexistent/bundle", "--cpus", "4"], ""),
 ])
 def test_cli_bad_input_is_one_line(argv, msg, capsys):
-    rc = main(["overhead"] + argv)
+    try:
+        rc = main(["overhead"] + argv)
+    except SystemExit as exc:           # refused by the option's parser
+        rc = exc.code
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("localmap: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -66,11 +66,11 @@ _SIZE_RE = re.compile(r"(0x[0-9a-f]+|[0-9]+)([kmgt]?)(?:i?b)?", re.ASCII | re.IG
 _MULT = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": TiB}
 
 
-def parse_size(text: str | int, name: str | None = None) -> int:
+def parse_size(text: str | int, name: str | None = None, minimum: int = 1) -> int:
     """``192K``, ``192KiB``, ``1M``, ``0x22000``, ``139264`` -> bytes (binary multiples).
 
-    Plain ASCII digits only (no sign, no ``_``, no other scripts' digits), at most
-    :data:`MAX_SIZE`; ``name`` (an option, a file) is what an error names."""
+    Plain ASCII digits only (no sign, no ``_``, no other scripts' digits), from ``minimum``
+    to :data:`MAX_SIZE`; ``name`` (an option, a file) is what an error names."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
@@ -78,8 +78,9 @@ def parse_size(text: str | int, name: str | None = None) -> int:
         if m is None or len(m.group(1)) > 20:
             raise LocalmapError(f"bad size {text!r} (e.g. 192K, 139264, 1M)", name)
         value = int(m.group(1), 0) * _MULT[m.group(2).lower()]
-    if not 0 < value <= MAX_SIZE:
-        raise LocalmapError(f"size {text!r} is out of range (1 byte to {fmt_bytes(MAX_SIZE)})",
+    if not minimum <= value <= MAX_SIZE:
+        low = f"{minimum} bytes" if minimum != 1 else "1 byte"
+        raise LocalmapError(f"size {text!r} is out of range ({low} to {fmt_bytes(MAX_SIZE)})",
                             name)
     return value
 
@@ -91,8 +92,10 @@ def parse_count(text: str, name: str | None = None, minimum: int = 0,
     if not t.isascii() or not t.isdigit() or len(t) > 19:
         raise LocalmapError(f"expected a whole number, not {text!r}", name)
     n = int(t)
-    if not minimum <= n <= maximum:
-        raise LocalmapError(f"{n} is out of range ({minimum} to {maximum:,})", name)
+    if n < minimum:
+        raise LocalmapError(f"{n} is too small (at least {minimum:,})", name)
+    if n > maximum:
+        raise LocalmapError(f"{n} is too large (at most {maximum:,})", name)
     return n
 
 

@@ -476,12 +476,17 @@ def _addresses(prefix: list[tuple], geo: FirstChunkGeometry, bundle: Bundle, pat
 
     ``ptr - base_addr - off`` is one constant in a boot (``__per_cpu_start - pcpu_base_addr``);
     the value most of the prefix agrees on is taken, so a damaged first line is reported at its
-    own line later. The first chunk is the lowest chunk address used without
-    ``percpu_create_chunk``; kallsyms, when present, must put it at an address the trace uses,
-    else it is from another boot and is not used (both sources named in the notes)."""
+    own line later. Kallsyms' ``__per_cpu_start``, when present, places the first chunk;
+    without it the first chunk is the lowest chunk address used without
+    ``percpu_create_chunk``. When kallsyms puts the first chunk where the trace has no event
+    although the trace's lowest such chunk has only offsets the first chunk serves, the two
+    come from different boots and the bundle is refused, both sources named (a trace that
+    started late uses older dynamic chunks first: their offsets lie outside the first chunk's,
+    and kallsyms is kept)."""
     created = set()
     uncreated: set[int] = set()
     nonreserved_bases = set()
+    offsets: dict[int, list[int]] = {}      # non-reserved allocation offsets per base
     deltas: Counter = Counter()
     for rec in prefix:
         kind, base = rec[R_KIND], rec[R_BASE]
@@ -492,6 +497,7 @@ def _addresses(prefix: list[tuple], geo: FirstChunkGeometry, bundle: Bundle, pat
                 uncreated.add(base)
                 if kind == ALLOC and not rec[R_RESERVED]:
                     nonreserved_bases.add(base)
+                    offsets.setdefault(base, []).append(rec[R_OFF])
             deltas[(rec[R_PTR] - base - rec[R_OFF]) & MASK64] += 1
     if not deltas:
         raise LocalmapError("trace has no allocation or free to locate the chunks", path)
@@ -507,15 +513,20 @@ def _addresses(prefix: list[tuple], geo: FirstChunkGeometry, bundle: Bundle, pat
     if kb is not None:
         k_pcpu_base = (kb[0] - ptr_delta) & MASK64
         k_fc_base = (k_pcpu_base + to_first) & MASK64
-        if k_fc_base in uncreated or not cands:
-            fc_base, pcpu_base = k_fc_base, k_pcpu_base
-            how = "kallsyms __per_cpu_start and the events' ptr"
-        else:
-            notes.append(
-                f"{bundle.kallsyms_path} disagrees with the trace {path}: its __per_cpu_start "
-                f"{kb[0]:#x} puts the first chunk at {k_fc_base:#x}, where the trace has no "
-                f"event; the trace's first chunk is {cands[0]:#x} (kallsyms of another boot? "
-                "not used)")
+        lo = s_al + geo.reserved_size - to_first       # what the first chunk serves
+        hi = lo + geo.dyn_size
+        fits = bool(cands) and all(lo <= o < hi for o in offsets.get(cands[0], ()))
+        if k_fc_base not in uncreated and fits:
+            raise LocalmapError(
+                f"its __per_cpu_start {kb[0]:#x} puts the first chunk at {k_fc_base:#x}, where "
+                f"the trace {path} has no event, and the trace's first chunk is {cands[0]:#x}: "
+                "kallsyms of another boot (capture both in one boot, or leave kallsyms out)",
+                bundle.kallsyms_path)
+        fc_base, pcpu_base = k_fc_base, k_pcpu_base
+        how = "kallsyms __per_cpu_start and the events' ptr"
+        if k_fc_base not in uncreated and cands:
+            notes.append(f"the trace's first events use no address of the first chunk (at "
+                         f"{k_fc_base:#x} by {bundle.kallsyms_path}): tracing began after boot")
     if fc_base is None:
         if not cands:
             raise LocalmapError("cannot tell which chunk is the first chunk (no allocation in "

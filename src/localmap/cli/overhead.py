@@ -74,7 +74,7 @@ def _text_replication(args: argparse.Namespace, console) -> int:
     from localmap.design.text_replication import text_replication_cost, text_replication_table
 
     cpus = args.cpus if args.cpus is not None else ov.TALK_CPUS
-    kw = dict(modules_bytes=parse_size(args.modules_bytes), replicate_modules=args.replicate_modules,
+    kw = dict(modules_bytes=option("--modules-bytes", parse_size, args.modules_bytes, minimum=0), replicate_modules=args.replicate_modules,
               mapping=args.mapping)
     if args.bundle:
         got = _bundle_image_range(args.bundle)
