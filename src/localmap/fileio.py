@@ -16,6 +16,8 @@ import os
 import re
 import stat
 import tempfile
+import zlib
+import lzma
 from pathlib import Path
 
 from localmap.errors import LocalmapError
@@ -116,3 +118,40 @@ def printable(text: str, limit: int = 200) -> str:
     out = "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" if ord(c) < 256
                   else f"\\u{ord(c):04x}" for c in text[:limit])
     return out + ("..." if len(text) > limit else "")
+
+
+MAX_IMAGE_BYTES = 512 << 20     # a kernel image or vmlinux, decompressed (arm64's is ~50 MiB)
+
+
+def inflate(blob: bytes, kind: str = "gzip", limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """``blob`` decompressed (``gzip``, possibly several members, or ``xz``), refusing more than
+    ``limit`` bytes of output as it goes: a small file cannot inflate past the bound before it
+    is noticed. Raises ``OSError`` (too big, or corrupt) or ``EOFError`` (cut short)."""
+    out = bytearray()
+    data = blob
+    while data:
+        if kind == "gzip":
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:
+            d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        try:
+            while not d.eof:
+                if kind == "gzip":
+                    chunk = d.decompress(data, 1 << 20)
+                    data = d.unconsumed_tail
+                else:
+                    chunk = d.decompress(data, 1 << 20)
+                    data = b""
+                out += chunk
+                if len(out) > limit:
+                    raise OSError(f"inflates to more than {_mib(limit)}")
+                if not chunk and not data and (kind == "gzip" or d.needs_input):
+                    break
+        except (zlib.error, lzma.LZMAError) as exc:
+            raise OSError(f"corrupt {kind} data ({exc})") from None
+        if not d.eof:
+            raise EOFError(f"the {kind} stream ends early")
+        data = d.unused_data
+        if kind == "gzip" and data and data[:2] != b"\x1f\x8b":
+            break               # trailing bytes after the last member (padding)
+    return bytes(out)

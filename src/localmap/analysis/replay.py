@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from localmap.errors import LocalmapError
+from localmap.fileio import write_atomic
 from localmap.ingest.bundle import Bundle, load_bundle
 from localmap.ingest.trace import (ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, R_ALIGN, R_ATOMIC,
                                    R_BASE, R_CALL_SITE, R_KIND, R_LINE, R_OFF, R_PTR,
@@ -340,12 +341,10 @@ class ReplayResult:
         }
 
     def write_decisions(self, path: Path | str) -> None:
-        with open(path, "w") as fh:
-            for idx, base, off in self.decisions:
-                if base is None:
-                    fh.write(f"{idx}\tnone\t-1\n")
-                else:
-                    fh.write(f"{idx}\t{base:x}\t{off}\n")
+        """The decisions as ``index, base (hex), offset`` lines, written atomically."""
+        write_atomic(path, "".join(f"{idx}\tnone\t-1\n" if base is None else
+                                   f"{idx}\t{base:x}\t{off}\n"
+                                   for idx, base, off in self.decisions))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ def load(path: str | Path) -> list[Scenario]:
         raise
     except Exception as exc:  # a user's file: report it in one line
         line = None
+        if isinstance(exc, SyntaxError) and exc.filename == str(p):
+            line = exc.lineno
+            exc = SyntaxError(exc.msg)          # (its text names the file and line again)
         tb = exc.__traceback__
         while tb is not None:
             if tb.tb_frame.f_code.co_filename == str(p):

@@ -12,7 +12,7 @@ import json
 import sys
 
 from localmap.cli.common import add_command, cpu_count, positive, progress
-from localmap.cli.console import stdout_console
+from localmap.cli.console import safe_row, stdout_console
 from localmap.errors import LocalmapError
 from localmap.units import fmt_count, fmt_seconds
 
@@ -120,7 +120,7 @@ def cmd_check(args) -> int:
     for r in results:
         total_states += r["states"]
         total_s += r["seconds"]
-        table.add_row(r["scenario"], r["verdict"], str(r["cpus"]), str(r["tasks"]),
+        safe_row(table, r["scenario"], r["verdict"], str(r["cpus"]), str(r["tasks"]),
                       str(r["states"]), f"{r['seconds']:.3f}", f"{r['states_per_second']:.0f}",
                       r["property"] or "")
     out.print(table)

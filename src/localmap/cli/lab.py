@@ -15,7 +15,8 @@ import json
 import sys
 
 from localmap.cli.common import add_command, guest_cpus, info, positive, progress, seconds, whole
-from localmap.cli.console import stdout_console
+from localmap.cli.console import safe, safe_row, stdout_console
+from localmap.fileio import write_atomic
 from localmap.units import fmt_count, fmt_percent, fmt_seconds
 
 
@@ -233,11 +234,7 @@ def _lab_profile(args) -> int:
         run = prof.run_profile(k, wl, args.cpus, timeout=args.timeout, progress=prog)
         data = measured_profile(run, progress=prog)
     if args.save:
-        try:
-            with open(args.save, "w") as fh:
-                json.dump(data, fh, indent=1)
-        except OSError as exc:
-            raise LocalmapError(f"cannot write the profile: {exc.strerror}", args.save) from None
+        write_atomic(args.save, json.dumps(data, indent=1))
     if args.json:
         _dump(data)
         return 0
@@ -258,12 +255,12 @@ def render_profile(data: dict, console=None) -> None:
 
     con = console or stdout_console()
     k = data["kernel"]
-    con.print(f"[bold]{k['label']}[/bold]: {k['preempt_model']}, preempt count {k['preempt_count']}; "
+    con.print(f"[bold]{safe(k['label'])}[/bold]: {safe(k['preempt_model'])}, preempt count {safe(k['preempt_count'])}; "
               f"{fmt_count(k['sites'])} sites ({fmt_count(k['static_sites'])} static, "
               f"{fmt_count(k['dynamic_sites'])} dynamic), {fmt_count(k['removable_sites'])} with a "
               "removable bracket", highlight=False)
     if data.get("label"):
-        con.print(f"[bold red]{data['label']}[/bold red]")
+        con.print(f"[bold red]{safe(data['label'])}[/bold red]")
     var = data["headline_variant"]
     t = Table(title=f"per operation ({data['cpus']} vCPUs; cycles saved: DELTA {var}, "
                     "overlapped..serial)", header_style="bold")
@@ -273,7 +270,7 @@ def render_profile(data: dict, console=None) -> None:
         t.add_column(c, justify="left" if c == "workload" else "right")
     head_core = "ampere1" if "ampere1" in data["cores"] else data["cores"][0]
     for w in data["workloads"]:
-        t.add_row(w["workload"], fmt_count(w["ops"]), fmt_count(round(w["kernel_instructions"])),
+        safe_row(t, w["workload"], fmt_count(w["ops"]), fmt_count(round(w["kernel_instructions"])),
                   f"{w['this_cpu_executions']:.1f}",
                   f"{w['static_executions']:.1f}/{w['dynamic_executions']:.1f}",
                   f"{w['removed_instructions']:.1f}", fmt_percent(w["removed_share"]),
@@ -285,21 +282,22 @@ def render_profile(data: dict, console=None) -> None:
         for c in ("function", "exec/op", "removed/op", "instr/op", "share of kernel"):
             f.add_column(c, justify="left" if c == "function" else "right")
         for r in w["functions"][:8]:
-            f.add_row(r["function"], f"{r['executions']:.2f}", f"{r['removed']:.1f}",
+            safe_row(f, r["function"], f"{r['executions']:.2f}", f"{r['removed']:.1f}",
                       fmt_count(round(r["instructions"])), fmt_percent(r["share"]))
         con.print(f)
     c = Table(title=f"against the talk (kernel time on {head_core}, DELTA {var})", header_style="bold")
     for col in ("workload", "talk", "model", "verdict"):
         c.add_column(col)
     for r in data["talk"]:
-        c.add_row(r["workload"], r["talk"], _range(r["model_kernel_time"], "{:+.2f}") + " %", r["verdict"])
+        safe_row(c, r["workload"], r["talk"], _range(r["model_kernel_time"], "{:+.2f}") + " %", r["verdict"])
     con.print(c)
     for r in data["talk"]:
         for fr in r["functions"]:
             model = ("-" if fr["model_change"] is None else
                      f"share {fr['model_share']:.2f} %, change {fr['model_change']:+.2f} points")
             con.print(f"  {r['workload']}: {fr['function']} talk {fr['talk_overhead']:.2f} % "
-                      f"{fr['talk_change']:+.2f} points; model {model}: {fr['why']}", highlight=False)
+                      f"{fr['talk_change']:+.2f} points; model {model}: {fr['why']}",
+                      highlight=False, markup=False)
         for why in r["reasons"]:
             con.print(f"  {r['workload']}: {why}", highlight=False, markup=False)
     con.print("[bold]assumptions[/bold]")
@@ -382,11 +380,7 @@ def _lab_prototype(args) -> int:
                 extra_boots=() if args.no_extra else proto.EXTRA_BOOTS,
                 analyse=measured_profile, progress=prog, path=args.patches)
     if args.save:
-        try:
-            with open(args.save, "w") as fh:
-                json.dump(data, fh, indent=1, default=str)
-        except OSError as exc:
-            raise LocalmapError(f"cannot write the result: {exc.strerror}", args.save) from None
+        write_atomic(args.save, json.dumps(data, indent=1, default=str))
     if args.json or args.check_series or args.build_only:
         json.dump(data, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
@@ -418,7 +412,7 @@ def render_prototype(data: dict, console=None) -> None:
         r = b.get("results", {})
         st = b.get("stress", {}).get("stress", {})
         diffs = b.get("pgtables", {}).get("differences")
-        t.add_row(b["kernel"], str(b["cpus"]), b["cpu_model"], b.get("append", ""),
+        safe_row(t, b["kernel"], str(b["cpus"]), b["cpu_model"], b.get("append", ""),
                   "yes" if b["booted"] else "NO", _proto_ok(r.get("hotplug")), _proto_ok(r.get("memcg")),
                   _proto_ok(r.get("fork")), "-" if b["kernel"] == "baseline" else str(b.get("failures")),
                   fmt_count(st["expected"]) if st.get("expected") else "-",
@@ -434,7 +428,7 @@ def render_prototype(data: dict, console=None) -> None:
             t.add_column(c, justify="left" if c == "workload" else "right")
         for w in ins["workloads"]:
             net = w["model_net_removed"]
-            t.add_row(w["workload"], f"{w['before']:,.0f}", f"{w['after']:,.0f}",
+            safe_row(t, w["workload"], f"{w['before']:,.0f}", f"{w['after']:,.0f}",
                       f"{w['measured_removed']:,.0f}", f"{w['model_removed']:,.0f}",
                       f"{net.get('load', 0):,.0f}", f"{net.get('hoisted', 0):,.0f}")
         con.print(t)

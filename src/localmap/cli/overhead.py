@@ -15,7 +15,7 @@ import textwrap
 from localmap.analysis import overhead as ov
 from localmap.arch.arm64.pgtable import GRANULES, VA_BITS_CHOICES, parse_granule
 from localmap.cli.common import add_command, cpu_count, info, option, positive, progress, whole
-from localmap.cli.console import stdout_console
+from localmap.cli.console import safe_row, stdout_console
 from localmap.errors import LocalmapError
 from localmap.units import fmt_bytes, parse_size
 
@@ -97,7 +97,7 @@ def _text_replication(args: argparse.Namespace, console) -> int:
                 "synced entries/replica", "writes per patch"):
         t.add_column(col, justify="left" if col in ("copies per", "tables/replica", "module tables/replica") else "right")
     for r in rows:
-        t.add_row(r["per"], str(r["nodes"]), str(r["replicas"]), fmt_bytes(r["memory_bytes"]),
+        safe_row(t, r["per"], str(r["nodes"]), str(r["replicas"]), fmt_bytes(r["memory_bytes"]),
                   fmt_bytes(r["pgtable_bytes"]), " ".join(f"{k}:{v}" for k, v in r["private_tables_per_replica"].items()),
                   " ".join(f"{k}:{v}" for k, v in r["module_tables_per_replica"].items()) or "-",
                   str(r["synced_entries_per_replica"]), str(r["per_patch"]["copies_written"]))
@@ -233,7 +233,7 @@ def ops_table(res: dict):
         b = base.get(op, {})
         bent = sum(v for k, v in b.items() if k.startswith("entries_") and k != "entries_per_op")
         btl = sum(v for k, v in b.items() if k.startswith("tlbi_") and k != "tlbi_per_op")
-        t.add_row(op, str(d.get("count", 0)), str(ent), str(extra), str(tl), str(bent) if b else "-",
+        safe_row(t, op, str(d.get("count", 0)), str(ent), str(extra), str(tl), str(bent) if b else "-",
                   str(btl) if b else "-")
     return t
 
@@ -248,12 +248,12 @@ def rich_table(rows: list[dict], title: str = "localmap overhead"):
         t.add_column(col, justify="right" if col not in ("granule/VA", "private tables/CPU", "talk") else "left")
     for r in rows:
         if "error" in r:
-            t.add_row(f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), "", "", "", "", r["error"], "", "", "")
+            safe_row(t, f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), "", "", "", "", r["error"], "", "", "")
             continue
         talk = ""
         if "talk_local_va_bytes" in r:
             talk = f"VA {fmt_bytes(r['talk_local_va_bytes'])}; {r['talk_pgtable']}"
-        t.add_row(
+        safe_row(t, 
             f"{r['granule']}/{r['va_bits']}", str(r["cpus"]), fmt_bytes(r["unit_size"]), str(r.get("chunks", r.get("live_chunks", ""))),
             f"L{r['split_level']}", fmt_bytes(r["root_copy_bytes"]),
             "/".join(str(v) for v in r["private_tables_per_cpu"].values())
@@ -296,7 +296,7 @@ def run_sync(args: argparse.Namespace) -> int:
                str(r["add_tlbi"]), str(r["remove_entries"]), str(r["remove_tlbi"])]
         if prof:
             row.append(f"{r['extra_entries_per_vmalloc']:.4f}")
-        t.add_row(*row)
+        safe_row(t, *row)
     console.print(t)
     if prof:
         console.print(f"{args.bundle}: {prof['areas']} vmalloc areas needed "
@@ -313,7 +313,7 @@ def run_sync(args: argparse.Namespace) -> int:
         def cell(k):
             return f"{fmt_bytes(reg[k]['bytes'])} ({reg[k]['entries']})"
 
-        t.add_row(f"{r['granule']}/{r['va_bits']}", f"L{r['split_level']}", cell("vmalloc"),
+        safe_row(t, f"{r['granule']}/{r['va_bits']}", f"L{r['split_level']}", cell("vmalloc"),
                   cell("vmemmap"), cell("linear map"), fmt_bytes(r["all_bytes"]))
     console.print(t)
     return 0

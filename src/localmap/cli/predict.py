@@ -12,7 +12,7 @@ import json
 import sys
 
 from localmap.cli.common import add_command, progress
-from localmap.cli.console import stdout_console
+from localmap.cli.console import safe_row, stdout_console
 from localmap.units import fmt_bytes
 
 
@@ -70,7 +70,7 @@ def render_performance(summary: dict, console=None) -> None:
         t.add_column(col, justify="right" if col not in ("flavour", "preempt") else "left")
     for fl in summary["flavours"]:
         tot = fl["totals"]
-        t.add_row(fl["flavour"] + ("" if fl["preempt_count"] else f" ({NOT_COMPARABLE})"), fl["preempt_model"],
+        safe_row(t, fl["flavour"] + ("" if fl["preempt_count"] else f" ({NOT_COMPARABLE})"), fl["preempt_model"],
                   fmt_bytes(fl["text_bytes"]), str(fl["sites"]),
                   str(tot["replaceable"]), str(tot["protection"].get("preempt", 0)),
                   str(tot["removed_instructions"]), str(tot["removed_fast_path"]),
@@ -83,7 +83,7 @@ def render_performance(summary: dict, console=None) -> None:
     for r in summary["costs"]:
         if not r["preempt_count"]:
             continue
-        c.add_row(r["core"], "yes", r["form"], f"{r['before_low_ns']:.2f}..{r['before_high_ns']:.2f}",
+        safe_row(c, r["core"], "yes", r["form"], f"{r['before_low_ns']:.2f}..{r['before_high_ns']:.2f}",
                   f"{r['after_ns']:.2f}", f"{r['saved_low_cycles']:.2f}..{r['saved_high_cycles']:.0f}",
                   ", ".join(r["assumed"]) or "-")
     con.print(c)
@@ -92,7 +92,7 @@ def render_performance(summary: dict, console=None) -> None:
     for col in ("arch", "today", "with a local mapping", "cycles"):
         o.add_column(col)
     for r in summary.get("other_arches", []):
-        o.add_row(r["arch"], r["before"], r["after"], str(r["cycles"]))
+        safe_row(o, r["arch"], r["before"], r["after"], str(r["cycles"]))
     con.print(o)
 
     for pred in summary["predictions"]:
@@ -101,7 +101,7 @@ def render_performance(summary: dict, console=None) -> None:
                     "removed", "instr", "model Δ", "saved/call ns"):
             p.add_column(col)
         for r in pred["rows"]:
-            p.add_row(r["section"], r["symbol"], r["matched"] if r["match"] == "exact" else f"{r['matched']} ({r['match']})",
+            safe_row(p, r["section"], r["symbol"], r["matched"] if r["match"] == "exact" else f"{r['matched']} ({r['match']})",
                       f"{r['overhead']:.2f}", "-" if r["measured_delta"] is None else f"{r['measured_delta']:+.2f}",
                       str(r["sites"]), str(r["protected"]), str(r["removed_fast"]), str(r["instructions"]),
                       f"{r['predicted_delta']:+.3f}",

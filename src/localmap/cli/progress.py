@@ -8,6 +8,8 @@ all commands share one policy (shown only when stderr is a terminal and neither
 
 from __future__ import annotations
 
+from localmap.cli.console import _safe_console_class
+
 from localmap.progress import Progress
 
 
@@ -24,13 +26,12 @@ class TerminalProgress(Progress):
     def __enter__(self) -> TerminalProgress:
         self._depth += 1
         if self.enabled and self._depth == 1:
-            from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
                                        TextColumn, TimeElapsedColumn)
 
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
                                      MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=Console(stderr=True), transient=True)
+                                     console=_safe_console_class()(stderr=True), transient=True)
             self._bar.__enter__()
         return self
 

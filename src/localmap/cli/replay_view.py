@@ -13,7 +13,7 @@ from rich.text import Text
 
 from localmap.analysis.replay import CAUSES, ReplayResult
 from localmap.arch.arm64.pgtable import granule_name
-from localmap.cli.console import stdout_console
+from localmap.cli.console import safe, safe_row, stdout_console
 from localmap.units import fmt_bytes, fmt_seconds
 
 
@@ -27,10 +27,10 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
     t.add_column("")
     for col in ("static", "reserved", "dynamic", "unit"):
         t.add_column(col, justify="right")
-    t.add_row("kernel (dmesg)", str(g.static_size), str(g.reserved_size), str(g.dyn_size),
+    safe_row(t, "kernel (dmesg)", str(g.static_size), str(g.reserved_size), str(g.dyn_size),
               str(g.unit_size))
     if g.derived:
-        t.add_row("model (config + CPUs)", str(g.derived["static_size"]),
+        safe_row(t, "model (config + CPUs)", str(g.derived["static_size"]),
                   str(g.derived["reserved_size"]), str(g.derived["dyn_size"]),
                   str(g.derived["unit_size"]))
     t.caption = (f"{g.mode} mode, {granule_name(g.page_size)} pages, {g.nr_cpus} possible CPUs; "
@@ -43,12 +43,12 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
     t = Table(title="Addresses", title_justify="left", show_header=False)
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("pcpu_base_addr", a["pcpu_base_addr"])
-    t.add_row("__per_cpu_start", a["per_cpu_start"] + (
+    safe_row(t, "pcpu_base_addr", a["pcpu_base_addr"])
+    safe_row(t, "__per_cpu_start", a["per_cpu_start"] + (
         "  (= kallsyms)" if a.get("kallsyms_per_cpu_start") == a["per_cpu_start"] else ""))
-    t.add_row("first chunk", f"{a['first_chunk_base']}  ({a['first_chunk_found_by']})")
+    safe_row(t, "first chunk", f"{a['first_chunk_base']}  ({a['first_chunk_found_by']})")
     if a.get("reserved_chunk_base"):
-        t.add_row("reserved chunk", a["reserved_chunk_base"])
+        safe_row(t, "reserved chunk", a["reserved_chunk_base"])
     out.append(t)
 
     rc = res.reconstruction
@@ -60,12 +60,12 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
     t.add_column("evidence")
     t.add_column("trace line", justify="right")
     for ar in rc["areas"][:show]:
-        t.add_row(ar["base_addr"], str(ar["off"]), str(ar["size"]), ar["evidence"],
+        safe_row(t, ar["base_addr"], str(ar["off"]), str(ar["size"]), ar["evidence"],
                   str(ar["line"] or "-"))
     if len(rc["areas"]) > show:
-        t.add_row("…", "", "", f"{len(rc['areas']) - show} more", "")
+        safe_row(t, "…", "", "", f"{len(rc['areas']) - show} more", "")
     if not rc["areas"]:
-        t.add_row("-", "", "", "nothing needed: the trace is consistent with an empty start", "")
+        safe_row(t, "-", "", "", "nothing needed: the trace is consistent with an empty start", "")
     t.caption = rc["method"]
     out.append(t)
 
@@ -74,10 +74,10 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
     for col in ("allocations", "same chunk and offset", "rate"):
         t.add_column(col, justify="right")
     t.add_column("", justify="left")
-    t.add_row(str(ag["total"]), str(ag["agree"]), f"{ag['overall']:.4%}", "all")
-    t.add_row(str(ag["nonatomic_total"]), str(ag["nonatomic_agree"]),
+    safe_row(t, str(ag["total"]), str(ag["agree"]), f"{ag['overall']:.4%}", "all")
+    safe_row(t, str(ag["nonatomic_total"]), str(ag["nonatomic_agree"]),
               f"{ag['nonatomic']:.4%}", "non-atomic")
-    t.add_row(str(ag["atomic_total"]), str(ag["atomic_agree"]),
+    safe_row(t, str(ag["atomic_total"]), str(ag["atomic_agree"]),
               f"{ag['atomic']:.4%}" if ag["atomic_total"] else "-", "atomic")
     t.caption = (f"{ag['race_swaps']} allocation(s) replayed in the allocator's order; "
                  f"{res.nr_events} events ({res.nr_allocs} alloc, {res.nr_frees} free, "
@@ -92,7 +92,7 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
         for col in ("allocation line", "other line", "replayed as"):
             t.add_column(col)
         for ro in res.reorders[:show]:
-            t.add_row(str(ro["line"]), str(ro["other_line"]), ro["how"])
+            safe_row(t, str(ro["line"]), str(ro["other_line"]), ro["how"])
         out.append(t)
 
     bw = res.balance
@@ -107,14 +107,14 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
         t.add_column("count", justify="right")
         t.add_column("meaning")
         for cause, n in res.causes().most_common():
-            t.add_row(cause, str(n), CAUSES.get(cause, ""))
+            safe_row(t, cause, str(n), CAUSES.get(cause, ""))
         out.append(t)
         t = Table(title=f"First {min(show, len(res.disagreements))} disagreements",
                   title_justify="left")
         for col in ("#", "line", "size/align", "kernel", "model", "cause", "call site"):
             t.add_column(col)
         for dd in res.disagreements[:show]:
-            t.add_row(str(dd.index), str(dd.line), f"{dd.size}/{dd.align}",
+            safe_row(t, str(dd.index), str(dd.line), f"{dd.size}/{dd.align}",
                       f"{dd.kernel[0]:x}+{dd.kernel[1]}",
                       "no space" if dd.model is None else f"{dd.model[0]:x}+{dd.model[1]}",
                       dd.cause, dd.call_site)
@@ -126,7 +126,7 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
                 "frag"):
         t.add_column(col, justify="right" if col not in ("chunk", "kind") else "left")
     for c in fs["chunks"]:
-        t.add_row(c["base_addr"], c["kind"] + (" (isolated)" if c["isolated"] else ""),
+        safe_row(t, c["base_addr"], c["kind"] + (" (isolated)" if c["isolated"] else ""),
                   f"{c['populated_pages']}/{c['nr_pages']}", fmt_bytes(c["used_bytes"]),
                   fmt_bytes(c["free_bytes"]), str(c["nr_alloc"]), fmt_bytes(c["max_free_run"]),
                   f"{c['fragmentation']:.0%}")
@@ -141,7 +141,7 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
         for col in ("phase", "meminfo", "model", "check", ""):
             t.add_column(col)
         for m in res.meminfo_check:
-            t.add_row(m["phase"], fmt_bytes(m["meminfo_bytes"]), fmt_bytes(m["model_bytes"]),
+            safe_row(t, m["phase"], fmt_bytes(m["meminfo_bytes"]), fmt_bytes(m["model_bytes"]),
                       m["kind"], "ok" if m["ok"] else "MISMATCH")
         out.append(t)
     vc = res.vmalloc_check
@@ -150,9 +150,9 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
                   show_header=False)
         t.add_column(style="bold")
         t.add_column()
-        t.add_row("pcpu_get_vm_areas areas", str(vc["kernel_areas"]))
-        t.add_row("model's live dynamic chunk groups", str(vc["model_areas"]))
-        t.add_row("same addresses and sizes", "yes" if vc["ok"] else
+        safe_row(t, "pcpu_get_vm_areas areas", str(vc["kernel_areas"]))
+        safe_row(t, "model's live dynamic chunk groups", str(vc["model_areas"]))
+        safe_row(t, "same addresses and sizes", "yes" if vc["ok"] else
                   "NO: only in vmallocinfo " + ", ".join(vc["only_kernel"]) +
                   "; only in the model " + ", ".join(vc["only_model"]))
         out.append(t)
@@ -161,11 +161,11 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
 
 def print_replay(res: ReplayResult, show: int = 10, console: Console | None = None) -> None:
     con = console or stdout_console()
-    con.rule(f"[bold]percpu allocator replay: {res.source}")
+    con.rule(f"[bold]percpu allocator replay: {safe(res.source)}")
     if res.partial:
-        con.print("[bold yellow]PARTIAL REPLAY[/]: " + "; ".join(res.partial_reasons))
+        con.print("[bold yellow]PARTIAL REPLAY[/]: " + safe("; ".join(res.partial_reasons)))
     for note in res.geometry.notes:
-        con.print(f"[yellow]note:[/] {note}")
+        con.print(f"[yellow]note:[/] {safe(note)}")
     for r in replay_tables(res, show):
         con.print(r)
         con.print()

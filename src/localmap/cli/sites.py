@@ -15,7 +15,7 @@ import json
 import sys
 
 from localmap.cli.common import add_command, positive, progress
-from localmap.cli.console import stdout_console
+from localmap.cli.console import safe, safe_row, stdout_console
 
 
 def resolve_image(image: str, kallsyms: str | None, system_map: str | None,
@@ -58,7 +58,7 @@ def run(args) -> int:
 
     con = stdout_console()
     tot = rep.totals()
-    con.print(f"[bold]{rep.image}[/bold] ({rep.kind}, symbols: {rep.symbols})", highlight=False)
+    con.print(f"[bold]{safe(rep.image)}[/bold] ({safe(rep.kind)}, symbols: {safe(rep.symbols)})", highlight=False)
     con.print(f"preemption model {rep.preempt_model}, preempt count: {rep.preempt_count}; "
               f"text [{rep.text_start:#x}, {rep.text_end:#x}) = {rep.text_bytes} bytes", highlight=False)
     t = Table(title="whole image", header_style="bold")
@@ -66,16 +66,16 @@ def run(args) -> int:
     t.add_column("count", justify="right")
     for k in ("sites", "el2_reads", "functions", "replaceable", "removed_instructions", "removed_fast_path",
               "lse_alternatives", "vhe_alternatives"):
-        t.add_row(k, str(tot[k]))
+        safe_row(t, k, str(tot[k]))
     for group in ("ops", "forms", "protection"):
         for k, v in tot[group].items():
-            t.add_row(f"{group}: {k}", str(v))
+            safe_row(t, f"{group}: {k}", str(v))
     con.print(t)
     f = Table(title=f"top {args.top} functions by sites", header_style="bold")
     for col in ("function", "sites", "replaceable", "protected", "removed", "ops"):
         f.add_column(col, justify="left" if col in ("function", "ops") else "right")
     for r in rep.functions()[:args.top]:
-        f.add_row(r["function"], str(r["sites"]), str(r["replaceable"]), str(r["protected"]),
+        safe_row(f, r["function"], str(r["sites"]), str(r["replaceable"]), str(r["protected"]),
                   str(r["removed"]), " ".join(f"{k}:{v}" for k, v in r["ops"].items()))
     con.print(f)
     return 0
@@ -94,9 +94,9 @@ def _run_arch(args, img) -> int:
 
     con = stdout_console()
     tot = rep.totals()
-    con.print(f"[bold]{rep.image}[/bold] ({rep.arch} {rep.kind}, symbols: {rep.symbols})", highlight=False)
+    con.print(f"[bold]{safe(rep.image)}[/bold] ({safe(rep.arch)} {safe(rep.kind)}, symbols: {safe(rep.symbols)})", highlight=False)
     for n in rep.notes:
-        con.print(f"  {n}", highlight=False)
+        con.print(f"  {safe(n)}", highlight=False)
     con.print(f"preemption model {rep.preempt_model}, preempt count: {rep.preempt_count}; "
               f"text [{rep.text_start:#x}, {rep.text_end:#x}) = {rep.text_bytes} bytes; site: {rep.pattern}",
               highlight=False)
@@ -105,18 +105,18 @@ def _run_arch(args, img) -> int:
     t.add_column("count", justify="right")
     for k in ("sites", "functions", "replaceable", "own_bracket_sites", "own_bracket_instructions",
               "removed_instructions"):
-        t.add_row(k, str(tot[k]))
+        safe_row(t, k, str(tot[k]))
     for group in ("access", "protection", "own_brackets"):
         for k, v in tot[group].items():
-            t.add_row(f"{group}: {k}", str(v))
+            safe_row(t, f"{group}: {k}", str(v))
     for k, v in rep.params.items():
-        t.add_row(f"derived: {k}", str(v))
+        safe_row(t, f"derived: {k}", str(v))
     con.print(t)
     f = Table(title=f"top {args.top} functions by sites", header_style="bold")
     for col in ("function", "sites", "own brackets", "removed"):
         f.add_column(col, justify="left" if col == "function" else "right")
     for r in rep.functions(args.top):
-        f.add_row(r["function"], str(r["sites"]), str(r["own_brackets"]), str(r["removed"]))
+        safe_row(f, r["function"], str(r["sites"]), str(r["own_brackets"]), str(r["removed"]))
     con.print(f)
     return 0
 

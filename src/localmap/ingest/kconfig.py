@@ -22,6 +22,10 @@ _PAGE_SYMBOLS = {
 }
 
 
+# the numeric symbols the model reads, with the values a kernel accepts: checked as the config
+# is read (plain ASCII decimal; a bad one is refused at its line, used or not)
+_NUMBERS = {"CONFIG_ARM64_VA_BITS": (36, 52), "CONFIG_PGTABLE_LEVELS": (2, 5),
+            "CONFIG_NR_CPUS": (1, 65536)}
 _VERSION_RE = re.compile(r"^# Linux/\S+ (\d+)\.(\d+)(?:\.(\d+))?\S* Kernel Configuration")
 
 
@@ -50,7 +54,7 @@ class KConfig:
         v = self.get("CONFIG_ARM64_VA_BITS")
         if v is None:
             raise LocalmapError("no CONFIG_ARM64_VA_BITS (not an arm64 config?)", self.path)
-        return int(v)
+        return int(v)       # (checked by parse_config)
 
     @property
     def pgtable_levels(self) -> int | None:
@@ -121,7 +125,13 @@ def parse_config(text: str, path: str = "<config>") -> KConfig:
             raise LocalmapError(f"not a .config line: {line[:60]!r} (expected CONFIG_X=value)",
                                 path, lineno)
         k, v = line.split("=", 1)
-        cfg.values[k] = v.strip('"')
+        v = v.strip('"')
+        if k in _NUMBERS:
+            lo, hi = _NUMBERS[k]
+            if not (v.isascii() and v.isdigit() and len(v) <= 6 and lo <= int(v) <= hi):
+                raise LocalmapError(f"{k}={v[:40]!r} is not a whole number from {lo} to {hi}",
+                                    path, lineno)
+        cfg.values[k] = v
     if not cfg.values:
         raise LocalmapError("empty kernel config", path)
     return cfg

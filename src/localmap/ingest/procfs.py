@@ -21,7 +21,7 @@ from localmap.fileio import printable
 from localmap.ingest.textfile import read_text
 from localmap.units import MAX_CPUS
 
-_N = r"([0-9]{1,10})"
+_N = r"([0-9]{1,20})"    # (a longer number than any kernel prints is refused by size)
 _EMBED_RE = re.compile(
     rf"percpu: Embedded {_N} pages/cpu (?:@\S+ )?s{_N} r{_N} d{_N} u{_N}", re.I | re.A)
 _PAGE_RE = re.compile(rf"percpu: {_N} ([0-9]{{1,3}})K pages/cpu (?:@\S+ )?s{_N} r{_N} d{_N}",

@@ -73,7 +73,7 @@ _ENTRIES_RE = re.compile(
 _HASHED_TOKENS = ("(____ptrval____)", "(ptrval)")
 # an event line of any tracepoint: "[cpu] ... 12.345678: name:" (tracefs, trace-cmd, perf)
 _OTHER_EVENT_RE = re.compile(r"\[[0-9]+\].*[0-9]\.[0-9]+:\s+\S+:", _A)
-_DEC_RE = re.compile(r"[0-9]{1,19}|0[xX][0-9a-fA-F]{1,16}", _A)
+_DEC_RE = re.compile(r"[0-9]{1,19}", _A)      # the kernel prints these fields with %d / %zu
 _HEX_RE = re.compile(r"(?:0[xX])?[0-9a-fA-F]{1,16}", _A)
 
 # what a percpu allocation can be (mm/percpu.c refuses anything else before it traces):
@@ -184,11 +184,11 @@ class Trace:
 
 
 def _int(value: str, name: str, path: str, lineno: int) -> int:
-    """A field's number: plain ASCII decimal, or hexadecimal after ``0x``."""
+    """A field's number: plain ASCII decimal, as the kernel prints it."""
     if not _DEC_RE.fullmatch(value):
-        raise LocalmapError(f"field {name}={printable(value, 40)!r} is not a plain decimal or "
-                            "0x-hexadecimal number", path, lineno)
-    return int(value, 16) if value[1:2] in "xX" and value[:1] == "0" else int(value)
+        raise LocalmapError(f"field {name}={printable(value, 40)!r} is not a plain decimal "
+                            "number", path, lineno)
+    return int(value)
 
 
 def _hex(value: str, name: str, path: str, lineno: int) -> int:

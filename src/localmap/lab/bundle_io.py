@@ -20,11 +20,13 @@ import binascii
 import gzip
 import importlib.resources
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from localmap.errors import LocalmapError
+from localmap.fileio import inflate, safe_name, write_atomic
 
 MARK = "@@LOCALMAP"
 
@@ -58,6 +60,8 @@ def guest_script() -> bytes:
 
 def bundle_filename(name: str) -> tuple[str, bool]:
     if name.startswith("meminfo."):
+        if safe_name(name) is None:          # a name from the guest names no other file
+            raise KeyError(name)
         return name, False
     if name not in BUNDLE_FILES:
         raise KeyError(name)
@@ -131,18 +135,15 @@ def split_console(
 def _write_record(out_dir: Path, name: str, chunks: list[str], source: str, lineno: int) -> None:
     try:
         packed = base64.b64decode("".join(chunks), validate=True)
-        data = gzip.decompress(packed)
-    except (binascii.Error, OSError, EOFError) as exc:
+        data = inflate(packed, "gzip", MAX_RECORD_BYTES)
+    except (binascii.Error, OSError, EOFError, zlib.error) as exc:
         raise LocalmapError(f"record {name!r} is corrupt: {exc}", source, lineno) from None
     try:
         fname, compressed = bundle_filename(name)
     except KeyError:
         raise LocalmapError(f"unknown record {name!r}", source, lineno) from None
     path = out_dir / fname
-    if compressed:
-        path.write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
-    else:
-        path.write_bytes(data)
+    write_atomic(path, gzip.compress(data, compresslevel=6, mtime=0) if compressed else data)
 
 
 @dataclass
@@ -224,3 +225,6 @@ def _is_kernel_pointer(val: str) -> bool:
         return int(val, 16) >> 63 == 1
     except ValueError:  # "(____ptrval____)" and the like
         return False
+
+
+MAX_RECORD_BYTES = 1 << 30      # one file of a guest's bundle, decompressed

@@ -17,7 +17,6 @@ and a symbol's extent ends where the next text symbol starts (kallsyms has no si
 from __future__ import annotations
 
 import bisect
-import gzip
 import io
 import re
 import struct
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localmap.errors import LocalmapError
+from localmap.fileio import MAX_IMAGE_BYTES, inflate, read_input_bytes
 
 ARM64_IMAGE_MAGIC = b"ARM\x64"
 ARM64_SEGMENT_ALIGN = 0x10000       # arch/arm64: SEGMENT_ALIGN = SZ_64K
@@ -74,13 +74,10 @@ _SYM_LINE = re.compile(r"^([0-9a-fA-F]+)\s+(\S)\s+(\S+)(?:\s+\[(\S+)\])?\s*$")
 def read_symbol_file(path: str | Path) -> Symbols:
     """Parse ``/proc/kallsyms`` or ``System.map`` (``ADDR TYPE NAME [MODULE]``, optionally gzip)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise LocalmapError(f"cannot read symbol file: {exc.strerror}", path) from None
+    raw = read_input_bytes(path, MAX_IMAGE_BYTES, "symbol file")
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
+            raw = inflate(raw)
         except (OSError, EOFError) as exc:
             raise LocalmapError(f"corrupt gzip: {exc}", path) from None
     if b"The real System.map is in" in raw[:4096]:
@@ -166,11 +163,16 @@ def _unpack(raw: bytes, path: Path) -> bytes:
     """Raw Image bytes from a raw, gzip or EFI-zboot(gzip) file."""
     if raw[:2] == b"\x1f\x8b":
         try:
-            return gzip.decompress(raw)
+            return inflate(raw)
         except (OSError, EOFError) as exc:
             raise LocalmapError(f"corrupt gzip image: {exc}", path) from None
     if raw[:2] == b"MZ" and raw[4:8] == b"zimg":
+        if len(raw) < 32:
+            raise LocalmapError("EFI zboot header cut short", path)
         off, size = struct.unpack_from("<II", raw, 8)
+        if not (0 < size and 32 <= off and off + size <= len(raw)):
+            raise LocalmapError(f"EFI zboot header puts its payload at {off:#x}+{size:#x}, outside "
+                                f"the {len(raw):#x}-byte file", path)
         comp = raw[24:32].rstrip(b"\0").decode("ascii", "replace")
         if comp != "gzip":
             raise LocalmapError(f"EFI zboot image compressed with {comp!r}: only gzip is supported; "
@@ -181,9 +183,12 @@ def _unpack(raw: bytes, path: Path) -> bytes:
 
 def parse_config(path: Path) -> dict[str, str]:
     cfg: dict[str, str] = {}
-    raw = path.read_bytes()
+    raw = read_input_bytes(path, MAX_IMAGE_BYTES, "kernel config")
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = inflate(raw, limit=64 << 20)
+        except (OSError, EOFError) as exc:
+            raise LocalmapError(f"corrupt gzip: {exc}", path) from None
     for line in raw.decode("utf-8", "replace").splitlines():
         if line.startswith("CONFIG_") and "=" in line:
             k, v = line.split("=", 1)
@@ -210,10 +215,7 @@ def load_image(path: str | Path, symbols: str | Path | None = None,
     ``config`` is the kernel's .config (default: Debian's ``config-VERSION`` beside the image).
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise LocalmapError(f"cannot read kernel image: {exc.strerror}", path) from None
+    raw = read_input_bytes(path, MAX_IMAGE_BYTES, "kernel image")
     syms = read_symbol_file(symbols) if symbols is not None else None
     cfg_path = Path(config) if config is not None else _find_config(path)
     cfg = parse_config(cfg_path) if cfg_path is not None else {}
@@ -281,6 +283,7 @@ def _load_elf(path: Path, raw: bytes, syms: Symbols | None, cfg: dict[str, str])
         loads = sorted((seg["p_vaddr"], seg["p_offset"], seg["p_filesz"])
                        for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD" and seg["p_filesz"])
         if loads:
+            check_layout(loads, len(raw), path)
             lo = loads[0][0]
             flat = bytearray(max(v + n for v, _o, n in loads) - lo)
             for v, o, n in loads:
@@ -293,3 +296,17 @@ def _load_elf(path: Path, raw: bytes, syms: Symbols | None, cfg: dict[str, str])
         raise LocalmapError("no loadable segment holds [_stext, _etext)", path)
     except ELFError as exc:
         raise LocalmapError(f"bad ELF: {exc}", path) from None
+
+
+def check_layout(loads: list[tuple[int, int, int]], file_bytes: int, path) -> None:
+    """Refuse an ELF whose loadable segments (``(vaddr, offset, filesz)``, sorted) lie outside
+    the file or span more than :data:`~localmap.fileio.MAX_IMAGE_BYTES` once laid out: checked
+    before the layout is allocated, so a tiny file cannot ask for gigabytes."""
+    for v, o, n in loads:
+        if o + n > file_bytes:
+            raise LocalmapError(f"ELF segment at {v:#x} asks for {n} bytes at file offset {o:#x}, "
+                                f"beyond the {file_bytes}-byte file", path)
+    span = max(v + n for v, _o, n in loads) - loads[0][0]
+    if span > MAX_IMAGE_BYTES:
+        raise LocalmapError(f"ELF loadable segments span {span} bytes, more than the "
+                            f"{MAX_IMAGE_BYTES >> 20} MiB a kernel image may be", path)

@@ -27,7 +27,6 @@ and KASLR are left as linked), and only the text is kept as bytes.
 
 from __future__ import annotations
 
-import gzip
 import io
 import lzma
 import struct
@@ -35,7 +34,8 @@ import zlib
 from pathlib import Path
 
 from localmap.errors import LocalmapError
-from localmap.perf.image import (ARM64_IMAGE_MAGIC, KernelImage, Symbols, _find_config, load_image,
+from localmap.fileio import MAX_IMAGE_BYTES, inflate, open_input, read_input_bytes
+from localmap.perf.image import (ARM64_IMAGE_MAGIC, check_layout, KernelImage, Symbols, _find_config, load_image,
                                  parse_config, read_symbol_file)
 
 ARCHES = ("amd64", "arm64", "armhf", "ppc64el", "riscv64", "s390x")
@@ -81,11 +81,11 @@ def detect(raw: bytes) -> tuple[str, str]:
 def detect_file(path: str | Path) -> str:
     """The Debian architecture of the kernel file at ``path`` (reads its first 64 KiB only)."""
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
+    with open_input(path, "kernel image") as fh:
+        try:
             head = fh.read(1 << 16)
-    except OSError as exc:
-        raise LocalmapError(f"cannot read kernel image: {exc.strerror}", path) from None
+        except OSError as exc:
+            raise LocalmapError(f"cannot read kernel image: {exc.strerror}", path) from None
     if head[:4] == b"\x7fELF":
         from elftools.elf.elffile import ELFFile
         from elftools.common.exceptions import ELFError
@@ -119,13 +119,17 @@ def _elf_arch(raw: bytes) -> str:
 def _decompress(kind: str, blob: bytes) -> bytes:
     if kind == "gzip":
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out = d.decompress(blob)
+        out = d.decompress(blob, MAX_IMAGE_BYTES + 1)
+        if len(out) > MAX_IMAGE_BYTES:
+            raise LocalmapError(f"compressed payload inflates to more than {MAX_IMAGE_BYTES >> 20} MiB")
         if not d.eof:
             raise ValueError("truncated gzip stream")
         return out
     if kind == "xz":
         d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        out = d.decompress(blob)
+        out = d.decompress(blob, MAX_IMAGE_BYTES + 1)
+        if len(out) > MAX_IMAGE_BYTES:
+            raise LocalmapError(f"compressed payload inflates to more than {MAX_IMAGE_BYTES >> 20} MiB")
         if not d.eof:
             raise ValueError("truncated xz stream")
         return out
@@ -191,6 +195,7 @@ def _flatten_elf(raw: bytes, path) -> tuple[object, int, bytes]:
     # keep the segments near the code (x86-64 links its per-CPU section at address 0)
     anchor = code[0][0]
     loads = sorted((v, o, n) for v, o, n, _f in segs if abs(v - anchor) < 1 << 32)
+    check_layout(loads, len(raw), path)
     lo = loads[0][0]
     flat = bytearray(max(v + n for v, _o, n in loads) - lo)
     for v, o, n in loads:
@@ -275,10 +280,7 @@ def load_any(path: str | Path, symbols: str | Path | None = None,
     """Load a kernel image of any Debian architecture (see the module docstring) with its text
     range and symbols (from ``symbols`` if given, else from the image itself)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise LocalmapError(f"cannot read kernel image: {exc.strerror}", path) from None
+    raw = read_input_bytes(path, MAX_IMAGE_BYTES, "kernel image")
     try:
         arch, container = detect(raw)
     except LocalmapError as exc:
@@ -322,7 +324,10 @@ def load_any(path: str | Path, symbols: str | Path | None = None,
         else:  # riscv64 Image (raw or gzip), arm64 Image without a symbol file
             data = raw
             if raw[:2] == b"\x1f\x8b":
-                data = gzip.decompress(raw)
+                try:
+                    data = inflate(raw)
+                except (OSError, EOFError) as exc:
+                    raise LocalmapError(f"corrupt gzip image: {exc}", path) from None
             if arch == "arm64":
                 from localmap.perf.image import _unpack
 

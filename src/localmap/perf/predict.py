@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from localmap.errors import LocalmapError
+from localmap.fileio import read_input_bytes
 
 ASSUMPTIONS = [
     "P1 time inside a function is proportional to the instructions it executes, and each static "
@@ -58,10 +59,7 @@ class ProfileEntry:
 def parse_profile(path: str | Path) -> list[ProfileEntry]:
     """Kernel entries (``[k]``) of a ``perf report --stdio`` or ``perf diff`` text file."""
     path = Path(path)
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise LocalmapError(f"cannot read profile: {exc.strerror}", path) from None
+    text = read_input_bytes(path, 64 << 20, "profile").decode("utf-8", "replace")
     out: list[ProfileEntry] = []
     section = ""
     for line in text.splitlines():

@@ -11,6 +11,7 @@ from html import escape
 from pathlib import Path
 
 from localmap.errors import LocalmapError
+from localmap.fileio import write_atomic
 from localmap.report.model import Report
 
 CSS = """
@@ -70,7 +71,7 @@ def write(report: Report, out_dir: Path | str) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "index.html"
-        path.write_text(render(report), encoding="utf-8")
+        write_atomic(path, render(report))
     except OSError as exc:
         raise LocalmapError(f"cannot write the HTML report: {exc.strerror}", out_dir) from None
     return path
