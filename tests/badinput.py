@@ -1031,6 +1031,56 @@ def _(c: Ctx) -> Case:
     return Case(["lab", "profile", "fork=many", "--no-build"], where="fork=many")
 
 
+@case("lab-prototype-cpus-huge")
+def _(c: Ctx) -> Case:
+    return Case(["lab", "prototype", "--cpus", "1,100000", "--no-build"], where="--cpus")
+
+
+@case("lab-prototype-cpus-word")
+def _(c: Ctx) -> Case:
+    return Case(["lab", "prototype", "--cpus", "2,lots", "--no-build"], where="--cpus")
+
+
+@case("lab-prototype-patches-not-a-folder")
+def _(c: Ctx) -> Case:
+    p = c.path("patches.txt")
+    p.write_text("not a series\n")
+    return Case(["lab", "prototype", "--check-series", "--patches", str(p), "--no-build"],
+                where=str(p))
+
+
+# --- the fleet ---------------------------------------------------------------------------------
+
+@case("fleet-cpus-1e9")
+def _(c: Ctx) -> Case:
+    return Case(["fleet", str(c.bundle(S2)), "--cpus", "own,1000000000", "--workers", "1",
+                 "--results", str(c.work / "fleet-res-cpus")], where="--cpus")
+
+
+@case("fleet-manifest-binary")
+def _(c: Ctx) -> Case:
+    p = c.path("fleet-bin.json")
+    p.write_bytes(b"\x00\xff[{" + os.urandom(200))
+    return Case(["fleet", str(p), "--workers", "1", "--results", str(c.work / "fleet-res-bin")],
+                where=str(p))
+
+
+@case("fleet-manifest-fifo")
+def _(c: Ctx) -> Case:
+    p = c.path("fleet.csv")
+    if not p.exists():
+        os.mkfifo(p)
+    return Case(["fleet", str(p), "--workers", "1", "--results", str(c.work / "fleet-res-fifo")],
+                where=str(p), timeout=30)
+
+
+@case("fleet-results-is-a-file")
+def _(c: Ctx) -> Case:
+    p = c.path("fleet-results-file")
+    p.write_text("x")
+    return Case(["fleet", str(c.bundle(S2)), "--workers", "1", "--results", str(p)], where=str(p))
+
+
 def _tiny_elf(filesz: int) -> bytes:
     """A 64-bit little-endian AArch64 ELF header with one PT_LOAD of ``filesz`` bytes."""
     eh = struct.pack("<4sBBBBB7sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, b"\0" * 7,

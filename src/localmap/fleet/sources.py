@@ -25,6 +25,7 @@ import json
 import posixpath
 
 from localmap.errors import LocalmapError
+from localmap.fileio import read_input_bytes
 
 TRACE_NAMES = ("trace", "trace.gz", "trace.xz")
 MANIFEST_SUFFIXES = (".csv", ".json")
@@ -109,12 +110,25 @@ def _expand_one(source: str) -> list[str]:
     return [location(fs, path)]        # a bare trace file: a bundle of its own
 
 
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def _is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
 def read_manifest(source: str) -> list[str]:
     """The bundle locations a CSV or JSON manifest lists (see module doc)."""
     fs, path = url_to_fs(source)
     try:
-        with fs.open(path, "rb") as fh:
-            raw = fh.read()
+        if _is_local(fs):           # a regular file only (a FIFO would block), bounded
+            raw = read_input_bytes(path, MAX_MANIFEST_BYTES, "manifest")
+        else:
+            with fs.open(path, "rb") as fh:
+                raw = fh.read(MAX_MANIFEST_BYTES + 1)
+            if len(raw) > MAX_MANIFEST_BYTES:
+                raise LocalmapError(f"is more than {MAX_MANIFEST_BYTES >> 20} MiB", source)
         text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise LocalmapError(f"cannot read the manifest: {exc}", source) from None
