@@ -121,7 +121,10 @@ def damaged(draw):
     how = draw(st.sampled_from(("field", "cut", "insert")))
     if how == "field":
         name = draw(st.sampled_from([f for f in FIELDS if f + "=" in body]))
-        line = re.sub(rf"\b{name}=\S*", lambda m: f"{name}={draw(junk)}", line, count=1)
+        value = draw(st.one_of(junk, st.integers(-2**65, 2**65).map(str),
+                               st.sampled_from(("0", "-1", "2", "0x10", "4_0", "+4", "3", "12",
+                                                "\u0664", "ffffffffffffffffff"))))
+        line = re.sub(rf"\b{name}=\S*", lambda m: f"{name}={value}", line, count=1)
     elif how == "cut":
         line = line[:draw(st.integers(0, len(line) - 1))]
     else:
@@ -221,3 +224,31 @@ def test_an_edited_trace_replays_whole_or_is_refused_in_one_line(base_trace, edi
     assert 0.0 <= r.agreement <= 1.0 and r.agree <= r.nr_allocs
     if whole != text and "percpu_" in text[len(whole):]:
         assert r.partial
+
+
+BAD_VALUES = {"size": ("0", "65537", "-4", "0x4", "4_0", "+4", "\u0664", "99999999999"),
+              "align": ("0", "3", "12", "131072", "-8"),
+              "reserved": ("2", "-1", "yes", ""), "is_atomic": ("2", "01x"),
+              "off": ("-8", "x", "0x10", "1e3"),
+              "base_addr": ("zz", "1ffff800082b4b000", "(____ptrval____)"),
+              "ptr": ("g", "(____ptrval____)", "-1")}
+GOOD = ("          <idle>-0       [000] d....     0.000000: percpu_alloc_percpu: "
+        "call_site=gic_init_bases+0x16c/0x230 reserved=0 is_atomic=0 size=4 align=4 "
+        "base_addr=ffff800082b4b000 off=5512 ptr=ffff800081f6d588 bytes_alloc=16 "
+        "gfp_flags=GFP_KERNEL")
+
+
+@pytest.mark.parametrize("layout", ["tracefs", "perf-script"])
+@pytest.mark.parametrize("field,value", [(f, v) for f, vs in BAD_VALUES.items() for v in vs])
+def test_every_bad_field_value_is_refused_at_its_line(tmp_path, layout, field, value):
+    line = re.sub(rf"\b{field}=\S*", lambda m: f"{field}={value}", GOOD, count=1)
+    if layout == "perf-script":
+        line = line.replace("d....     0.000000: percpu_", "0.000000: percpu:percpu_")
+    (ok,) = _read(tmp_path, "# tracer: nop\n" + (GOOD if layout == "tracefs" else line.replace(
+        f"{field}={value}", re.search(rf"\b{field}=\S*", GOOD).group(0))) + "\n")
+    assert ok[R_SIZE] == 4                          # the undamaged line reads
+    p = tmp_path / "trace"
+    p.write_text("# tracer: nop\n" + line + "\n")
+    with pytest.raises(LocalmapError) as e:
+        list(iter_records(p))
+    assert (e.value.path, e.value.line) == (str(p), 2)
