@@ -16,14 +16,73 @@ def test_spec_parsing():
         debian._split_spec("no spaces allowed")
 
 
+def _cache_deb(tmp_path, name: str, data: bytes = b"!<arch>\n", recorded: bytes | None = None):
+    """A cached .deb, with the archive hash recorded at its download (of ``recorded``)."""
+    import hashlib
+
+    deb = tmp_path / "localmap" / "debs" / name
+    deb.parent.mkdir(parents=True, exist_ok=True)
+    deb.write_bytes(data)
+    rec = data if recorded is None else recorded
+    (deb.parent / f".{name}.sha256").write_text(f"{hashlib.sha256(rec).hexdigest()} {len(rec)}\n")
+    return deb
+
+
 def test_cache_hit_needs_no_apt(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    deb = tmp_path / "localmap" / "debs" / "foo_1.0-1_arm64.deb"
-    deb.parent.mkdir(parents=True)
-    deb.write_bytes(b"!<arch>\n")
+    deb = _cache_deb(tmp_path, "foo_1.0-1_arm64.deb")
     monkeypatch.setattr(debian.shutil, "which", lambda name: None)  # apt absent: must not be needed
     assert debian.fetch_deb("foo:arm64") == deb
     assert debian.fetch_deb("foo:arm64=1.0-1") == deb
+
+
+def test_a_cached_deb_is_verified_once_and_again_when_it_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    deb = _cache_deb(tmp_path, "foo_1.0-1_arm64.deb", b"A" * 5000)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    hashed = []
+    real = debian._sha256
+    monkeypatch.setattr(debian, "_sha256", lambda p: hashed.append(p) or real(p))
+    assert debian.fetch_deb("foo:arm64") == deb and debian.fetch_deb("foo:arm64") == deb
+    assert len(hashed) == 1                         # the second use trusts the stamp
+    deb.write_bytes(b"B" * 5000)                    # same size, other bytes: hashed again, refused
+    with pytest.raises(LocalmapError, match="dpkg not found|apt"):
+        debian.fetch_deb("foo:arm64")               # (downloading it again needs apt)
+    assert len(hashed) == 2 and not deb.exists()
+
+
+def test_a_damaged_cached_deb_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    deb = _cache_deb(tmp_path, "foo_1.0-1_arm64.deb", b"!<arch>\ncut", recorded=b"!<arch>\nwhole")
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    with pytest.raises(LocalmapError, match="dpkg not found|apt"):
+        debian.fetch_deb("foo:arm64")
+    assert not deb.exists()
+
+
+def test_a_cached_deb_with_no_hash_to_check_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    deb = _cache_deb(tmp_path, "foo_1.0-1_arm64.deb")
+    (deb.parent / ".foo_1.0-1_arm64.deb.sha256").unlink()
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    with pytest.raises(LocalmapError, match="cannot verify the cached foo_1.0-1_arm64.deb"):
+        debian.fetch_deb("foo:arm64")
+    assert deb.exists()                             # not deleted: it may be fine
+
+
+@pytest.mark.skipif(not __import__("shutil").which("apt-cache"), reason="no apt-cache here")
+def test_the_archive_hash_comes_from_apt(tmp_path, monkeypatch):
+    """apt's own index gives the hash (a package this machine's apt lists: apt itself)."""
+    import subprocess
+
+    ver = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "apt"], capture_output=True,
+                         text=True).stdout.strip()
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True,
+                          text=True).stdout.strip()
+    got = debian._archive_hash("apt", arch, ver)
+    if got is None:
+        pytest.skip("apt's index does not list the installed apt version")
+    assert len(got[0]) == 64 and int(got[0], 16) >= 0 and got[1] > 100_000
 
 
 def test_missing_apt_is_one_clear_error(tmp_path, monkeypatch):
@@ -85,7 +144,7 @@ def test_cache_picks_the_newest_version(tmp_path, monkeypatch):
     d = tmp_path / "localmap" / "debs"
     d.mkdir(parents=True)
     for v in ("6.12.9-1", "6.12.117-1~deb12u1", "6.12.117-1", "6.12.10-1"):
-        (d / f"linux_{v}_arm64.deb").write_bytes(b"!<arch>\n")
+        _cache_deb(tmp_path, f"linux_{v}_arm64.deb")
     monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     assert debian.fetch_deb("linux:arm64").name == "linux_6.12.117-1_arm64.deb"
 

@@ -14,7 +14,13 @@ configuration under ``${XDG_CACHE_HOME:-~/.cache}/localmap/apt/<suite>`` (its ow
 package lists and state, the system's keyring): the system's sources, architectures and packages
 are never touched.
 
-Both steps are cached: a ``.deb`` already in the cache is not downloaded again, and an extracted
+Both steps are cached: a ``.deb`` already in the cache is not downloaded again, but it is used only
+after its SHA256 matches the archive's (from ``apt-cache show``, the index apt verified against
+the signed Release file; or, when the index no longer lists that version, the hash recorded from
+the index when it was downloaded): a damaged or replaced file is downloaded again. The hash of a
+verified file is remembered beside it with its size, modification time and inode, so a large
+package is read again only when it changed. Of several cached versions the newest in Debian's
+order is taken (``6.12.117`` after ``6.12.9``; ``~`` before anything). An extracted
 tree is reused (extraction goes to a temporary directory renamed into place, so an interrupted
 run never leaves a half tree that looks complete).
 
@@ -32,6 +38,7 @@ API::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -278,6 +285,83 @@ def _cached(name: str, arch: str | None, version: str | None) -> Path | None:
     return best
 
 
+def _archive_hash(name: str, arch: str | None, version: str,
+                  opts: tuple[str, ...] = ()) -> tuple[str, int] | None:
+    """(SHA256, size) the archive's index gives for ``name:arch=version``, or None when apt
+    does not know that version (or is absent)."""
+    if shutil.which("apt-cache") is None:
+        return None
+    spec = f"{name}:{arch}={version}" if arch else f"{name}={version}"
+    proc = _run(["apt-cache", *opts, "show", spec], what=f"apt-cache show {spec}")
+    if proc.returncode != 0:
+        return None
+    sha = size = None
+    for line in proc.stdout.splitlines():
+        if not line.strip():
+            if sha:
+                break
+            continue
+        key, _, val = line.partition(":")
+        if key == "SHA256":
+            sha = val.strip().lower()
+        elif key == "Size" and val.strip().isdigit():
+            size = int(val)
+    return (sha, size) if sha and size is not None else None
+
+
+def _sidecar(deb: Path, what: str) -> Path:
+    return deb.with_name(f".{deb.name}.{what}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stat_key(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+
+
+def _name_arch_version(deb: Path) -> tuple[str, str, str]:
+    name, version, arch = deb.name.removesuffix(".deb").split("_")
+    return name, arch, version.replace("%3a", ":")
+
+
+def verify_deb(deb: Path, opts: tuple[str, ...] = ()) -> bool:
+    """Whether the cached ``deb`` has the archive's SHA256 and size (see the module docstring).
+    Raises :class:`LocalmapError` when there is nothing to check it against."""
+    name, arch, version = _name_arch_version(deb)
+    expected = _archive_hash(name, arch, version, opts)
+    recorded = _sidecar(deb, "sha256")
+    if expected is None and recorded.is_file():
+        sha, _, size = recorded.read_text().strip().partition(" ")
+        expected = (sha, int(size)) if size.isdigit() else None
+    if expected is None:
+        raise LocalmapError(f"cannot verify the cached {deb.name}: apt does not list "
+                            f"{name}={version} and no archive hash was recorded with it (run "
+                            "apt-get update, or delete the file to download it again)", deb)
+    stamp = _sidecar(deb, "verified")
+    if deb.stat().st_size != expected[1]:
+        return False
+    if stamp.is_file() and stamp.read_text() == f"{expected[0]} {_stat_key(deb)}":
+        return True
+    if _sha256(deb) != expected[0]:
+        return False
+    stamp.write_text(f"{expected[0]} {_stat_key(deb)}")
+    if not recorded.is_file():
+        recorded.write_text(f"{expected[0]} {expected[1]}\n")
+    return True
+
+
+def _drop(deb: Path) -> None:
+    for p in (deb, _sidecar(deb, "verified"), _sidecar(deb, "sha256")):
+        p.unlink(missing_ok=True)
+
+
 def fetch_deb(spec: str, suite: str | None = None) -> Path:
     """Download the Debian package ``name[:arch][=version]`` (cached) and return its ``.deb``.
 
@@ -287,9 +371,15 @@ def fetch_deb(spec: str, suite: str | None = None) -> Path:
     """
     name, arch, version = _split_spec(spec)
     hit = _cached(name, arch, version)
-    if hit is not None:
-        return hit
     opts: tuple[str, ...] = ()
+    if hit is not None:
+        if suite is not None and _archive_hash(*_name_arch_version(hit)) is None \
+                and not _sidecar(hit, "sha256").is_file():
+            opts = suite_options(suite, arch)
+        if verify_deb(hit, opts):
+            return hit
+        _drop(hit)                  # damaged or replaced: download it again
+        opts = ()
     if suite is not None and not _known(name, arch):
         opts = suite_options(suite, arch)
         if not _known(name, arch, opts):
@@ -311,6 +401,10 @@ def fetch_deb(spec: str, suite: str | None = None) -> Path:
             raise LocalmapError(f"apt-get download {spec} produced no .deb")
         dest = debs_dir() / got[0].name
         os.replace(got[0], dest)
+    # (apt-get checked the download against the index; record that hash for later re-checks)
+    h = _archive_hash(*_name_arch_version(dest), opts)
+    if h is not None:
+        _sidecar(dest, "sha256").write_text(f"{h[0]} {h[1]}\n")
     return dest
 
 
