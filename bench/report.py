@@ -6,6 +6,9 @@ is the only place the project quotes speed figures. A script that fails is repor
 and makes ``make bench`` fail.
 
     .venv/bin/python bench/report.py [--out docs/benchmarks.md] [--only NAME ...]
+
+With ``--only``, the named scripts are run again and their sections replaced; every other section
+of the existing page is kept as it was, marked with the run that measured it.
 """
 
 from __future__ import annotations
@@ -58,6 +61,33 @@ def _cell(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+def _old_sections(page: Path) -> dict[str, str]:
+    """Sections of an existing page by their heading, each ending with a note of the run that
+    measured it (taken from the page's header unless the section already names its run)."""
+    try:
+        text = page.read_text()
+    except OSError:
+        return {}
+    head, *parts = text.split("\n## ")
+    date, commit, load = "an earlier date", "?", "?"
+    for ln in head.splitlines():
+        if ln.startswith("- date: "):
+            date = ln[len("- date: "):]
+        elif ln.startswith("- Python") and "commit " in ln:
+            commit = ln.split("commit ", 1)[1]
+        elif ln.startswith("- machine: ") and "load average " in ln:
+            load = ln.split("load average ", 1)[1].split(" at the start")[0]
+    run = f"this section from `make bench` at commit {commit}, {date}, load {load}"
+    out = {}
+    for part in parts:
+        title, _, body = part.partition("\n")
+        body = body.rstrip()
+        if "this section from `make bench`" not in body:
+            body = body[:-2] + f"; {run}.)" if body.endswith(".)") else body + f"\n\n({run}.)"
+        out[title.strip()] = body.strip("\n") + "\n"
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
@@ -84,6 +114,14 @@ def main() -> int:
             failed.append(script.name)
         doc = script.read_text().split('"""')[1].strip().split("\n")[0].rstrip(".").replace("``", "`")
         sections.append((script, doc, rows, proc.returncode, secs))
+    if args.only:        # keep every other section of the page as it was measured
+        old = _old_sections(Path(args.out))
+        ran = {s[0] for s in sections}
+        for script in sorted((ROOT / "bench").glob("bench_*.py")):
+            doc = script.read_text().split('"""')[1].strip().split("\n")[0].rstrip(".").replace("``", "`")
+            if script not in ran and doc in old:
+                sections.append((script, doc, old[doc], None, 0.0))
+        sections.sort(key=lambda s: s[0].name)
     lines = [
         "# Benchmarks",
         "",
@@ -100,6 +138,9 @@ def main() -> int:
     ]
     for script, doc, rows, rc, secs in sections:
         lines += [f"## {doc}", ""]
+        if rc is None:                         # kept from the existing page
+            lines += [rows]
+            continue
         if rc != 0 and not rows:
             lines += [f"`{script.relative_to(ROOT)}` failed (exit status {rc}); no figures.", ""]
             continue

@@ -73,3 +73,29 @@ def test_html_report_renders_in_headless_chromium(tmp_path, capsys):
     subprocess.run([*cmd[:-2], f"--screenshot={shot}", "--window-size=1000,3000", index.as_uri()],
                    capture_output=True, timeout=180)
     assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_wide_tables_split_by_columns_instead_of_cutting_cells():
+    """A table wider than the terminal is printed in parts, each fitting the width, the first
+    column repeated and every cell whole (no "…")."""
+    import io
+
+    from rich.console import Console
+
+    from localmap.cli.report_view import column_groups, fitted_tables
+
+    headers = ["workload"] + [f"column number {i}" for i in range(10)]
+    rows = [[f"w{r}"] + [f"{r * 1000 + i:,}..{-r * 7 - i} %" for i in range(10)] for r in range(5)]
+    groups = column_groups(headers, rows, 80)
+    assert len(groups) > 1 and all(g[0] == 0 for g in groups)
+    assert sorted(i for g in groups for i in g[1:]) == list(range(1, 11))
+    out = io.StringIO()
+    con = Console(file=out, width=80, color_system=None)
+    for t in fitted_tables("wide", headers, rows, 80):
+        con.print(t)
+    text = out.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for row in rows:
+        for cell in row:
+            assert cell in text
+    assert column_groups(headers[:3], [r[:3] for r in rows], 80) == [[0, 1, 2]]
