@@ -210,8 +210,11 @@ def test_ctrl_c_writes_what_is_done_and_says_one_line(fleet200, tmp_path):
     results = tmp_path / "results"
     cmd = LOCALMAP + ["fleet", str(manifest), "--workers", "2", "--results", str(results),
                       "--no-progress"]
+    # as in a terminal: Ctrl-C live even if this test runs where SIGINT is ignored (a
+    # background job of a non-interactive shell ignores it, and its children inherit that)
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
+                         start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while len(_rows(results)) < 20:
