@@ -85,3 +85,28 @@ def test_a_whole_capture_is_complete_on_every_evidence(s2):
     r = R.replay(s2)
     assert not r.partial and r.partial_reasons == []
     assert r.completeness and all(e["complete"] is not False for e in r.completeness)
+
+
+def test_the_terminal_view_shows_each_check_with_its_label_and_the_evidence(s2, tmp_path):
+    """`localmap replay` prints every cross-check beside what it tests, and the completeness
+    evidence with its verdict (a cut trace shows PARTIAL on the ftrace header's row)."""
+    import io
+
+    from rich.console import Console
+
+    from localmap.cli.replay_view import print_replay
+
+    def text(res) -> str:
+        out = io.StringIO()
+        print_replay(res, console=Console(file=out, width=250, color_system=None))
+        return out.getvalue()
+
+    whole = R.replay(s2)
+    page = text(whole)
+    for c in whole.checks():
+        row = next(ln for ln in page.splitlines() if c["check"][:40] in ln)
+        assert c["tests"] in row and ("ok" in row) == c["ok"]
+    assert "PARTIAL" not in page
+    cut = text(R.replay(_cut(s2, tmp_path / "cut", keep_header=True, seconds=1.0)))
+    row = next(ln for ln in cut.splitlines() if "ftrace header" in ln and "trace:3" in ln)
+    assert "PARTIAL" in row

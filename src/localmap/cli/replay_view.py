@@ -2,7 +2,8 @@
 
 Models nothing; it prints what the replay computed: geometry against dmesg, how the first
 chunk's addresses and pre-trace occupancy were obtained, the agreement, every disagreement
-class, the final allocator state in the spirit of ``percpu_stats`` and the meminfo cross-check.
+class, the final allocator state in the spirit of ``percpu_stats``, the cross-checks labelled by
+what they test, and the evidence that the trace is complete or partial.
 """
 
 from __future__ import annotations
@@ -155,6 +156,24 @@ def replay_tables(res: ReplayResult, show: int = 10) -> list:
         safe_row(t, "same addresses and sizes", "yes" if vc["ok"] else
                   "NO: only in vmallocinfo " + ", ".join(vc["only_kernel"]) +
                   "; only in the model " + ", ".join(vc["only_model"]))
+        out.append(t)
+    checks = res.checks()
+    if checks:
+        t = Table(title="Cross-checks and what each tests (a model that predicts nothing still "
+                  "passes the trace-completeness ones)", title_justify="left")
+        for col in ("check", "tests", "", "detail"):
+            t.add_column(col, overflow="fold")
+        for c in checks:
+            safe_row(t, c["check"], c["tests"], "ok" if c["ok"] else "FAILS", c["detail"])
+        out.append(t)
+    if res.completeness:
+        t = Table(title="Is the trace the whole story? (the evidence behind 'partial')",
+                  title_justify="left")
+        for col in ("evidence", "source", "", "detail"):
+            t.add_column(col, overflow="fold")
+        for e in res.completeness:
+            verdict = {True: "complete", False: "PARTIAL", None: "unknown"}[e["complete"]]
+            safe_row(t, e["evidence"], e["source"], verdict, e["detail"])
         out.append(t)
     return out
 
