@@ -376,9 +376,21 @@ def fetch_deb(spec: str, suite: str | None = None) -> Path:
         if suite is not None and _archive_hash(*_name_arch_version(hit)) is None \
                 and not _sidecar(hit, "sha256").is_file():
             opts = suite_options(suite, arch)
-        if verify_deb(hit, opts):
+        try:
+            ok = verify_deb(hit, opts)
+        except LocalmapError:       # nothing to check it against: refresh the index, once
+            if suite is not None:
+                suite_update(suite, arch)
+            else:
+                apt_update(arch)
+            try:
+                ok = verify_deb(hit, opts)
+            except LocalmapError:   # still unknown (cached before hashes were recorded):
+                ok = None           # download it again over it, kept if that fails
+        if ok:
             return hit
-        _drop(hit)                  # damaged or replaced: download it again
+        if ok is False:
+            _drop(hit)              # damaged or replaced: download it again
         opts = ()
     if suite is not None and not _known(name, arch):
         opts = suite_options(suite, arch)
