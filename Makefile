@@ -25,8 +25,10 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# the slow tests wait on downloads, QEMU and subprocesses: two workers overlap them (one file
+# per worker, so a file's module-scoped fixtures are built once)
 test-slow: install
-	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m slow -n 2 --dist loadfile --durations=15 || [ $$? -eq 5 ]
 
 bench: install
 	$(PY) bench/report.py --out docs/benchmarks.md
