@@ -235,3 +235,30 @@ def _parse_text(text: str):
     from localmap.ingest.trace import parse_line
     return [e for i, ln in enumerate(text.splitlines(), 1)
             if (e := parse_line(ln, "<mem>", i)) is not None]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_lines_ending_with_equals_a_line_by_line_scan(tmp_path, compress):
+    """The block-wise suffix search finds the same lines, with the same numbers, as splitting
+    the file into lines: matches across block boundaries, a last line without its end, and a
+    suffix inside a line (not at its end) that must not count."""
+    import gzip as _gzip
+    import random
+
+    from localmap.ingest.textfile import BLOCK_CHARS, lines_ending_with
+
+    rnd = random.Random(7)
+    lines = []
+    while sum(len(x) + 1 for x in lines) < 3 * BLOCK_CHARS:
+        r = rnd.random()
+        name = ("__per_cpu_start" if r < 0.01 else "__per_cpu_end" if r < 0.02 else
+                "__per_cpu_start_x" if r < 0.03 else f"sym{rnd.randrange(10**6)}")
+        lines.append(f"{rnd.randrange(16**16):016x} {rnd.choice('tTdD')} {name}")
+    lines.append("ffff800080000000 D __per_cpu_end")          # last, without a newline
+    text = "\n".join(lines)
+    p = tmp_path / ("k.gz" if compress else "k")
+    p.write_bytes(_gzip.compress(text.encode()) if compress else text.encode())
+    want = [(i, ln) for i, ln in enumerate(lines, 1)
+            if ln.endswith(("__per_cpu_start", "__per_cpu_end"))]
+    got = list(lines_ending_with(p, ("__per_cpu_start", "__per_cpu_end")))
+    assert got == want and len(want) > 10 and want[-1][0] == len(lines)

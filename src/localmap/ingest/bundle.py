@@ -24,7 +24,7 @@ from pathlib import Path
 from localmap.errors import LocalmapError
 from localmap.ingest import kconfig, procfs
 from localmap.fileio import printable
-from localmap.ingest.textfile import iter_lines, read_text
+from localmap.ingest.textfile import lines_ending_with, read_text
 
 # the workload phases after which Percpu: is read, in the order the capture script runs them
 MEMINFO_PHASES = ("boot", "memcg", "memcg_del", "fork", "modules", "modules_del", "workload")
@@ -130,9 +130,7 @@ class Bundle:
         if p is None:
             return None
         found: dict[str, int] = {}
-        for lineno, line in enumerate(iter_lines(p), 1):
-            if not line.endswith(("__per_cpu_start", "__per_cpu_end")):
-                continue
+        for lineno, line in lines_ending_with(p, ("__per_cpu_start", "__per_cpu_end")):
             m = _PERCPU_BOUNDS_RE.fullmatch(line.rstrip())
             if m is None:
                 raise LocalmapError(f"not a kallsyms line: {printable(line, 80)!r} (expected "

@@ -157,6 +157,47 @@ class LineReader:
                 yield rest
 
 
+def lines_ending_with(path: Path | str, suffixes: tuple[str, ...],
+                      max_line: int = MAX_LINE_CHARS) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each line of a (possibly compressed) text file that ends with one
+    of ``suffixes``, found a block at a time by substring search, without splitting the file
+    into lines: the fast way to pick a few lines out of a large file (a kallsyms). Same bounds
+    and errors as :class:`LineReader`."""
+    fh, raw, _ = open_text_stream(Path(path))
+    lines, rest = 0, ""
+    try:
+        while True:
+            block = fh.read(BLOCK_CHARS)
+            text = rest + block
+            if block:
+                cut = text.rfind("\n") + 1
+                text, rest = text[:cut], text[cut:]
+                if len(rest) > max_line:
+                    raise LocalmapError(
+                        f"line longer than {max_line >> 10} KiB (not a text capture of this "
+                        "kind?)", path, lines + text.count("\n") + 1)
+            else:
+                text += "\n" if text else ""           # a last line without its end
+            hits = []
+            for suffix in suffixes:
+                needle = suffix + "\n"
+                i = text.find(needle)
+                while i >= 0:
+                    end = i + len(suffix)
+                    hits.append((text.rfind("\n", 0, i) + 1, end))
+                    i = text.find(needle, end)
+            for start, end in sorted(hits):
+                yield lines + text.count("\n", 0, start) + 1, text[start:end]
+            lines += text.count("\n")
+            if not block:
+                break
+    except DECOMPRESS_ERRORS as exc:
+        raise corrupt(path, exc, f" after line {lines}") from None
+    finally:
+        fh.close()
+        raw.close()
+
+
 def iter_lines(path: Path | str, max_line: int = MAX_LINE_CHARS) -> Iterator[str]:
     """The lines of a (possibly compressed) text file, without their ends (see
     :class:`LineReader`)."""
