@@ -25,7 +25,6 @@ import lzma
 import os
 import resource
 import shutil
-import stat
 import struct
 import subprocess
 import sys
@@ -435,7 +434,6 @@ def _(c: Ctx) -> Case:
 
 @case("line-truncated-in-the-middle")
 def _(c: Ctx) -> Case:
-    lines = c.lines()
     i = _alloc_line(c) + 40
     _, t = c.trace_edit("cut-middle", lambda ls: ls[:i] + [ls[i][:80] + "\n"] + ls[i + 1:])
     return Case(["replay", str(Path(t).parent)], where=f"{t}:{i + 1}")
@@ -535,7 +533,6 @@ def _(c: Ctx) -> Case:
 
 @case("duplicate-allocation-first-chunk")
 def _(c: Ctx) -> Case:
-    lines = c.lines()
     i = _alloc_line(c) + 20
     _, t = c.trace_edit("dup-alloc-fc", lambda ls: ls[: i + 1] + [ls[i]] + ls[i + 1:])
     return Case(["replay", str(Path(t).parent)], where=f"{t}:{i + 2}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from localmap.arch.arm64 import thiscpu as tc
 from localmap.check.explore import explore

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import struct
 
-import pytest
 
 from kallsyms_build import build
 from localmap.perf.arches import analyse_arch, ppc_data_offset, ppc_soft_mask, riscv_starts, s390_starts

@@ -8,7 +8,6 @@ build exists they boot it and require a clean self-check.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 
-import pytest
-
 from localmap.analysis import replay as R
 from localmap.mm.percpu import Percpu
 

@@ -29,8 +29,6 @@ the I-cache may drop its line at any time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import marshal
 from dataclasses import dataclass, replace
 

@@ -39,7 +39,6 @@ API::
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
