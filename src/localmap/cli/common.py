@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from localmap.cli.console import stdout_console
 from localmap.cli.progress import TerminalProgress
@@ -54,6 +55,15 @@ def add_command(sub, name: str, *, help: str, description: str | None = None,
     kw = {"formatter_class": argparse.RawDescriptionHelpFormatter} if raw else {}
     return sub.add_parser(name, help=help, description=description or help,
                           parents=[global_options()], **kw)
+
+
+def html_folder(path: str) -> Path:
+    """Create the folder an ``--html`` report goes to, or fail in one line before any work."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalmapError(f"cannot create the HTML folder: {exc.strerror}", path) from None
+    return Path(path)
 
 
 def progress(args: argparse.Namespace) -> TerminalProgress:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
-from localmap.cli.common import add_command, info, progress
-from localmap.errors import LocalmapError
+from localmap.cli.common import add_command, html_folder, info, progress
 
 
 def register(sub) -> None:
@@ -36,11 +34,7 @@ def run(args) -> int:
     from localmap.report.evaluate import evaluate
 
     if args.html:                          # a folder we cannot write fails before the work
-        try:
-            Path(args.html).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LocalmapError(f"cannot create the HTML folder: {exc.strerror}",
-                                args.html) from None
+        html_folder(args.html)
     with progress(args) as prog:
         report = evaluate(args.bundle, progress=prog)
     if args.json:

@@ -12,10 +12,8 @@ import argparse
 import json
 import sys
 import textwrap
-from pathlib import Path
 
-from localmap.cli.common import add_command, count, info, positive, progress
-from localmap.errors import LocalmapError
+from localmap.cli.common import add_command, count, html_folder, info, positive, progress
 
 EXAMPLES = """
 examples:
@@ -94,11 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     configs, skipped = grid(args.granules, args.va_bits, args.cpus)
     if args.html:                          # a folder we cannot write fails before the work
-        try:
-            Path(args.html).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LocalmapError(f"cannot create the HTML folder: {exc.strerror}",
-                                args.html) from None
+        html_folder(args.html)
     with progress(args) as prog:
         result = run_fleet(args.sources, configs, args.results, scheduler=args.scheduler,
                            workers=args.workers, fresh=args.fresh,

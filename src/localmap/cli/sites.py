@@ -50,9 +50,7 @@ def run(args) -> int:
         return _run_arch(args, img)
     with progress(args) as prog:
         rep = analyse(img, progress=prog)
-    if args.json:
-        json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if _printed_json(args, rep):
         return 0
     from rich.table import Table
 
@@ -81,14 +79,21 @@ def run(args) -> int:
     return 0
 
 
+def _printed_json(args, rep) -> bool:
+    """With ``--json``, print the report for programs (and say so)."""
+    if not args.json:
+        return False
+    json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return True
+
+
 def _run_arch(args, img) -> int:
     from localmap.perf.arches import analyse_arch
 
     with progress(args) as prog:
         rep = analyse_arch(img, progress=prog)
-    if args.json:
-        json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if _printed_json(args, rep):
         return 0
     from rich.table import Table
 

@@ -293,77 +293,55 @@ def first_chunk_alloc_info(mode: str, static_size: int, possible_cpus: int | Ite
 # an operation costs what the block(s) it touches cost (the kernel's word-level view), a
 # block's map is a plain read, and a copy of the chunk is a list copy.
 
-def _next_set(blocks: list[int], shift: int, start: int, size: int) -> int:
-    """First set bit in [start, size) of a block-list bitmap, else ``size``."""
+def _next_bit(blocks: list[int], shift: int, start: int, size: int, flip: int) -> int:
+    """First bit in [start, size) of a block-list bitmap that is set once XORed with ``flip``
+    (0: the first set bit; a block of ones: the first clear bit), else ``size``."""
     if start >= size:
         return size
     i = start >> shift
-    x = blocks[i] >> (start & ((1 << shift) - 1))
+    x = (blocks[i] ^ flip) >> (start & ((1 << shift) - 1))
     if x:
         r = start + (x & -x).bit_length() - 1
         return r if r < size else size
     last = (size - 1) >> shift
     i += 1
     while i <= last:
-        x = blocks[i]
+        x = blocks[i] ^ flip
         if x:
             r = (i << shift) + (x & -x).bit_length() - 1
             return r if r < size else size
         i += 1
     return size
+
+
+def _next_set(blocks: list[int], shift: int, start: int, size: int) -> int:
+    """First set bit in [start, size) of a block-list bitmap, else ``size``."""
+    return _next_bit(blocks, shift, start, size, 0)
 
 
 def _next_zero(blocks: list[int], shift: int, start: int, size: int) -> int:
     """First clear bit in [start, size) of a block-list bitmap, else ``size``."""
-    if start >= size:
-        return size
-    bb = 1 << shift
-    full = (1 << bb) - 1
-    i = start >> shift
-    x = (blocks[i] ^ full) >> (start & (bb - 1))
-    if x:
-        r = start + (x & -x).bit_length() - 1
-        return r if r < size else size
-    last = (size - 1) >> shift
-    i += 1
-    while i <= last:
-        x = blocks[i] ^ full
-        if x:
-            r = (i << shift) + (x & -x).bit_length() - 1
-            return r if r < size else size
-        i += 1
-    return size
+    return _next_bit(blocks, shift, start, size, (1 << (1 << shift)) - 1)
+
+
+def _assign_bits(blocks: list[int], shift: int, start: int, n: int, value: bool) -> None:
+    """Set (``value``) or clear bits [start, start + n) of a block-list bitmap."""
+    bm = (1 << shift) - 1
+    end = start + n
+    last = (end - 1) >> shift
+    for k in range(start >> shift, last + 1):
+        lo = start & bm if k == start >> shift else 0
+        hi = ((end - 1) & bm) + 1 if k == last else bm + 1
+        m = ((1 << (hi - lo)) - 1) << lo
+        blocks[k] = blocks[k] | m if value else blocks[k] & ~m
 
 
 def _set_bits(blocks: list[int], shift: int, start: int, n: int) -> None:
-    bm = (1 << shift) - 1
-    end = start + n
-    i = start >> shift
-    j = (end - 1) >> shift
-    so = start & bm
-    if i == j:
-        blocks[i] |= ((1 << n) - 1) << so
-        return
-    full = (1 << (bm + 1)) - 1
-    blocks[i] |= full ^ ((1 << so) - 1)
-    for k in range(i + 1, j):
-        blocks[k] = full
-    blocks[j] |= (1 << (((end - 1) & bm) + 1)) - 1
+    _assign_bits(blocks, shift, start, n, True)
 
 
 def _clear_bits(blocks: list[int], shift: int, start: int, n: int) -> None:
-    bm = (1 << shift) - 1
-    end = start + n
-    i = start >> shift
-    j = (end - 1) >> shift
-    so = start & bm
-    if i == j:
-        blocks[i] &= ~(((1 << n) - 1) << so)
-        return
-    blocks[i] &= (1 << so) - 1
-    for k in range(i + 1, j):
-        blocks[k] = 0
-    blocks[j] &= ~((1 << (((end - 1) & bm) + 1)) - 1)
+    _assign_bits(blocks, shift, start, n, False)
 
 
 @functools.lru_cache(maxsize=8)
@@ -835,31 +813,6 @@ class Percpu:
         s_off = x.bit_length() if x else 0
         self.block_update(chunk, s_index, s_off, e_off, bb)
 
-    def next_md_free_region(self, chunk: PcpuChunk, bit_off: int) -> tuple[int, int]:
-        bb = self.block_bits
-        i = bit_off >> self.block_shift
-        block_off = bit_off & (bb - 1)
-        bits = 0
-        n = chunk.nr_pages
-        ch, chs, lf, rf = chunk.ch, chunk.chs, chunk.lf, chunk.rf
-        while i < n:
-            if bits:
-                left = lf[i]
-                bits += left
-                if left == bb:
-                    i += 1
-                    continue
-                return bit_off, bits
-            bits = ch[i]
-            start = chs[i]
-            if bits and start >= block_off and bits + start < bb:
-                return i * bb + start, bits
-            block_off = 0
-            bits = rf[i]
-            bit_off = (i + 1) * bb - bits
-            i += 1
-        return bit_off, bits
-
     def chunk_refresh_hint(self, chunk: PcpuChunk, full_scan: bool) -> None:
         """``pcpu_chunk_refresh_hint``: the chunk md rebuilt from the blocks' hints (the
         free-region walk of ``pcpu_next_md_free_region`` is inlined)."""
@@ -1100,29 +1053,6 @@ class Percpu:
             j += 1
         return False, j * ps // PCPU_MIN_ALLOC_SIZE
 
-    def find_block_fit(self, chunk: PcpuChunk, alloc_bits: int, align: int,
-                       pop_only: bool) -> int:
-        n = chunk.nr_pages
-        start = chunk.chs[n]
-        if ((start + align - 1) & -align) - start + alloc_bits > chunk.ch[n]:
-            return -1                                    # pcpu_check_block_hint
-        s = chunk.sh[n]
-        if s and start > chunk.shs[n] and alloc_bits > s:   # pcpu_next_hint
-            bit_off = chunk.shs[n] + s
-        else:
-            bit_off = chunk.ff[n]
-        map_bits = chunk.map_bits
-        bit_off, bits = self.next_fit_region(chunk, alloc_bits, align, bit_off)
-        if pop_only:
-            while bit_off < map_bits:
-                ok, next_off = self._is_populated(chunk, bit_off, bits)
-                if ok:
-                    break
-                bit_off, bits = self.next_fit_region(chunk, alloc_bits, align, next_off)
-        if bit_off >= map_bits:
-            return -1
-        return bit_off
-
     def find_zero_area(self, chunk: PcpuChunk, size: int, start: int, nr: int,
                        align_mask: int) -> tuple[int, int, int]:
         """``pcpu_find_zero_area``: (index, largest_off, largest_bits) like the kernel's."""
@@ -1169,21 +1099,6 @@ class Percpu:
                 start = i + 1
                 continue
             return index, largest_off, largest_bits
-
-    def alloc_area_search(self, chunk: PcpuChunk, alloc_bits: int, align: int,
-                          start: int) -> int:
-        """The search half of ``pcpu_alloc_area``; returns bit_off or -1."""
-        align_mask = align - 1 if align else 0
-        end = start + alloc_bits + self.block_bits
-        if end > chunk.map_bits:
-            end = chunk.map_bits
-        bit_off, area_off, area_bits = self.find_zero_area(chunk, end, start, alloc_bits,
-                                                           align_mask)
-        if bit_off >= end:
-            return -1
-        if area_bits:
-            self.block_update_scan(chunk, area_off, area_bits)
-        return bit_off
 
     def alloc_area_commit(self, chunk: PcpuChunk, bit_off: int, alloc_bits: int) -> int:
         """The commit half of ``pcpu_alloc_area``; returns the byte offset."""
@@ -1317,44 +1232,28 @@ class Percpu:
 
     def populate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
         """``pcpu_populate_chunk`` + ``pcpu_chunk_populated``."""
+        self._set_population(chunk, page_start, page_end, True)
+
+    def depopulate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
+        """``pcpu_depopulate_chunk`` + ``pcpu_chunk_depopulated``."""
+        self._set_population(chunk, page_start, page_end, False)
+
+    def _set_population(self, chunk: PcpuChunk, page_start: int, page_end: int,
+                        populated: bool) -> None:
         nr = page_end - page_start
         if nr <= 0:
             return
-        pop = chunk.populated
-        for i in range(page_start, page_end):
-            pop[i] = True
+        chunk.populated[page_start:page_end] = [populated] * nr
+        if not populated:
+            nr = -nr
         chunk.nr_populated += nr
         self.nr_populated += nr
         self.update_empty_pages(chunk, nr)
         if self.listener is not None:
-            _notify(self.listener, "pages_populated", chunk, page_start, page_end)
-
-    def depopulate(self, chunk: PcpuChunk, page_start: int, page_end: int) -> None:
-        """``pcpu_depopulate_chunk`` + ``pcpu_chunk_depopulated``."""
-        nr = page_end - page_start
-        if nr <= 0:
-            return
-        pop = chunk.populated
-        for i in range(page_start, page_end):
-            pop[i] = False
-        chunk.nr_populated -= nr
-        self.nr_populated -= nr
-        self.update_empty_pages(chunk, -nr)
-        if self.listener is not None:
-            _notify(self.listener, "pages_depopulated", chunk, page_start, page_end)
+            _notify(self.listener, "pages_populated" if populated else "pages_depopulated",
+                    chunk, page_start, page_end)
 
     # ----- pcpu_alloc / free_percpu -----------------------------------------------------------
-    def check_request(self, size: int, align: int) -> tuple[int, int, int, int]:
-        """Normalise like ``pcpu_alloc``: returns (size, align, bits, bit_align)."""
-        if align < PCPU_MIN_ALLOC_SIZE:
-            align = PCPU_MIN_ALLOC_SIZE
-        size = (size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
-        if not size or size > self.min_unit_size or align > self.page_size or \
-                align & (align - 1):
-            raise PcpuAllocError(f"illegal size ({size}) or align ({align}) for percpu "
-                                 f"allocation")
-        return size, align, size >> PCPU_MIN_ALLOC_SHIFT, align >> PCPU_MIN_ALLOC_SHIFT
-
     def pcpu_alloc_search(self, size: int, align: int, reserved: bool = False,
                           atomic: bool = False) -> tuple[PcpuChunk, int] | None:
         """Where ``pcpu_alloc`` would put the area, without committing it.
@@ -1371,13 +1270,9 @@ class Percpu:
                                  f"allocation")
         bits = size >> PCPU_MIN_ALLOC_SHIFT
         bit_align = align >> PCPU_MIN_ALLOC_SHIFT
-        fit = self.find_block_fit
         if reserved and self.reserved_chunk is not None:
             chunk = self.reserved_chunk
-            off = fit(chunk, bits, bit_align, atomic)
-            if off < 0:
-                return None
-            off = self.alloc_area_search(chunk, bits, bit_align, off)
+            off = self._search_chunk(chunk, bits, bit_align, atomic)
             return (chunk, off) if off >= 0 else None
         slots = self.slots
         free_slot = self.free_slot
@@ -1399,9 +1294,9 @@ class Percpu:
         return None
 
     def _search_chunk(self, chunk: PcpuChunk, bits: int, align: int, atomic: bool) -> int:
-        """``pcpu_find_block_fit`` then ``pcpu_alloc_area``'s search in one chunk (their
-        common path inlined: the replay's hottest code): bit offset, -1 when the block fit
-        fails, -2 when the area search does."""
+        """``pcpu_find_block_fit`` then ``pcpu_alloc_area``'s search in one chunk, as one
+        function (the replay's hottest code): bit offset, -1 when the block fit fails, -2 when
+        the area search does."""
         n = chunk.nr_pages
         start = chunk.chs[n]
         if ((start + align - 1) & -align) - start + bits > chunk.ch[n]:
@@ -1442,37 +1337,7 @@ class Percpu:
         """
         size = (size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
         bits = size >> PCPU_MIN_ALLOC_SHIFT
-        # pcpu_alloc_area's commit (as alloc_area_commit, inlined for the common case: an area
-        # within one block)
-        shift = self.block_shift
-        bm = self.block_bits - 1
-        end = bit_off + bits
-        i = bit_off >> shift
-        if i != (end - 1) >> shift:
-            off = self.alloc_area_commit(chunk, bit_off, bits)
-        else:
-            n = chunk.nr_pages
-            ch = chunk.ch
-            oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
-            so = bit_off & bm
-            mask = ((1 << bits) - 1) << so
-            amap, bmap = chunk.amap, chunk.bmap
-            amap[i] |= mask
-            bmap[i] = (bmap[i] & ~mask) | (1 << so)
-            bmap[end >> shift] |= 1 << (end & bm)
-            chunk.free_bytes -= size
-            ff = chunk.ff
-            if bit_off == ff[n]:
-                e = end >> shift
-                x = ((amap[e] ^ ((1 << (bm + 1)) - 1)) >> (end & bm)) if e < n else 0
-                ff[n] = end + (x & -x).bit_length() - 1 if x else \
-                    _next_zero(amap, shift, end, chunk.map_bits)
-            self.block_update_hint_alloc(chunk, bit_off, bits)
-            if not chunk.isolated:                 # pcpu_chunk_relocate(chunk, oslot)
-                nslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
-                if oslot != nslot and chunk is not self.reserved_chunk:
-                    self._list_move(chunk, nslot, oslot < nslot)
-            off = bit_off << PCPU_MIN_ALLOC_SHIFT
+        off = self.alloc_area_commit(chunk, bit_off, bits)
         if reintegrate and chunk.isolated and chunk is not self.reserved_chunk:
             self.reintegrate_chunk(chunk)
         if not atomic:
@@ -1555,27 +1420,7 @@ class Percpu:
                 (bit & (self.block_bits - 1)) & 1:
             raise LocalmapError(f"free of off={off} in chunk {chunk.base_addr:#x}: no area "
                                 "starts there")
-        # pcpu_free_area (as free_area, inlined)
-        n = chunk.nr_pages
-        ch = chunk.ch
-        oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[ch[n]]
-        end = _next_set(chunk.bmap, shift, bit + 1, chunk.map_bits)
-        bits = end - bit
-        amap = chunk.amap
-        i = bit >> shift
-        if i == (end - 1) >> shift:
-            amap[i] &= ~(((1 << bits) - 1) << (bit & (self.block_bits - 1)))
-        else:
-            _clear_bits(amap, shift, bit, bits)
-        size = bits << PCPU_MIN_ALLOC_SHIFT
-        chunk.free_bytes += size
-        if bit < chunk.ff[n]:
-            chunk.ff[n] = bit
-        self.block_update_hint_free(chunk, bit, bits)
-        if not chunk.isolated:                     # pcpu_chunk_relocate(chunk, oslot)
-            nslot = self.slot_of_hint[ch[n]]
-            if oslot != nslot and chunk is not self.reserved_chunk:
-                self._list_move(chunk, nslot, oslot < nslot)
+        size = self.free_area(chunk, off)
         if not chunk.isolated and chunk.free_bytes == self.unit_size:
             for pos in self.slots[self.free_slot]:
                 if pos is not chunk:

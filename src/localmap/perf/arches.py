@@ -38,7 +38,7 @@ import numpy as np
 
 from localmap.arch.percpu import this_cpu_path
 from localmap.errors import LocalmapError
-from localmap.perf.image import KernelImage
+from localmap.perf.image import ImageFacts, KernelImage
 from localmap.progress import Progress, as_progress
 
 BEFORE = 14   # instructions looked at before a site (bracket open)
@@ -71,16 +71,8 @@ class ArchSite:
 
 
 @dataclass
-class ArchReport:
+class ArchReport(ImageFacts):
     arch: str
-    image: str
-    kind: str
-    symbols: str
-    preempt_model: str
-    preempt_count: bool | None
-    text_start: int
-    text_end: int
-    text_bytes: int
     sites: list[ArchSite] = field(default_factory=list)
     pattern: str = ""
     notes: list[str] = field(default_factory=list)
@@ -122,10 +114,7 @@ class ArchReport:
 
     def to_json(self, per_site: bool = False) -> dict:
         path = this_cpu_path(self.arch)
-        d = {"arch": self.arch, "image": self.image, "kind": self.kind, "symbols": self.symbols,
-             "preempt_model": self.preempt_model, "preempt_count": self.preempt_count,
-             "text_start": hex(self.text_start), "text_end": hex(self.text_end),
-             "text_bytes": self.text_bytes, "site_pattern": self.pattern, "sites": self.count,
+        d = {"arch": self.arch, **self.facts_json(), "site_pattern": self.pattern, "sites": self.count,
              "totals": self.totals(), "functions": self.functions(25), "params": self.params,
              "this_cpu_path": asdict(path), "notes": self.notes, "assumptions": ASSUMPTIONS}
         if per_site:

@@ -108,6 +108,25 @@ def read_symbol_file(path: str | Path) -> Symbols:
 
 
 @dataclass
+class ImageFacts:
+    """What a site report says of the image it read (the common head of every report)."""
+    image: str
+    kind: str
+    symbols: str
+    preempt_model: str
+    preempt_count: bool | None
+    text_start: int
+    text_end: int
+    text_bytes: int
+
+    def facts_json(self) -> dict:
+        return {"image": self.image, "kind": self.kind, "symbols": self.symbols,
+                "preempt_model": self.preempt_model, "preempt_count": self.preempt_count,
+                "text_start": hex(self.text_start), "text_end": hex(self.text_end),
+                "text_bytes": self.text_bytes}
+
+
+@dataclass
 class KernelImage:
     """Kernel text bytes ``[_stext, _etext)`` with their symbols."""
 

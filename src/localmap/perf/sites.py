@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from localmap.errors import LocalmapError
-from localmap.perf.image import KernelImage
+from localmap.perf.image import ImageFacts, KernelImage
 from localmap.progress import Progress, as_progress
 
 # mrs Xt, <sysreg>: 0xd5300000 | sysreg<<5 | Rt; TPIDR_EL1 = (3,0,13,0,4), TPIDR_EL2 = (3,4,13,0,2)
@@ -103,15 +103,7 @@ class Site:
 
 
 @dataclass
-class SitesReport:
-    image: str
-    kind: str
-    symbols: str
-    preempt_model: str
-    preempt_count: bool | None
-    text_start: int
-    text_end: int
-    text_bytes: int
+class SitesReport(ImageFacts):
     sites: int
     el2_reads: int
     sites_list: list[Site] = field(default_factory=list)
@@ -157,10 +149,7 @@ class SitesReport:
                 "forms": dict(sorted(forms.items())), "protection": dict(sorted(prot.items()))}
 
     def to_json(self, per_site: bool = False) -> dict:
-        d = {"image": self.image, "kind": self.kind, "symbols": self.symbols,
-             "preempt_model": self.preempt_model, "preempt_count": self.preempt_count,
-             "text_start": hex(self.text_start), "text_end": hex(self.text_end),
-             "text_bytes": self.text_bytes, "sites": self.sites, "el2_reads": self.el2_reads,
+        d = {**self.facts_json(), "sites": self.sites, "el2_reads": self.el2_reads,
              "alternatives": self.alternatives, "totals": self.totals(),
              "functions": self.functions(), "assumptions": ASSUMPTIONS}
         if per_site:
