@@ -56,3 +56,11 @@ def s2() -> Path:
 def shared_bundle(request) -> Path:
     """Each shared capture in turn."""
     return need_shared(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _terminal_width_of_a_pipe(monkeypatch):
+    """Commands print as into a pipe (the console's fixed width), whatever COLUMNS the shell or
+    a test runner exports: a test that wants another width sets it itself."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
