@@ -17,7 +17,9 @@ are never touched.
 Both steps are cached: a ``.deb`` already in the cache is not downloaded again, but it is used only
 after its SHA256 matches the archive's (from ``apt-cache show``, the index apt verified against
 the signed Release file; or, when the index no longer lists that version, the hash recorded from
-the index when it was downloaded): a damaged or replaced file is downloaded again. The hash of a
+the index when it was downloaded): a damaged or replaced file is downloaded again, and so is one
+there is nothing to check against even after an index refresh (kept if that download fails;
+a file cached by an older version, before hashes were recorded). The hash of a
 verified file is remembered beside it with its size, modification time and inode, so a large
 package is read again only when it changed. Of several cached versions the newest in Debian's
 order is taken (``6.12.117`` after ``6.12.9``; ``~`` before anything). An extracted
