@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/localmap evaluate
 
+# the suite's files on up to 4 worker processes (one file per worker: its fixtures built once)
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # the slow tests wait on downloads, QEMU and subprocesses: two workers overlap them (one file
 # per worker, so a file's module-scoped fixtures are built once)
