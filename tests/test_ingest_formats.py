@@ -262,3 +262,23 @@ def test_lines_ending_with_equals_a_line_by_line_scan(tmp_path, compress):
             if ln.endswith(("__per_cpu_start", "__per_cpu_end"))]
     got = list(lines_ending_with(p, ("__per_cpu_start", "__per_cpu_end")))
     assert got == want and len(want) > 10 and want[-1][0] == len(lines)
+
+
+def test_percpu_bounds_ignore_other_symbols_ending_alike(s1, tmp_path):
+    """Only `__per_cpu_start`/`__per_cpu_end` themselves bound the static percpu area: KVM's
+    `__kvm_nvhe___per_cpu_*`, wherever kallsyms lists them, is neither an error nor a bound."""
+    import gzip as _gzip
+
+    from localmap.ingest.bundle import load_bundle
+
+    lines = _gzip.open(s1 / "kallsyms.gz", "rt").read().splitlines(keepends=True)
+    kvm = [ln for ln in lines if ln.rstrip().endswith("__kvm_nvhe___per_cpu_start")]
+    assert kvm
+    moved = kvm + [ln for ln in lines if ln not in kvm]          # now before the real ones
+    dest = tmp_path / "b"
+    dest.mkdir()
+    for f in s1.iterdir():
+        if f.name != "kallsyms.gz":
+            (dest / f.name).symlink_to(f)
+    (dest / "kallsyms").write_text("".join(moved))
+    assert load_bundle(dest).kallsyms_percpu_bounds == load_bundle(s1).kallsyms_percpu_bounds

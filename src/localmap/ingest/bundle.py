@@ -130,7 +130,7 @@ class Bundle:
         if p is None:
             return None
         found: dict[str, int] = {}
-        for lineno, line in lines_ending_with(p, ("__per_cpu_start", "__per_cpu_end")):
+        for lineno, line in lines_ending_with(p, (" __per_cpu_start", " __per_cpu_end")):
             m = _PERCPU_BOUNDS_RE.fullmatch(line.rstrip())
             if m is None:
                 raise LocalmapError(f"not a kallsyms line: {printable(line, 80)!r} (expected "
