@@ -133,7 +133,9 @@ def main() -> int:
         f"{platform.system()} {platform.release()}; load average {load0:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (the machine may be shared: figures vary with load)",
         f"- Python {platform.python_version()}, localmap {_version()}, commit {commit}",
-        "- command: `make bench`; each row names the script run that measured it",
+        ("- command: `make bench`; each row names the script run that measured it" if not args.only
+         else f"- command: `bench/report.py --only {' '.join(args.only)}` (the other sections "
+              "are kept from earlier runs, each marked with its run); each row names its script"),
         "",
     ]
     for script, doc, rows, rc, secs in sections:
