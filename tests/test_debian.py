@@ -41,8 +41,8 @@ def test_a_cached_deb_is_verified_once_and_again_when_it_changes(tmp_path, monke
     deb = _cache_deb(tmp_path, "foo_1.0-1_arm64.deb", b"A" * 5000)
     monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     hashed = []
-    real = debian._sha256
-    monkeypatch.setattr(debian, "_sha256", lambda p: hashed.append(p) or real(p))
+    real = debian.sha256_file
+    monkeypatch.setattr(debian, "sha256_file", lambda p: hashed.append(p) or real(p))
     assert debian.fetch_deb("foo:arm64") == deb and debian.fetch_deb("foo:arm64") == deb
     assert len(hashed) == 1                         # the second use trusts the stamp
     deb.write_bytes(b"B" * 5000)                    # same size, other bytes: hashed again, refused

@@ -332,7 +332,7 @@ def test_a_build_of_other_patch_contents_is_not_the_series(tmp_path, monkeypatch
     d = tmp_path / "build"
     d.mkdir()
     (d / "Image").write_bytes(b"")
-    (d / "build.json").write_text(json.dumps({"patch_sha256": [kb._file_digest(old)]}))
+    (d / "build.json").write_text(json.dumps({"patch_sha256": [kb.sha256_file(old)]}))
     fake = SimpleNamespace(flavour=proto.FLAVOUR, dir=d, image=d / "Image")
     monkeypatch.setattr(kb, "cached_kernels", lambda: [fake])
     assert proto.find_build([old]) is fake

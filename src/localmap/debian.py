@@ -40,7 +40,6 @@ API::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -50,6 +49,7 @@ import time
 from pathlib import Path
 
 from localmap.errors import LocalmapError
+from localmap.fileio import sha256_file
 
 LOCK_WAIT = 600.0  # seconds to wait for another apt/dpkg user to release its lock
 _LOCK_PATTERNS = (
@@ -315,14 +315,6 @@ def _sidecar(deb: Path, what: str) -> Path:
     return deb.with_name(f".{deb.name}.{what}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stat_key(path: Path) -> str:
     st = path.stat()
     return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
@@ -351,7 +343,7 @@ def verify_deb(deb: Path, opts: tuple[str, ...] = ()) -> bool:
         return False
     if stamp.is_file() and stamp.read_text() == f"{expected[0]} {_stat_key(deb)}":
         return True
-    if _sha256(deb) != expected[0]:
+    if sha256_file(deb) != expected[0]:
         return False
     stamp.write_text(f"{expected[0]} {_stat_key(deb)}")
     if not recorded.is_file():

@@ -12,6 +12,7 @@ only name a file inside the folder it is meant for.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -64,6 +65,15 @@ def read_input_bytes(path: Path | str, limit: int, what: str = "file") -> bytes:
     if len(data) > limit:
         raise LocalmapError(f"is more than the {_mib(limit)} a {what} may be", path)
     return data
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes, read a MiB at a time (packages and tarballs are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _mib(n: int) -> str:

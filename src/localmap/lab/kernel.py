@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from localmap.errors import LocalmapError
+from localmap.fileio import sha256_file
 from localmap.progress import Progress, as_progress
 
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
@@ -212,14 +213,6 @@ def check_config(cfg: dict[str, str], flavour: str, extra_config: dict[str, str]
 
 # ---------------------------------------------------------------- source and patches
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def source_identity(tarball: Path = SOURCE_TARBALL) -> str:
     """sha256 of the source tarball, memoised in the cache by (size, mtime)."""
     if not tarball.is_file():
@@ -228,7 +221,7 @@ def source_identity(tarball: Path = SOURCE_TARBALL) -> str:
     memo = kernels_dir() / "src" / f"{tarball.name}.{st.st_size}.{int(st.st_mtime)}.sha256"
     if memo.is_file():
         return memo.read_text().strip()
-    digest = _file_digest(tarball)
+    digest = sha256_file(tarball)
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(digest + "\n")
     return digest
@@ -289,7 +282,7 @@ def patched_source(pristine: Path, patches: list[Path], progress: Progress | Non
         return pristine
     h = hashlib.sha256(str(pristine).encode())
     for p in patches:
-        h.update(_file_digest(p).encode())
+        h.update(sha256_file(p).encode())
     dest = pristine.parent.parent / ("patched-" + h.hexdigest()[:16])
     tree = dest / "linux"
     if (dest / ".complete").is_file():
@@ -384,7 +377,7 @@ def build_key(config_text: str, source_id: str, version: str, patches: list[Path
     lines = [ln for ln in config_text.splitlines() if ln.startswith(("CONFIG_", "# CONFIG_"))]
     h = hashlib.sha256()
     for part in ("\n".join(lines), source_id, version, compiler, str(RECIPE),
-                 *(_file_digest(p) for p in patches)):
+                 *(sha256_file(p) for p in patches)):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
@@ -504,7 +497,7 @@ def build_kernel(flavour: str = "dynamic", patches: list[Path | str] | None = No
     meta = {"key": key, "flavour": flavour, "version": version, "seconds": round(seconds, 1),
             "objects": cc, "jobs": jobs, "compiler": compiler,
             "patches": [str(p.resolve()) for p in patch_paths],
-            "patch_sha256": [_file_digest(p) for p in patch_paths],
+            "patch_sha256": [sha256_file(p) for p in patch_paths],
             "extra_config": extra_config or {}, "source": str(tarball),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / "build.json").write_text(json.dumps(meta, indent=1) + "\n")

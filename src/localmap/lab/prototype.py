@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Callable
 
 from localmap.errors import LocalmapError
+from localmap.fileio import sha256_file
 from localmap.progress import Progress, as_progress
 
 SERIES_VERSION = "6.12.117"  # the kernel the patch series is written against
@@ -143,12 +144,11 @@ def builds(build: bool = True, progress: Progress | None = None, path: str | Pat
 def find_build(patches: list[Path]):
     """The newest cached build of :data:`FLAVOUR` made with exactly these patch contents (a build
     of older versions of the same files does not count), or None."""
-    import hashlib
     import json
 
     from localmap.lab import kernel as kb
 
-    want = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in patches]
+    want = [sha256_file(p) for p in patches]
     hits = []
     for k in kb.cached_kernels():
         if k.flavour != FLAVOUR:
