@@ -42,16 +42,19 @@ def resolve_image(image: str, kallsyms: str | None, system_map: str | None,
 
 def run(args) -> int:
     from localmap.perf.images import load_any
+    from localmap.perf.arches import analyse_arch
     from localmap.perf.sites import analyse
 
     image, symbols, config = resolve_image(args.image, args.kallsyms, args.system_map, args.config)
     img = load_any(image, symbols, config)
-    if img.arch != "arm64":
-        return _run_arch(args, img)
     with progress(args) as prog:
-        rep = analyse(img, progress=prog)
-    if _printed_json(args, rep):
+        rep = (analyse if img.arch == "arm64" else analyse_arch)(img, progress=prog)
+    if args.json:
+        json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
+        sys.stdout.write("\n")
         return 0
+    if img.arch != "arm64":
+        return _print_arch(args, rep)
     from rich.table import Table
 
     con = stdout_console()
@@ -79,22 +82,8 @@ def run(args) -> int:
     return 0
 
 
-def _printed_json(args, rep) -> bool:
-    """With ``--json``, print the report for programs (and say so)."""
-    if not args.json:
-        return False
-    json.dump(rep.to_json(per_site=args.per_site), sys.stdout, indent=1)
-    sys.stdout.write("\n")
-    return True
-
-
-def _run_arch(args, img) -> int:
-    from localmap.perf.arches import analyse_arch
-
-    with progress(args) as prog:
-        rep = analyse_arch(img, progress=prog)
-    if _printed_json(args, rep):
-        return 0
+def _print_arch(args, rep) -> int:
+    """The terminal view of another architecture's :class:`~localmap.perf.arches.ArchReport`."""
     from rich.table import Table
 
     con = stdout_console()
