@@ -16,8 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "localmap"
 # packages of equal rank are independent of each other.
 RANK = {
     "__init__": 0, "errors": 0,
-    "units": 1, "progress": 1, "debian": 1, "fileio": 1,
-    "arch": 2, "ingest": 2,
+    "units": 1, "progress": 1, "fileio": 1,
+    "arch": 2, "ingest": 2, "debian": 2,
     "mm": 3,
     "design": 4,
     "analysis": 5, "check": 5, "perf": 5, "lab": 5,
