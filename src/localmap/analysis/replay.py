@@ -722,7 +722,9 @@ class _Engine:
                                 "percpu_free_percpu, ... lines; was the percpu:* event "
                                 "enabled?)", path)
         del prefix
-        self.addr = _addresses(list(self.ahead), geo, bundle, path)
+        # (the scoring pass reads the same first records as the reconstruction pass)
+        self.addr = learner.addr if learner is not None else \
+            _addresses(list(self.ahead), geo, bundle, path)
         self.ptr_delta = self.addr["ptr_delta"]
         self.listener = listener
         self.p = p = _build_percpu(geo, self.addr["pcpu_base_addr"], self.addr["per_cpu_start"],
@@ -769,7 +771,6 @@ class _Engine:
         self.timeline: list = []
         self.used = 0
         self.nr_events = 0
-        self.alloc_index = 0
         # (events replayed, trace line, populated pages) at every change of the population
         self.pop_history: list[tuple[int, int, int]] = [(0, 0, p.nr_populated)]
         self.reorders: list[dict] = []
@@ -784,6 +785,11 @@ class _Engine:
         self.shadow: _OpenLoop | None = None     # the model on its own, once it parts
         self.parted: dict | None = None           # where and why it parted
         self._barrier()
+
+    @property
+    def alloc_index(self) -> int:
+        """Allocations replayed so far (each is counted as atomic or not)."""
+        return self.n_na + self.n_at
 
     # -- the stream --
     def _fill(self, n: int) -> bool:
@@ -804,71 +810,101 @@ class _Engine:
     def run(self) -> None:
         """Replay every record. The loop handles the two hot cases itself (an allocation the
         model agrees with, a plain free, in a dynamic chunk born in the trace, no balance work
-        pending); everything else goes through :meth:`_step`."""
-        step = self._step
+        pending), with its counters in locals; everything else goes through :meth:`_step` (and
+        the other methods), the counters written back to the engine before and read after."""
         p = self.p
         by_base = p.chunks_by_base          # (updated in place by restore)
         search = p.pcpu_alloc_search
         commit = p.commit_alloc
         free_in = p.free_in_chunk
-        applied = self.applied              # (cleared in place by _barrier)
+        add = self.applied.append           # (the list is cleared in place by _barrier)
         dec_base = self.dec_base.append
         dec_off = self.dec_off.append
         unit_size = self.unit_size
         delta = self.ptr_delta
         timeline = self.timeline
+        pop_history = self.pop_history
         fc = p.first_chunk
         fc_base, fc_lo, fc_hi = fc.base_addr, fc.start_offset, \
             fc.nr_pages * p.page_size - fc.end_offset
-        for rec in self._records():
-            if self.shadow is not None and rec[R_KIND] <= ALLOC_FAIL:
-                self.shadow.feed(rec)
+        ahead, src = self.ahead, self.src
+        slow = shadow = touched = None
+
+        def put() -> None:                  # locals -> engine, before a call out of the loop
+            (self.nr_events, self.used, self.n_na, self.n_at, self.n_free, self.to_ckpt,
+             self.last_populated) = nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop
+
+        def get() -> tuple:                 # engine -> locals, after it
+            return (self.nr_events, self.used, self.n_na, self.n_at, self.n_free, self.to_ckpt,
+                    self.last_populated, self.slow, self.shadow, self.touched)
+
+        nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop, slow, shadow, touched = get()
+        while True:
+            if ahead:                       # (read ahead by a trial or a lookahead)
+                rec = ahead.popleft()
+            else:
+                rec = next(src, None)
+                if rec is None:
+                    break
             kind, line, base, off, size, align, reserved, atomic, ptr, _, _, _, _ = rec
+            if shadow is not None and kind <= ALLOC_FAIL:
+                shadow.feed(rec)
             chunk = by_base.get(base)
             if chunk is None and base == fc_base and fc_lo <= off < fc_hi and \
-                    not reserved and fc not in self.touched:
+                    not reserved and fc not in touched:
                 chunk = fc                 # (its reconstruction is complete: see _prune)
-            if kind > FREE or chunk is None or p.balance_pending or self.slow or \
+            if kind > FREE or chunk is None or slow or p.balance_pending or \
                     off >= unit_size or off & 3 or (ptr - base - off) & MASK64 != delta:
-                step(rec)
-            else:
-                self.nr_events += 1
-                if kind == ALLOC:
-                    try:
-                        found = search(size, align, reserved, atomic)
-                    except PcpuAllocError as exc:
-                        raise LocalmapError(exc.message, self.path, line) from None
-                    if found is not None and found[0] is chunk and found[1] << 2 == off:
-                        commit(chunk, found[1], size, atomic)
-                        self.used += (size + 3) & ~3
-                        dec_base(base)
-                        dec_off(off)
-                        if atomic:
-                            self.n_at += 1
-                        else:
-                            self.n_na += 1
-                        self.alloc_index += 1
-                        applied.append(rec)
+                put()
+                self._step(rec)
+                nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop, slow, shadow, \
+                    touched = get()
+                continue
+            nr_events += 1
+            if kind == ALLOC:
+                try:
+                    found = search(size, align, reserved, atomic)
+                except PcpuAllocError as exc:
+                    raise LocalmapError(exc.message, self.path, line) from None
+                if found is not None and found[0] is chunk and found[1] << 2 == off:
+                    commit(chunk, found[1], size, atomic)
+                    used += (size + 3) & ~3
+                    dec_base(base)
+                    dec_off(off)
+                    if atomic:
+                        n_at += 1
                     else:
-                        self._miss(rec, chunk, found)
+                        n_na += 1
+                    add(rec)
                 else:
-                    try:
-                        self.used -= free_in(chunk, off)
-                    except LocalmapError:
-                        self._bad_free(rec)
-                    self.n_free += 1
-                    applied.append(rec)
-                if p.balance_pending:
-                    self._after(rec)
-                if p.nr_populated != self.last_populated:
-                    self.last_populated = p.nr_populated
-                    self.pop_history.append((self.nr_events, line, p.nr_populated))
-                self.to_ckpt -= 1
-                if not self.to_ckpt:
-                    self._checkpoint()
-                if not self.nr_events & 0x3F:
-                    timeline.append((record_ts(rec), self.alloc_index, self.used,
-                                     p.nr_chunks, p.nr_populated))
+                    put()
+                    self._miss(rec, chunk, found)
+                    nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop, slow, shadow, \
+                        touched = get()
+            else:
+                try:
+                    used -= free_in(chunk, off)
+                except LocalmapError:
+                    self._bad_free(rec)
+                n_free += 1
+                add(rec)
+            if p.balance_pending:
+                put()
+                self._after(rec)
+                nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop, slow, shadow, \
+                    touched = get()
+            if p.nr_populated != last_pop:
+                last_pop = p.nr_populated
+                pop_history.append((nr_events, line, last_pop))
+            to_ckpt -= 1
+            if not to_ckpt:
+                put()
+                self._checkpoint()
+                nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop, slow, shadow, \
+                    touched = get()
+            if not nr_events & 0x3F:
+                timeline.append((record_ts(rec), n_na + n_at, used, p.nr_chunks, last_pop))
+        put()
         self._end()
 
     def learn_prefix(self) -> list[tuple]:
@@ -1083,7 +1119,6 @@ class _Engine:
             self.n_at += 1
         else:
             self.n_na += 1
-        self.alloc_index += 1
         self.applied.append(rec)
 
     def _predict(self, rec: tuple):
@@ -1397,7 +1432,6 @@ class _Engine:
             self.n_at += 1
         else:
             self.n_na += 1
-        self.alloc_index += 1
         moved = applied[found_at:]
         self._reordered(rec, moved[0], "allocation before " + ", ".join(
             f"{'free' if r[R_KIND] == FREE else 'alloc'} line {r[R_LINE]}" for r in moved))

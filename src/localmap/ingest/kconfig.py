@@ -114,25 +114,30 @@ class KConfig:
 
 def parse_config(text: str, path: str = "<config>") -> KConfig:
     cfg = KConfig(path)
+    values = cfg.values
+    numbers = _NUMBERS
+    version = _VERSION_RE.match
     for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            m = _VERSION_RE.match(line)
+        if line[:1] != "#":
+            line = line.strip()
+            k, eq, v = line.partition("=")
+            if eq and line.startswith("CONFIG_"):
+                v = v.strip('"')
+                if k in numbers:
+                    lo, hi = numbers[k]
+                    if not (v.isascii() and v.isdigit() and len(v) <= 6 and lo <= int(v) <= hi):
+                        raise LocalmapError(f"{k}={v[:40]!r} is not a whole number from {lo} to "
+                                            f"{hi}", path, lineno)
+                values[k] = v
+                continue
+            if line and line[0] != "#":
+                raise LocalmapError(f"not a .config line: {line[:60]!r} (expected "
+                                    "CONFIG_X=value)", path, lineno)
+        if cfg.version is None:             # (a comment or a blank line)
+            m = version(line.strip())
             if m:
                 cfg.version = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
-            continue
-        if "=" not in line or not line.startswith("CONFIG_"):
-            raise LocalmapError(f"not a .config line: {line[:60]!r} (expected CONFIG_X=value)",
-                                path, lineno)
-        k, v = line.split("=", 1)
-        v = v.strip('"')
-        if k in _NUMBERS:
-            lo, hi = _NUMBERS[k]
-            if not (v.isascii() and v.isdigit() and len(v) <= 6 and lo <= int(v) <= hi):
-                raise LocalmapError(f"{k}={v[:40]!r} is not a whole number from {lo} to {hi}",
-                                    path, lineno)
-        cfg.values[k] = v
-    if not cfg.values:
+    if not values:
         raise LocalmapError("empty kernel config", path)
     return cfg
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from localmap.errors import LocalmapError
 from localmap.fileio import printable
@@ -174,11 +175,13 @@ def parse_meminfo_percpu(text: str, path: str = "<meminfo>") -> int:
 
 
 _DIGITS = re.compile(r"[0-9]{1,15}", re.A)
-_VM_RANGE = re.compile(r"0x([0-9a-f]{1,16})-0x([0-9a-f]{1,16})", re.A | re.I)
 
 
-@dataclass(frozen=True)
-class VmArea:
+_VM_LINE = re.compile(r"\s*0x([0-9a-f]{1,16})-0x([0-9a-f]{1,16})\s+([0-9]{1,15})(?:\s+(\S+))?"
+                      r"(?:\s.*)?", re.A | re.I | re.S)
+
+
+class VmArea(NamedTuple):
     start: int
     end: int
     size: int
@@ -188,23 +191,24 @@ class VmArea:
 def parse_vmallocinfo(text: str, path: str = "<vmallocinfo>") -> list[VmArea]:
     """All areas of /proc/vmallocinfo, sorted by address."""
     areas = []
+    add = areas.append
+    match = _VM_LINE.fullmatch
     for lineno, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        m = _VM_RANGE.fullmatch(parts[0])
-        if m is None or len(parts) < 2 or not _DIGITS.fullmatch(parts[1]):
+        m = match(line)
+        if m is None:
+            if not line or line.isspace():
+                continue
             raise LocalmapError(f"not a vmallocinfo line: {printable(line, 60)!r} (expected "
                                 "'0xSTART-0xEND SIZE caller ...')", path, lineno)
-        start, end, size = int(m.group(1), 16), int(m.group(2), 16), int(parts[1])
+        start, end, size, caller = m.groups()
+        start, end = int(start, 16), int(end, 16)
         if start >> 32 == 0 and start:
             raise LocalmapError("vmallocinfo addresses are hidden or hashed (read it as root, "
                                 "kptr_restrict=0)", path, lineno)
         if end < start:
-            raise LocalmapError(f"area ends before it starts: {printable(parts[0], 60)}",
+            raise LocalmapError(f"area ends before it starts: {printable(line.split()[0], 60)}",
                                 path, lineno)
-        caller = parts[2] if len(parts) > 2 else ""
-        areas.append(VmArea(start, end, size, caller))
+        add(VmArea(start, end, int(size), caller or ""))
     areas.sort(key=lambda v: v.start)
     return areas
 

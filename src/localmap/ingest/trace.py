@@ -38,7 +38,8 @@ from typing import Callable, Iterator
 from localmap.errors import LocalmapError
 from localmap.units import MAX_CPUS, parse_count
 from localmap.fileio import printable
-from localmap.ingest.textfile import LineReader, open_text_stream
+from localmap.ingest.textfile import (BLOCK_CHARS, DECOMPRESS_ERRORS, MAX_LINE_CHARS,
+                                      corrupt, open_text_stream)
 
 ALLOC, FREE, ALLOC_FAIL, CREATE, DESTROY = range(5)
 KIND_NAMES = {
@@ -87,13 +88,14 @@ _CPU_SLOTS = 100_000       # CPU numbers the reader accepts ([0-9]{1,5}); the re
 # prefix: "TASK-PID [(TGID)] [CPU] [FLAGS] SECS.USECS" (task names may hold '-' and spaces)
 _HEAD = (r" *(.*?-[0-9]{1,10} +(?:\( *[-0-9]+\) +)?\[([0-9]{1,5})\] +(?:\S+ +)?"
          r"([0-9]{1,12}\.[0-9]{1,9}))")
-_FAST_ALLOC = re.compile(
-    _HEAD + r": percpu_alloc_percpu: call_site=(\S*) reserved=([01]) is_atomic=([01]) "
-    r"size=([0-9]{1,9}) align=([0-9]{1,9}) base_addr=([0-9a-f]{1,16}) off=([0-9]{1,9}) "
-    r"ptr=([0-9a-f]{1,16})(?: bytes_alloc=([0-9]{1,19}) gfp_flags=(\S*))?$", _A).match
-_FAST_FREE = re.compile(
-    _HEAD + r": percpu_free_percpu: base_addr=([0-9a-f]{1,16}) off=([0-9]{1,9}) "
-    r"ptr=([0-9a-f]{1,16})$", _A).match
+_ALLOC_FIELDS = (r"percpu_alloc_percpu: call_site=(\S*) reserved=([01]) is_atomic=([01]) "
+                 r"size=([0-9]{1,9}) align=([0-9]{1,9}) base_addr=([0-9a-f]{1,16}) "
+                 r"off=([0-9]{1,9}) ptr=([0-9a-f]{1,16})"
+                 r"(?: bytes_alloc=([0-9]{1,19}) gfp_flags=(\S*))?")
+_FREE_FIELDS = r"percpu_free_percpu: base_addr=([0-9a-f]{1,16}) off=([0-9]{1,9}) ptr=([0-9a-f]{1,16})"
+# both hot lines, found in a block of whole lines at once (one match per line, at its start)
+_FAST_LINES = re.compile(r"^" + _HEAD + r": (?:" + _ALLOC_FIELDS + "|" + _FREE_FIELDS + ")$",
+                         _A | re.M).finditer
 _HEAD_FIELDS = re.compile(
     r" *(.*?)-([0-9]+) +(?:\( *[-0-9]+\) +)?\[([0-9]+)\] +(?:\S+ +)?([0-9]+\.[0-9]+)$", _A).match
 
@@ -343,6 +345,12 @@ def _out_of_order(cpu: int, ts: float, before: float, spath: str, lineno: int) -
         "mixed?)", spath, lineno)
 
 
+def _impossible_cpu(cpu: int, nr: int, cpus: tuple[int, str] | None, spath: str,
+                    lineno: int) -> LocalmapError:
+    return LocalmapError(f"an event of CPU {cpu}, which is not a possible CPU (CPUs 0-{nr - 1}, "
+                         f"from {cpus[1] if cpus else 'the reader'})", spath, lineno)
+
+
 def iter_records(path: Path | str, stats: dict | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  cpus: tuple[int, str] | None = None) -> Iterator[tuple]:
@@ -354,7 +362,9 @@ def iter_records(path: Path | str, stats: dict | None = None,
     other tracepoints, the ftrace header's ``entries`` (entries-in-buffer) and ``header_cpus``
     (``#P:``), ``event_lines`` (event lines read), ``cpus_seen``, and ``cut`` = (line, text)
     when the file ends mid-line (that line is not used). ``progress(done, total)`` is called
-    every few thousand lines with the bytes of the file (compressed, if it is) consumed so far.
+    after each block of text with the bytes of the file (compressed, if it is) consumed so far.
+    The two hot lines (allocation and free, tracefs/trace-cmd layout) are found a block at a
+    time by one expression; every other line goes through the general path, one by one.
     ``cpus`` = (nr_cpu_ids, where that comes from): an event of a CPU beyond it is refused.
     """
     spath = str(path)
@@ -366,87 +376,105 @@ def iter_records(path: Path | str, stats: dict | None = None,
     stats.setdefault("old_format", False)
     stats.setdefault("other_lines", 0)
     fh, raw, total = open_text_stream(Path(path))
-    reader = LineReader(fh, spath, keep_cut=False)
-    fast_alloc, fast_free = _FAST_ALLOC, _FAST_FREE
+    fast_lines = _FAST_LINES
     last = [-1.0] * (cpus[0] if cpus else _CPU_SLOTS)    # each CPU's latest timestamp
     lineno = 0
     checked = False
-    line = ""
+
+    def other(line: str) -> tuple | None:
+        """A line the fast expression does not take: another layout, another percpu event, a
+        malformed line, another tracepoint's event, a header line."""
+        nonlocal checked
+        if "percpu_" not in line:
+            _other_line(line, stats, spath, lineno)
+            return None
+        ev = parse_line(line, spath, lineno)
+        if ev is None:
+            raise LocalmapError(f"percpu line truncated or malformed: {s_trim(line)!r} "
+                                "(expected 'percpu_<event>: field=value ...')", spath, lineno)
+        try:
+            if ev.ts < last[ev.cpu]:
+                raise _out_of_order(ev.cpu, ev.ts, last[ev.cpu], spath, lineno)
+        except IndexError:
+            raise _impossible_cpu(ev.cpu, len(last), cpus, spath, lineno) from None
+        last[ev.cpu] = ev.ts
+        if "percpu:percpu_" in line:
+            stats["format"] = "perf-script"
+        if ev.kind == ALLOC and not ev.call_site and ev.bytes_alloc < 0:
+            stats["old_format"] = True
+        rec = ev.record()
+        if not checked and ev.kind != ALLOC_FAIL:
+            _check_pointers(rec, spath)
+            checked = True
+        return rec
+
+    rest = ""
     try:
-        for line in reader:
-            lineno += 1
-            if not lineno & 0x3FFF and progress is not None:
-                progress(raw.tell(), total)
-            if "percpu_alloc_percpu: " in line:
-                m = fast_alloc(line)
-                if m is not None:
-                    # the record of an allocation (the replay's hottest line)
-                    head, cpu, ts, cs, res, atom, size, align, base, off, ptr, ba, gfp = \
-                        m.groups()
-                    cpu, ts, size, align = int(cpu), float(ts), int(size), int(align)
+        while True:
+            try:
+                block = fh.read(BLOCK_CHARS)
+            except DECOMPRESS_ERRORS as exc:
+                raise corrupt(spath, exc, f" after line {lineno}") from None
+            if not block:
+                break
+            text = rest + block if rest else block
+            cut = text.rfind("\n") + 1                # the block's whole lines: text[:cut]
+            rest = text[cut:]
+            if len(rest) > MAX_LINE_CHARS:
+                raise LocalmapError(
+                    f"line longer than {MAX_LINE_CHARS >> 10} KiB (not a text capture of this "
+                    "kind?)", spath, lineno + text.count("\n", 0, cut) + 1)
+            pos = 0
+            for m in fast_lines(text, 0, cut):
+                start = m.start()
+                if start != pos:                       # lines between two hot lines
+                    for line in text[pos:start - 1].split("\n"):
+                        lineno += 1
+                        rec = other(line)
+                        if rec is not None:
+                            yield rec
+                lineno += 1
+                pos = m.end() + 1
+                head, cpu, ts, cs, res, atom, size, align, base, off, ptr, ba, gfp, \
+                    fbase, foff, fptr = m.groups()
+                cpu, ts = int(cpu), float(ts)
+                try:
                     if ts < last[cpu]:
                         raise _out_of_order(cpu, ts, last[cpu], spath, lineno)
-                    last[cpu] = ts
+                except IndexError:
+                    raise _impossible_cpu(cpu, len(last), cpus, spath, lineno) from None
+                last[cpu] = ts
+                if cs is not None:
+                    # the record of an allocation (the replay's hottest line)
+                    size, align = int(size), int(align)
                     if not 0 < size <= MAX_ALLOC_SIZE or align & (align - 1) or \
                             not 0 < align <= MAX_ALLOC_ALIGN:
                         raise bad_request(size, align, spath, lineno)
                     rec = (ALLOC, lineno, int(base, 16), int(off), size, align,
                            res == "1", atom == "1", int(ptr, 16), head, cs,
                            -1 if ba is None else int(ba), gfp or "")
-                    if not checked:
-                        _check_pointers(rec, spath)
-                        checked = True
-                    yield rec
-                    continue
-            elif "percpu_free_percpu: " in line:
-                m = fast_free(line)
-                if m is not None:
-                    head, cpu, ts, base, off, ptr = m.groups()
-                    cpu, ts = int(cpu), float(ts)
-                    if ts < last[cpu]:
-                        raise _out_of_order(cpu, ts, last[cpu], spath, lineno)
-                    last[cpu] = ts
-                    rec = (FREE, lineno, int(base, 16), int(off), 0, 0, False, False,
-                           int(ptr, 16), head, "", -1, "")
-                    if not checked:
-                        _check_pointers(rec, spath)
-                        checked = True
-                    yield rec
-                    continue
-            elif "percpu_" not in line:
-                _other_line(line, stats, spath, lineno)
-                continue
-            # the general path: other layouts, other percpu events, malformed lines
-            ev = parse_line(line, spath, lineno)
-            if ev is None:
-                raise LocalmapError(f"percpu line truncated or malformed: {s_trim(line)!r} "
-                                    "(expected 'percpu_<event>: field=value ...')",
-                                    spath, lineno)
-            if ev.ts < last[ev.cpu]:
-                raise _out_of_order(ev.cpu, ev.ts, last[ev.cpu], spath, lineno)
-            last[ev.cpu] = ev.ts
-            if "percpu:percpu_" in line:
-                stats["format"] = "perf-script"
-            if ev.kind == ALLOC and not ev.call_site and ev.bytes_alloc < 0:
-                stats["old_format"] = True
-            rec = ev.record()
-            if not checked and ev.kind != ALLOC_FAIL:
-                _check_pointers(rec, spath)
-                checked = True
-            yield rec
+                else:
+                    rec = (FREE, lineno, int(fbase, 16), int(foff), 0, 0, False, False,
+                           int(fptr, 16), head, "", -1, "")
+                if not checked:
+                    _check_pointers(rec, spath)
+                    checked = True
+                yield rec
+            if pos < cut:
+                for line in text[pos:cut - 1].split("\n"):
+                    lineno += 1
+                    rec = other(line)
+                    if rec is not None:
+                        yield rec
+            if progress is not None:
+                progress(raw.tell(), total)
         if progress is not None:
             progress(total, total)
-    except IndexError:                  # (only `last[cpu]` can raise it)
-        m = _CPU_RE.search(line)
-        raise LocalmapError(
-            f"an event of CPU {int(m.group(1)) if m else '?'}, which is not a possible CPU "
-            f"(CPUs 0-{len(last) - 1}, from {cpus[1] if cpus else 'the reader'})",
-            spath, lineno) from None
     finally:
         fh.close()
         raw.close()
-    if reader.cut_text is not None:
-        stats["cut"] = (reader.lines, s_trim(printable(reader.cut_text, 200)))
+    if rest:
+        stats["cut"] = (lineno + 1, s_trim(printable(rest, 200)))
     stats["event_lines"] = lineno - stats["other_lines"]
     stats["cpus_seen"] = [c for c, t in enumerate(last) if t >= 0]
 

@@ -626,6 +626,8 @@ class Percpu:
             ai.static_size + ai.reserved_size + ai.dyn_size + self.page_size, self.page_size)
             >> self.page_shift) * self.block_bits)
         self.slots: list[list[PcpuChunk]] = [[] for _ in range(self.nr_slots)]
+        self.slot_mask = 0          # bit s set when slots[s] is not empty (for the search)
+        self._requests: dict[tuple[int, int], tuple[int, int, int]] = {}   # see _request
         self.nr_empty_pop_pages = 0
         self.nr_populated = 0
         self.balance_pending = False
@@ -716,18 +718,22 @@ class Percpu:
 
     # ----- slot lists ------------------------------------------------------------------------
     def _list_move(self, chunk: PcpuChunk, slot: int, front: bool) -> None:
-        if chunk.slot >= 0:
-            self.slots[chunk.slot].remove(chunk)
+        self._list_del(chunk)
         lst = self.slots[slot]
         if front:
             lst.insert(0, chunk)
         else:
             lst.append(chunk)
         chunk.slot = slot
+        self.slot_mask |= 1 << slot
 
     def _list_del(self, chunk: PcpuChunk) -> None:
-        if chunk.slot >= 0:
-            self.slots[chunk.slot].remove(chunk)
+        old = chunk.slot
+        if old >= 0:
+            lst = self.slots[old]
+            lst.remove(chunk)
+            if not lst:
+                self.slot_mask &= ~(1 << old)
             chunk.slot = -1
 
     def chunk_move(self, chunk: PcpuChunk, slot: int, front: bool = True) -> None:
@@ -835,12 +841,20 @@ class Percpu:
             i = bit_off >> shift
             block_off = bit_off & (bb - 1)
             bits = 0
+            tail = False
             while i < n:
                 if bits:
                     left = lf[i]
                     bits += left
                     if left == bb:
                         i += 1
+                        if not tail:
+                            # a run of empty blocks: when it reaches the chunk's end (the
+                            # common case), take it whole instead of block by block
+                            tail = True
+                            if lf[i:n].count(bb) == n - i:
+                                bits += (n - i) << shift
+                                break
                         continue
                     break
                 b = ch[i]
@@ -1254,13 +1268,10 @@ class Percpu:
                     chunk, page_start, page_end)
 
     # ----- pcpu_alloc / free_percpu -----------------------------------------------------------
-    def pcpu_alloc_search(self, size: int, align: int, reserved: bool = False,
-                          atomic: bool = False) -> tuple[PcpuChunk, int] | None:
-        """Where ``pcpu_alloc`` would put the area, without committing it.
-
-        Returns (chunk, bit_off), or None when no existing chunk can take it (the kernel
-        would then create a chunk if the request may sleep, or fail if it is atomic).
-        """
+    def _request(self, size: int, align: int) -> tuple[int, int, int]:
+        """``pcpu_alloc``'s checks and rounding of a request: (bits, bit_align, the slot its
+        search starts at); remembered per (size, align), as a replay repeats few of them."""
+        size0, align0 = size, align
         if align < PCPU_MIN_ALLOC_SIZE:
             align = PCPU_MIN_ALLOC_SIZE
         size = (size + PCPU_MIN_ALLOC_SIZE - 1) & ~(PCPU_MIN_ALLOC_SIZE - 1)
@@ -1268,30 +1279,48 @@ class Percpu:
                 align & (align - 1):
             raise PcpuAllocError(f"illegal size ({size}) or align ({align}) for percpu "
                                  f"allocation")
-        bits = size >> PCPU_MIN_ALLOC_SHIFT
-        bit_align = align >> PCPU_MIN_ALLOC_SHIFT
+        slot = self.free_slot if size == self.unit_size else \
+            max(size.bit_length() - PCPU_SLOT_BASE_SHIFT + 2, 1)      # pcpu_size_to_slot
+        if len(self._requests) >= 4096:
+            self._requests.clear()
+        req = self._requests[(size0, align0)] = \
+            (size >> PCPU_MIN_ALLOC_SHIFT, align >> PCPU_MIN_ALLOC_SHIFT, slot)
+        return req
+
+    def pcpu_alloc_search(self, size: int, align: int, reserved: bool = False,
+                          atomic: bool = False) -> tuple[PcpuChunk, int] | None:
+        """Where ``pcpu_alloc`` would put the area, without committing it.
+
+        Returns (chunk, bit_off), or None when no existing chunk can take it (the kernel
+        would then create a chunk if the request may sleep, or fail if it is atomic).
+        """
+        req = self._requests.get((size, align))
+        if req is None:
+            req = self._request(size, align)
+        bits, bit_align, slot = req
         if reserved and self.reserved_chunk is not None:
             chunk = self.reserved_chunk
             off = self._search_chunk(chunk, bits, bit_align, atomic)
             return (chunk, off) if off >= 0 else None
         slots = self.slots
         free_slot = self.free_slot
-        slot = free_slot if size == self.unit_size else \
-            max(size.bit_length() - PCPU_SLOT_BASE_SHIFT + 2, 1)      # pcpu_size_to_slot
         try_chunk = self._search_chunk
-        while slot <= free_slot:
-            lst = slots[slot]
-            if lst:
-                for chunk in lst[:] if slot < PCPU_SLOT_FAIL_THRESHOLD else lst:
-                    if chunk.slot != slot:
-                        continue
-                    off = try_chunk(chunk, bits, bit_align, atomic)
-                    if off >= 0:
-                        return chunk, off
-                    if off == -1 and slot < PCPU_SLOT_FAIL_THRESHOLD:
-                        self.chunk_move(chunk, 0)
+        while True:
+            m = self.slot_mask >> slot          # (the next slot with chunks)
+            if not m:
+                return None
+            slot += (m & -m).bit_length() - 1
+            if slot > free_slot:
+                return None
+            for chunk in slots[slot][:] if slot < PCPU_SLOT_FAIL_THRESHOLD else slots[slot]:
+                if chunk.slot != slot:
+                    continue
+                off = try_chunk(chunk, bits, bit_align, atomic)
+                if off >= 0:
+                    return chunk, off
+                if off == -1 and slot < PCPU_SLOT_FAIL_THRESHOLD:
+                    self.chunk_move(chunk, 0)
             slot += 1
-        return None
 
     def _search_chunk(self, chunk: PcpuChunk, bits: int, align: int, atomic: bool) -> int:
         """``pcpu_find_block_fit`` then ``pcpu_alloc_area``'s search in one chunk, as one
@@ -1614,6 +1643,7 @@ class Percpu:
         self.chunks_by_base.clear()
         self.chunks_by_base.update(snap["live"])
         self.slots[:] = [lst[:] for lst in snap["slots"]] if keep else snap["slots"]
+        self.slot_mask = sum(1 << s for s, lst in enumerate(self.slots) if lst)
         (self.nr_empty_pop_pages, self.nr_populated, self.balance_pending,
          self.atomic_alloc_failed, self.async_enabled, self._seq, self.nr_created,
          self.nr_destroyed, self._vm_next_top) = snap["scalars"]
