@@ -169,6 +169,29 @@ def test_quirk_free_outside_block0_keeps_the_chunk_hint():
     assert p.chunk_of(p.ptr_to_addr(ptr)) is not fc
 
 
+def test_area_search_records_the_hole_it_skipped_as_scan_hint():
+    """pcpu_alloc_area passes the largest area pcpu_find_zero_area skipped to
+    pcpu_block_update_scan. Derived by hand (mm/percpu.c 6.12), bits of the first chunk's
+    block 0: 4 bytes at bit 0; 32 bytes at 1-8; 8 bytes aligned 16 at 12-13 (9-11 skipped
+    by alignment); freeing bits 1-8 makes hole 1-11 the scan hint (11 bits at 1); 8 bytes
+    aligned 8 take 2-3, which clears the scan hint (it overlaps) without touching the contig
+    hint at 14, so no refresh. Then 8 bytes aligned 4: the search starts at first_free 1,
+    skips the 1-bit hole at 1 (bit 2 is used) and takes 4-5; the skipped hole becomes the
+    scan hint (1 bit at 1), and the commit neither overlaps it nor the contig hint."""
+    p = small_machine(reserved=0)
+    fc = p.first_chunk
+    a = p.alloc(4, 8)
+    b = p.alloc(32, 4)
+    p.alloc(8, 16)
+    p.free(b)
+    p.alloc(8, 8)
+    ptr = p.alloc(8, 4)
+    assert [p.ptr_to_addr(x) - fc.base_addr for x in (a, b, ptr)] == [0, 4, 16]
+    md = fc.md_blocks[0]
+    assert (md.scan_hint, md.scan_hint_start) == (1, 1)
+    assert (md.contig_hint, md.contig_hint_start) == (1024 - 14, 14)
+
+
 def test_free_of_unknown_area_is_an_error():
     p = small_machine()
     ptr = p.alloc(16, 8)

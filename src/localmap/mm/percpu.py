@@ -607,6 +607,7 @@ class Percpu:
         self.page_shift = self.page_size.bit_length() - 1
         self.block_bits = self.page_size >> PCPU_MIN_ALLOC_SHIFT
         self.block_shift = self.block_bits.bit_length() - 1
+        self.block_full = (1 << self.block_bits) - 1        # a block's map, all bits set
         self.unit_pages = ai.unit_size >> self.page_shift
         self.unit_size = self.unit_pages << self.page_shift
         self.min_unit_size = pcpu_min_unit_size(self.page_size)
@@ -1067,53 +1068,6 @@ class Percpu:
             j += 1
         return False, j * ps // PCPU_MIN_ALLOC_SIZE
 
-    def find_zero_area(self, chunk: PcpuChunk, size: int, start: int, nr: int,
-                       align_mask: int) -> tuple[int, int, int]:
-        """``pcpu_find_zero_area``: (index, largest_off, largest_bits) like the kernel's."""
-        amap = chunk.amap
-        shift = self.block_shift
-        bm = self.block_bits - 1
-        full = (1 << self.block_bits) - 1
-        largest_off = largest_bits = 0
-        while True:
-            # index = find_next_zero_bit(map, size, start), within the block when it can
-            if start >= size:
-                index = size
-            else:
-                x = (amap[start >> shift] ^ full) >> (start & bm)
-                if x:
-                    index = start + (x & -x).bit_length() - 1
-                    if index > size:
-                        index = size
-                else:
-                    index = _next_zero(amap, shift, ((start >> shift) + 1) << shift, size)
-            index = (index + align_mask) & ~align_mask
-            area_off = index
-            end = index + nr
-            if end > size:
-                return end, largest_off, largest_bits
-            # i = find_next_bit(map, end, index)
-            bi = index >> shift
-            x = amap[bi] >> (index & bm)
-            if x:
-                i = index + (x & -x).bit_length() - 1
-                if i > end:
-                    i = end
-            elif (end - 1) >> shift == bi:
-                i = end
-            else:
-                i = _next_set(amap, shift, (bi + 1) << shift, end)
-            if i < end:
-                area_bits = i - area_off
-                if area_bits > largest_bits or (
-                        area_bits == largest_bits and largest_off and
-                        (not area_off or (area_off & -area_off) > (largest_off & -largest_off))):
-                    largest_off = area_off
-                    largest_bits = area_bits
-                start = i + 1
-                continue
-            return index, largest_off, largest_bits
-
     def alloc_area_commit(self, chunk: PcpuChunk, bit_off: int, alloc_bits: int) -> int:
         """The commit half of ``pcpu_alloc_area``; returns the byte offset."""
         n = chunk.nr_pages
@@ -1127,7 +1081,9 @@ class Percpu:
         if i == (end - 1) >> shift:
             mask = ((1 << alloc_bits) - 1) << so
             amap[i] |= mask
-            bmap[i] = (bmap[i] & ~mask) | (1 << so)
+            b = bmap[i]
+            stale = b & mask                # bound bits left inside by earlier frees
+            bmap[i] = (b ^ stale if stale else b) | (1 << so)
         else:
             _set_bits(amap, shift, bit_off, alloc_bits)
             bmap[i] |= 1 << so
@@ -1136,7 +1092,7 @@ class Percpu:
         chunk.free_bytes -= alloc_bits << PCPU_MIN_ALLOC_SHIFT
         if bit_off == chunk.ff[n]:
             e = end >> shift
-            x = ((amap[e] ^ ((1 << (bm + 1)) - 1)) >> (end & bm)) if e < n else 0
+            x = ((amap[e] ^ self.block_full) >> (end & bm)) if e < n else 0
             chunk.ff[n] = end + (x & -x).bit_length() - 1 if x else \
                 _next_zero(amap, shift, end, chunk.map_bits)
         self.block_update_hint_alloc(chunk, bit_off, alloc_bits)
@@ -1158,7 +1114,8 @@ class Percpu:
         amap = chunk.amap
         i = bit_off >> shift
         if i == (end - 1) >> shift:
-            amap[i] &= ~(((1 << bits) - 1) << (bit_off & (self.block_bits - 1)))
+            m = amap[i]
+            amap[i] = m ^ (m & (((1 << bits) - 1) << (bit_off & (self.block_bits - 1))))
         else:
             _clear_bits(amap, shift, bit_off, bits)
         freed = bits << PCPU_MIN_ALLOC_SHIFT
@@ -1323,9 +1280,9 @@ class Percpu:
             slot += 1
 
     def _search_chunk(self, chunk: PcpuChunk, bits: int, align: int, atomic: bool) -> int:
-        """``pcpu_find_block_fit`` then ``pcpu_alloc_area``'s search in one chunk, as one
-        function (the replay's hottest code): bit offset, -1 when the block fit fails, -2 when
-        the area search does."""
+        """``pcpu_find_block_fit`` then ``pcpu_alloc_area``'s search (``pcpu_find_zero_area``,
+        inlined) in one chunk, as one function (the replay's hottest code): bit offset, -1 when
+        the block fit fails, -2 when the area search does."""
         n = chunk.nr_pages
         start = chunk.chs[n]
         if ((start + align - 1) & -align) - start + bits > chunk.ch[n]:
@@ -1345,16 +1302,58 @@ class Percpu:
                 bit_off, fit_bits = self.next_fit_region(chunk, bits, align, next_off)
         if bit_off >= map_bits:
             return -1
-        # pcpu_alloc_area's search: pcpu_find_zero_area in [bit_off, bit_off + bits + bb)
-        end = bit_off + bits + self.block_bits
-        if end > map_bits:
-            end = map_bits
-        off, area_off, area_bits = self.find_zero_area(chunk, end, bit_off, bits, align - 1)
-        if off >= end:
-            return -2
-        if area_bits:
-            self.block_update_scan(chunk, area_off, area_bits)
-        return off
+        # pcpu_alloc_area's search: pcpu_find_zero_area(map, size, start=bit_off, nr=bits,
+        # align_mask) with size = bit_off + bits + one block, keeping the largest area it
+        # skipped for pcpu_block_update_scan
+        amap = chunk.amap
+        shift = self.block_shift
+        full = self.block_full
+        bm = full.bit_length() - 1
+        size = bit_off + bits + bm + 1
+        if size > map_bits:
+            size = map_bits
+        align_mask = align - 1
+        start = bit_off
+        largest_off = largest_bits = 0
+        while True:
+            # index = find_next_zero_bit(map, size, start), within the block when it can
+            if start >= size:
+                index = size
+            else:
+                x = (amap[start >> shift] ^ full) >> (start & bm)
+                if x:
+                    index = start + (x & -x).bit_length() - 1
+                    if index > size:
+                        index = size
+                else:
+                    index = _next_zero(amap, shift, ((start >> shift) + 1) << shift, size)
+            index = (index + align_mask) & ~align_mask
+            end = index + bits
+            if end > size:
+                return -2
+            # i = find_next_bit(map, end, index)
+            bi = index >> shift
+            x = amap[bi] >> (index & bm)
+            if x:
+                i = index + (x & -x).bit_length() - 1
+                if i > end:
+                    i = end
+            elif (end - 1) >> shift == bi:
+                i = end
+            else:
+                i = _next_set(amap, shift, (bi + 1) << shift, end)
+            if i < end:
+                area_bits = i - index
+                if area_bits > largest_bits or (
+                        area_bits == largest_bits and largest_off and
+                        (not index or (index & -index) > (largest_off & -largest_off))):
+                    largest_off = index
+                    largest_bits = area_bits
+                start = i + 1
+                continue
+            if largest_bits:
+                self.block_update_scan(chunk, largest_off, largest_bits)
+            return index
 
     def commit_alloc(self, chunk: PcpuChunk, bit_off: int, size: int, atomic: bool,
                      reintegrate: bool = True) -> int:
