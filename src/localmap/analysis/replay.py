@@ -66,6 +66,7 @@ own depopulation (the work drops ``pcpu_lock`` around it) cannot be seen and is 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import time
 from array import array
@@ -78,8 +79,8 @@ from localmap.errors import LocalmapError
 from localmap.fileio import write_atomic
 from localmap.ingest.bundle import Bundle, load_bundle
 from localmap.ingest.trace import (ALLOC, ALLOC_FAIL, CREATE, DESTROY, FREE, R_ALIGN, R_ATOMIC,
-                                   R_BASE, R_CALL_SITE, R_KIND, R_LINE, R_OFF, R_PTR,
-                                   R_RESERVED, R_SIZE, iter_records, record_head, record_ts)
+                                   R_BASE, R_CALL_SITE, R_HEAD, R_KIND, R_LINE, R_OFF, R_PTR,
+                                   R_RESERVED, R_SIZE, iter_records, parse_head, record_ts)
 from localmap.mm.percpu import (MASK64, PAGE_SIZES, PCPU_MIN_ALLOC_SIZE, Percpu, PcpuAllocError,
                                 PcpuChunk, first_chunk_alloc_info, pcpu_build_alloc_info)
 from localmap.progress import Progress, as_progress
@@ -575,8 +576,19 @@ def _key(chunk: PcpuChunk) -> tuple[int, bool]:
 
 def _task(rec: tuple) -> tuple[int, int]:
     """Who printed a record: (pid, cpu) for the per-CPU idle tasks (pid 0), (pid, -1) else."""
-    _, pid, cpu, _ = record_head(rec)
+    h = rec[R_HEAD]
+    return _task_of_head(h) if isinstance(h, str) else _task_of(h)
+
+
+def _task_of(head: tuple) -> tuple[int, int]:
+    _, pid, cpu, _ = head
     return (pid, cpu if pid == 0 else -1)
+
+
+@functools.lru_cache(maxsize=1024)
+def _task_of_head(head: str) -> tuple[int, int]:
+    # (the look-ahead asks about the same few records again and again)
+    return _task_of(parse_head(head))
 
 
 class _Trial(Exception):

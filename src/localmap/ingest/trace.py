@@ -105,6 +105,11 @@ def record_head(rec: tuple) -> tuple[str, int, int, float]:
     h = rec[R_HEAD]
     if isinstance(h, tuple):
         return h
+    return parse_head(h)
+
+
+def parse_head(h: str) -> tuple[str, int, int, float]:
+    """(task, pid, cpu, timestamp) of a hot line's prefix, kept as text in its record."""
     task, pid, cpu, ts = _HEAD_FIELDS(h).groups()
     return task, int(pid), int(cpu), float(ts)
 

@@ -916,7 +916,9 @@ class Percpu:
         if ch[s_index] == bb:
             nr_empty_pages += 1
         if s_off == ff[s_index]:
-            ff[s_index] = _int_next_zero(chunk.amap[s_index], bb, s_off + bits)
+            st = s_off + bits               # find_next_zero_bit(map, bb, st)
+            x = (chunk.amap[s_index] ^ self.block_full) >> st if st < bb else 0
+            ff[s_index] = st + (x & -x).bit_length() - 1 if x else bb
         if shs[s_index] < s_off + bits and s_off < shs[s_index] + sh[s_index]:
             sh[s_index] = 0
         if chs[s_index] < s_off + bits and s_off < chs[s_index] + ch[s_index]:
@@ -981,7 +983,8 @@ class Percpu:
         if e_off == chs[e_index]:
             end = chs[e_index] + ch[e_index]
         else:
-            end = _int_next_set(amap[e_index], bb, e_off)
+            x = amap[e_index] >> e_off      # find_next_bit(map, bb, e_off)
+            end = e_off + (x & -x).bit_length() - 1 if x else bb
 
         e_off2 = end if s_index == e_index else bb
         if not start and e_off2 == bb:
@@ -1109,7 +1112,12 @@ class Percpu:
         oslot = 0 if chunk.free_bytes < PCPU_MIN_ALLOC_SIZE else self.slot_of_hint[chunk.ch[n]]
         shift = self.block_shift
         bit_off = off >> PCPU_MIN_ALLOC_SHIFT
-        end = _next_set(chunk.bmap, shift, bit_off + 1, chunk.map_bits)
+        st = bit_off + 1                    # the area's end: the next bound bit
+        x = chunk.bmap[st >> shift] >> (st & (self.block_bits - 1))
+        end = st + (x & -x).bit_length() - 1 if x else \
+            _next_set(chunk.bmap, shift, st, chunk.map_bits)
+        if end > chunk.map_bits:
+            end = chunk.map_bits
         bits = end - bit_off
         amap = chunk.amap
         i = bit_off >> shift
