@@ -13,13 +13,14 @@ a line cut short, or hashed pointers (``%p`` printed without ``no_hash_pointers`
 with the file and line. Lost events (ring-buffer overruns) are reported, not hidden: a replay of a
 trace with lost events is flagged partial.
 
-Streaming: :func:`iter_records` reads the file line by line and yields one compact *record* (a
-tuple, fields at the ``R_*`` indices) per event, holding nothing else; the replay consumes them
-as they come. The two lines that make up almost every trace (``percpu_alloc_percpu`` and
-``percpu_free_percpu`` in the tracefs/trace-cmd layout) go through one anchored regular
-expression each, whose groups are exactly the fields (numbers and addresses are checked by the
-expression itself; a field check of its own belongs in the two blocks of :func:`iter_records`
-that build those records); every other line takes the general path (:func:`parse_line`). The line
+Streaming: :func:`iter_records` reads the file a block of whole lines at a time and yields one
+compact *record* (a tuple, fields at the ``R_*`` indices) per event, holding nothing else; the
+replay consumes them as they come. The two lines that make up almost every trace
+(``percpu_alloc_percpu`` and ``percpu_free_percpu`` in the tracefs/trace-cmd layout) are found in
+the block by one regular expression anchored at line starts, whose groups are exactly the
+fields (numbers and addresses are checked by the expression itself; a field check of its own
+belongs in the block of :func:`iter_records` that builds those records); every line between two
+of them takes the general path (:func:`parse_line`), one by one, as before. The line
 prefix (task, pid, CPU, timestamp) of a fast-path record is kept as text and parsed on demand by
 :func:`record_head` (its shape was checked by the expression). :func:`read_trace` and
 :class:`PcpuEvent` are the whole-file, object-per-event view of the same records.
