@@ -806,12 +806,11 @@ class _Engine:
     # -- the stream --
     def _fill(self, n: int) -> bool:
         """Read ahead until ``n`` records are buffered; False at the end of the trace."""
-        ahead, src = self.ahead, self.src
-        while len(ahead) < n:
-            rec = next(src, None)
-            if rec is None:
-                return False
-            ahead.append(rec)
+        ahead = self.ahead
+        k = n - len(ahead)
+        if k > 0:
+            ahead.extend(itertools.islice(self.src, k))
+            return len(ahead) >= n
         return True
 
     def _peek(self, k: int) -> tuple | None:
@@ -821,8 +820,8 @@ class _Engine:
 
     def run(self) -> None:
         """Replay every record. The loop handles the two hot cases itself (an allocation the
-        model agrees with, a plain free, in a dynamic chunk born in the trace, no balance work
-        pending), with its counters in locals; everything else goes through :meth:`_step` (and
+        model agrees with, a plain free, in a dynamic chunk born in the trace, a pending balance
+        work's run decided as :meth:`_step` decides it), with its counters in locals; everything else goes through :meth:`_step` (and
         the other methods), the counters written back to the engine before and read after."""
         p = self.p
         by_base = p.chunks_by_base          # (updated in place by restore)
@@ -865,14 +864,19 @@ class _Engine:
             if chunk is None and base == fc_base and fc_lo <= off < fc_hi and \
                     not reserved and fc not in touched:
                 chunk = fc                 # (its reconstruction is complete: see _prune)
-            if kind > FREE or chunk is None or slow or p.balance_pending or \
-                    off >= unit_size or off & 3 or (ptr - base - off) & MASK64 != delta:
+            if kind > FREE or chunk is None or slow or off >= unit_size or off & 3 or \
+                    (ptr - base - off) & MASK64 != delta:
                 put()
                 self._step(rec)
                 nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop, slow, shadow, \
                     touched = get()
                 continue
             nr_events += 1
+            if p.balance_pending:           # (as _step: does the pending work run first?)
+                put()
+                self._before(rec)
+                nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop, slow, shadow, \
+                    touched = get()
             if kind == ALLOC:
                 try:
                     found = search(size, align, reserved, atomic)

@@ -383,6 +383,7 @@ def iter_records(path: Path | str, stats: dict | None = None,
     stats.setdefault("other_lines", 0)
     fh, raw, total = open_text_stream(Path(path))
     fast_lines = _FAST_LINES
+    same = {}.setdefault        # one string per call site and per gfp text (records stay small)
     last = [-1.0] * (cpus[0] if cpus else _CPU_SLOTS)    # each CPU's latest timestamp
     lineno = 0
     checked = False
@@ -457,8 +458,8 @@ def iter_records(path: Path | str, stats: dict | None = None,
                             not 0 < align <= MAX_ALLOC_ALIGN:
                         raise bad_request(size, align, spath, lineno)
                     rec = (ALLOC, lineno, int(base, 16), int(off), size, align,
-                           res == "1", atom == "1", int(ptr, 16), head, cs,
-                           -1 if ba is None else int(ba), gfp or "")
+                           res == "1", atom == "1", int(ptr, 16), head, same(cs, cs),
+                           -1 if ba is None else int(ba), same(gfp, gfp) if gfp else "")
                 else:
                     rec = (FREE, lineno, int(fbase, 16), int(foff), 0, 0, False, False,
                            int(fptr, 16), head, "", -1, "")
