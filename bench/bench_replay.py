@@ -332,7 +332,7 @@ def rows(args) -> list[Row]:
 
 def add_args(ap) -> None:
     ap.add_argument("--only", choices=("a", "b", "c", "d"))
-    ap.add_argument("--runs", type=int, default=7, help="repetitions for (a) (default 7)")
+    ap.add_argument("--runs", type=int, default=11, help="repetitions for (a) (default 11)")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--cpus", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
