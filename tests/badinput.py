@@ -316,6 +316,17 @@ def _(c: Ctx) -> Case:
     return Case(["replay", str(b)], where=str(b / "kallsyms.gz"))
 
 
+@case("kallsyms-percpu-bound-malformed")
+def _(c: Ctx) -> Case:
+    # __per_cpu_end's address made non-hex: refused at its own line, found again (the search
+    # for the two symbols does not count lines until it has to name one)
+    lines = c.text(S2, "kallsyms").splitlines(keepends=True)
+    i = next(k for k, ln in enumerate(lines) if ln.rstrip().endswith(" __per_cpu_end"))
+    lines[i] = "zz" + lines[i][2:]
+    b = c.copy("kallsyms-bound-bad", drop=("kallsyms.gz",), files={"kallsyms": "".join(lines)})
+    return Case(["replay", str(b)], where=f"{b / 'kallsyms'}:{i + 1}")
+
+
 @case("kallsyms-xz-corrupt")
 def _(c: Ctx) -> Case:
     raw = bytearray(lzma.compress(b"ffff800080000000 T _text\n" * 1000))

@@ -13,6 +13,7 @@ The same loader serves bundles from ``../shared/data``, from ``localmap lab capt
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
@@ -130,9 +131,11 @@ class Bundle:
         if p is None:
             return None
         found: dict[str, int] = {}
-        for lineno, line in lines_ending_with(p, (" __per_cpu_start", " __per_cpu_end")):
+        names = (" __per_cpu_start", " __per_cpu_end")
+        for k, (_, line) in enumerate(lines_ending_with(p, names, numbered=False)):
             m = _PERCPU_BOUNDS_RE.fullmatch(line.rstrip())
-            if m is None:
+            if m is None:                   # (its line number: read again, counting)
+                lineno = next(itertools.islice(lines_ending_with(p, names), k, None))[0]
                 raise LocalmapError(f"not a kallsyms line: {printable(line, 80)!r} (expected "
                                     "'ADDRESS TYPE NAME' with a hexadecimal address)", p, lineno)
             found.setdefault(m.group(2), int(m.group(1), 16))

@@ -163,11 +163,15 @@ class LineReader:
 
 
 def lines_ending_with(path: Path | str, suffixes: tuple[str, ...],
-                      max_line: int = MAX_LINE_CHARS) -> Iterator[tuple[int, str]]:
+                      max_line: int = MAX_LINE_CHARS,
+                      numbered: bool = True) -> Iterator[tuple[int, str]]:
     """(line number, line) of each line of a (possibly compressed) text file that ends with one
-    of ``suffixes``, found a block at a time by substring search, without splitting the file
-    into lines: the fast way to pick a few lines out of a large file (a kallsyms). Same bounds
-    and errors as :class:`LineReader`."""
+    of ``suffixes``, found a block at a time by substring search (one search for the suffixes'
+    common beginning), without splitting the file into lines: the fast way to pick a few lines
+    out of a large file (a kallsyms). With ``numbered=False`` lines are not counted and the
+    number is 0 (ask again with numbers to name a line in an error). Same bounds and errors as
+    :class:`LineReader`."""
+    common = os.path.commonprefix(list(suffixes))
     fh, raw, _ = open_text_stream(Path(path))
     lines, rest = 0, ""
     try:
@@ -184,20 +188,32 @@ def lines_ending_with(path: Path | str, suffixes: tuple[str, ...],
             else:
                 text += "\n" if text else ""           # a last line without its end
             hits = []
-            for suffix in suffixes:
-                needle = suffix + "\n"
-                i = text.find(needle)
+            if common:
+                i = text.find(common)
                 while i >= 0:
-                    end = i + len(suffix)
-                    hits.append((text.rfind("\n", 0, i) + 1, end))
-                    i = text.find(needle, end)
-            for start, end in sorted(hits):
-                yield lines + text.count("\n", 0, start) + 1, text[start:end]
-            lines += text.count("\n")
+                    e = text.find("\n", i)
+                    for suffix in suffixes:
+                        if e - i == len(suffix) and text.startswith(suffix, i):
+                            hits.append((text.rfind("\n", 0, i) + 1, e))
+                    i = text.find(common, i + 1)
+            else:
+                for suffix in suffixes:
+                    needle = suffix + "\n"
+                    i = text.find(needle)
+                    while i >= 0:
+                        end = i + len(suffix)
+                        hits.append((text.rfind("\n", 0, i) + 1, end))
+                        i = text.find(needle, end)
+                hits.sort()
+            for start, end in hits:
+                yield (lines + text.count("\n", 0, start) + 1 if numbered else 0), \
+                    text[start:end]
+            if numbered:
+                lines += text.count("\n")
             if not block:
                 break
     except DECOMPRESS_ERRORS as exc:
-        raise corrupt(path, exc, f" after line {lines}") from None
+        raise corrupt(path, exc, f" after line {lines}" if numbered else "") from None
     finally:
         fh.close()
         raw.close()
