@@ -96,6 +96,7 @@ CHECKPOINT_EVERY = 4096     # events between allocator checkpoints (race trials 
 LOOKAHEAD = 64              # records read ahead (chunk events of one work run, racing pair)
 PREFIX_EVENTS = 4096        # events read before the first chunk is located (no kallsyms)
 LEARN_PREFIX = 32768        # at most this many events in the reconstruction pass
+READ_BATCH = 512            # records the scoring pass reads at a time past what is buffered
 MAX_RACE_CANDIDATES = 24    # positions tried for one allocation
 WORK_POLICY = "task"
 
@@ -839,6 +840,7 @@ class _Engine:
         fc_base, fc_lo, fc_hi = fc.base_addr, fc.start_offset, \
             fc.nr_pages * p.page_size - fc.end_offset
         ahead, src = self.ahead, self.src
+        islice = itertools.islice
         slow = shadow = touched = None
 
         def put() -> None:                  # locals -> engine, before a call out of the loop
@@ -851,12 +853,13 @@ class _Engine:
 
         nr_events, used, n_na, n_at, n_free, to_ckpt, last_pop, slow, shadow, touched = get()
         while True:
-            if ahead:                       # (read ahead by a trial or a lookahead)
-                rec = ahead.popleft()
-            else:
-                rec = next(src, None)
-                if rec is None:
+            if not ahead:
+                # read in batches: parsing a batch, then replaying it, runs faster than
+                # parsing and replaying one record at a time
+                ahead.extend(islice(src, READ_BATCH))
+                if not ahead:
                     break
+            rec = ahead.popleft()
             kind, line, base, off, size, align, reserved, atomic, ptr, _, _, _, _ = rec
             if shadow is not None and kind <= ALLOC_FAIL:
                 shadow.feed(rec)
