@@ -141,7 +141,8 @@ def bench_a(runs: int) -> dict:
     rw, rc = statistics.median(rep_w), statistics.median(rep_c)
     lc = statistics.median(lazy_c)
     sc = statistics.median(std_c)
-    return {"std_cpu": sc, "ratio_std": rc / sc, "bundle": str(bundle), "events": events, "runs": runs,
+    return {"std_cpu": sc, "ratio_std": rc / sc,
+            "bundle": str(bundle), "events": events, "runs": runs,
             "parse_wall": pw, "parse_cpu": pc, "replay_wall": rw, "replay_cpu": rc,
             "ratio_wall": rw / pw, "ratio_cpu": rc / pc, "agreement": agreement,
             "lazy_cpu": lc, "ratio_lazy": rc / lc, "ok": rc <= 3 * pc}

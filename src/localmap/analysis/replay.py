@@ -821,9 +821,10 @@ class _Engine:
 
     def run(self) -> None:
         """Replay every record. The loop handles the two hot cases itself (an allocation the
-        model agrees with, a plain free, in a dynamic chunk born in the trace, a pending balance
-        work's run decided as :meth:`_step` decides it), with its counters in locals; everything else goes through :meth:`_step` (and
-        the other methods), the counters written back to the engine before and read after."""
+        model agrees with, a plain free, in a dynamic chunk born in the trace; a pending balance
+        work decided first, as :meth:`_step` does), with its counters in locals; everything
+        else goes through :meth:`_step` (and the other methods), the counters written back to
+        the engine before and read after."""
         p = self.p
         by_base = p.chunks_by_base          # (updated in place by restore)
         search = p.pcpu_alloc_search

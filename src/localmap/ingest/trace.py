@@ -93,7 +93,8 @@ _ALLOC_FIELDS = (r"percpu_alloc_percpu: call_site=(\S*) reserved=([01]) is_atomi
                  r"size=([0-9]{1,9}) align=([0-9]{1,9}) base_addr=([0-9a-f]{1,16}) "
                  r"off=([0-9]{1,9}) ptr=([0-9a-f]{1,16})"
                  r"(?: bytes_alloc=([0-9]{1,19}) gfp_flags=(\S*))?")
-_FREE_FIELDS = r"percpu_free_percpu: base_addr=([0-9a-f]{1,16}) off=([0-9]{1,9}) ptr=([0-9a-f]{1,16})"
+_FREE_FIELDS = (r"percpu_free_percpu: base_addr=([0-9a-f]{1,16}) off=([0-9]{1,9}) "
+                r"ptr=([0-9a-f]{1,16})")
 # both hot lines, found in a block of whole lines at once (one match per line, at its start)
 _FAST_LINES = re.compile(r"^" + _HEAD + r": (?:" + _ALLOC_FIELDS + "|" + _FREE_FIELDS + ")$",
                          _A | re.M).finditer
