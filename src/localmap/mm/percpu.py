@@ -87,39 +87,13 @@ def _size_to_slot_raw(size: int) -> int:
 # bitmaps on Python ints
 # ---------------------------------------------------------------------------------------------
 
-def find_next_bit(m: int, size: int, start: int) -> int:
-    if start >= size:
-        return size
-    x = m >> start
-    if not x:
-        return size
-    r = start + (x & -x).bit_length() - 1
-    return r if r < size else size
-
-
 def find_next_zero_bit(m: int, size: int, start: int) -> int:
+    """First clear bit of the int bitmap ``m`` in [start, size), else ``size``."""
     if start >= size:
         return size
     x = ~m >> start
     r = start + (x & -x).bit_length() - 1
     return r if r < size else size
-
-
-def find_last_bit(m: int, size: int) -> int:
-    x = m & ((1 << size) - 1)
-    return x.bit_length() - 1 if x else size
-
-
-def bitmap_set(m: int, start: int, n: int) -> int:
-    return m | (((1 << n) - 1) << start)
-
-
-def bitmap_clear(m: int, start: int, n: int) -> int:
-    return m & ~(((1 << n) - 1) << start)
-
-
-_int_next_set = find_next_bit
-_int_next_zero = find_next_zero_bit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -937,7 +911,7 @@ class Percpu:
         if s_index != e_index:
             if ch[e_index] == bb:
                 nr_empty_pages += 1
-            ff[e_index] = _int_next_zero(chunk.amap[e_index], bb, e_off)
+            ff[e_index] = find_next_zero_bit(chunk.amap[e_index], bb, e_off)
             end_index = e_index
             if e_off == bb:
                 end_index = e_index + 1
