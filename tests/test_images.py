@@ -47,6 +47,17 @@ def test_payload_is_the_longest_complete_stream(kind):
         find_payload(b"\0" * 100 + magic + b"not a stream" + comp[:len(comp) // 2])
 
 
+@pytest.mark.parametrize("kind", ["gzip", "xz"])
+def test_a_payload_past_the_bound_is_refused_not_skipped(kind, monkeypatch):
+    import localmap.perf.images as images
+
+    payload = bytes(200_000)
+    comp = gzip.compress(payload) if kind == "gzip" else lzma.compress(payload)
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100_000)
+    with pytest.raises(LocalmapError, match="inflates to more than"):
+        find_payload(b"\0" * 64 + comp + b"\x12\x34\x56\x78")
+
+
 def test_arm_text_offset_follows_the_platforms():
     assert _arm_text_offset({}) == 0x8000
     assert _arm_text_offset({"CONFIG_ARCH_MESON": "y"}) == 0x208000

@@ -133,10 +133,17 @@ def printable(text: str, limit: int = 200) -> str:
 MAX_IMAGE_BYTES = 512 << 20     # a kernel image or vmlinux, decompressed (arm64's is ~50 MiB)
 
 
-def inflate(blob: bytes, kind: str = "gzip", limit: int = MAX_IMAGE_BYTES) -> bytes:
+class InflateTooBig(OSError):
+    """:func:`inflate` stopped at its output bound."""
+
+
+def inflate(blob: bytes, kind: str = "gzip", limit: int = MAX_IMAGE_BYTES,
+            first_stream: bool = False) -> bytes:
     """``blob`` decompressed (``gzip``, possibly several members, or ``xz``), refusing more than
     ``limit`` bytes of output as it goes: a small file cannot inflate past the bound before it
-    is noticed. Raises ``OSError`` (too big, or corrupt) or ``EOFError`` (cut short)."""
+    is noticed. ``first_stream``: only the stream ``blob`` starts with; what follows it is not
+    read (a payload inside other bytes, as in a kernel image). Raises ``OSError`` (too big:
+    :class:`InflateTooBig`, or corrupt) or ``EOFError`` (cut short)."""
     out = bytearray()
     data = blob
     while data:
@@ -154,13 +161,15 @@ def inflate(blob: bytes, kind: str = "gzip", limit: int = MAX_IMAGE_BYTES) -> by
                     data = b""
                 out += chunk
                 if len(out) > limit:
-                    raise OSError(f"inflates to more than {_mib(limit)}")
+                    raise InflateTooBig(f"inflates to more than {_mib(limit)}")
                 if not chunk and not data and (kind == "gzip" or d.needs_input):
                     break
         except (zlib.error, lzma.LZMAError) as exc:
             raise OSError(f"corrupt {kind} data ({exc})") from None
         if not d.eof:
             raise EOFError(f"the {kind} stream ends early")
+        if first_stream:
+            break
         data = d.unused_data
         if kind == "gzip" and data and data[:2] != b"\x1f\x8b":
             break               # trailing bytes after the last member (padding)

@@ -34,7 +34,8 @@ import zlib
 from pathlib import Path
 
 from localmap.errors import LocalmapError
-from localmap.fileio import MAX_IMAGE_BYTES, inflate, open_input, read_input_bytes
+from localmap.fileio import (MAX_IMAGE_BYTES, InflateTooBig, inflate, open_input,
+                              read_input_bytes)
 from localmap.perf.image import (ARM64_IMAGE_MAGIC, check_layout, KernelImage, Symbols, _find_config, load_image,
                                  parse_config, read_symbol_file)
 
@@ -117,22 +118,13 @@ def _elf_arch(raw: bytes) -> str:
 
 
 def _decompress(kind: str, blob: bytes) -> bytes:
-    if kind == "gzip":
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out = d.decompress(blob, MAX_IMAGE_BYTES + 1)
-        if len(out) > MAX_IMAGE_BYTES:
-            raise LocalmapError(f"compressed payload inflates to more than {MAX_IMAGE_BYTES >> 20} MiB")
-        if not d.eof:
-            raise ValueError("truncated gzip stream")
-        return out
-    if kind == "xz":
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        out = d.decompress(blob, MAX_IMAGE_BYTES + 1)
-        if len(out) > MAX_IMAGE_BYTES:
-            raise LocalmapError(f"compressed payload inflates to more than {MAX_IMAGE_BYTES >> 20} MiB")
-        if not d.eof:
-            raise ValueError("truncated xz stream")
-        return out
+    """The compressed stream ``blob`` starts with (what follows it is the rest of the image)."""
+    if kind in ("gzip", "xz"):
+        try:
+            return inflate(blob, kind, MAX_IMAGE_BYTES, first_stream=True)
+        except InflateTooBig:
+            raise LocalmapError(f"compressed payload inflates to more than "
+                                f"{MAX_IMAGE_BYTES >> 20} MiB") from None
     try:
         import zstandard
     except ImportError:  # pragma: no cover - declared dependency
