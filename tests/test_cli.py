@@ -102,3 +102,24 @@ def test_argument_errors_are_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.match(r"localmap: replay: argument --show", err)
+
+
+def test_numbers_are_checked_by_the_shared_option_types():
+    """No option takes a bare int or float (which accept -1, nan, inf): each uses one of the
+    shared checking types, so a bad number is refused before the command runs."""
+    bare = sorted(f"{name} {a.option_strings[0]}" for name, p in COMMANDS.items()
+                  for a in p._actions if a.option_strings and a.type in (int, float))
+    assert bare == []
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["lab", "prototype", "--check-series", "--timeout", "inf"], "--timeout"),
+    (["lab", "prototype", "--check-series", "--stress-ms", "0"], "--stress-ms"),
+    (["lab", "prototype", "--check-series", "--cycles", "-1"], "--cycles"),
+    (["overhead", "--text-replication", "--nodes", "0"], "--nodes"),
+])
+def test_a_bad_number_is_one_line_naming_its_option(argv, option, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and option in err[0]

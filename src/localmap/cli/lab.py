@@ -226,8 +226,6 @@ def _lab_profile(args) -> int:
             raise LocalmapError(f"unknown workload {name!r} (known: {', '.join(prof.WORKLOADS)})")
         wl.append((name, parse_count(rounds, w, minimum=1, maximum=10_000_000) if rounds
                    else prof.WORKLOADS[name][0]))
-    if not args.timeout > 0:
-        raise LocalmapError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     with progress(args) as prog:
         k = prof.resolve(args.kernel, build=not args.no_build, system_map=args.system_map,
                          progress=prog)
@@ -334,11 +332,11 @@ def _register_prototype(labsub) -> None:
     pp.add_argument("--no-extra", action="store_true",
                     help="skip the extra boots of the patched kernel (-cpu cortex-a57: no LSE "
                     "atomics; kpti=1: the KPTI trampoline)")
-    pp.add_argument("--stress-ms", type=int, default=1000, metavar="MS",
+    pp.add_argument("--stress-ms", type=whole(1, 3_600_000), default=1000, metavar="MS",
                     help="milliseconds of this_cpu stress per run (default 1000)")
-    pp.add_argument("--cycles", type=int, default=2, metavar="N",
+    pp.add_argument("--cycles", type=whole(0, 1000), default=2, metavar="N",
                     help="CPU hotplug off/on cycles (default 2)")
-    pp.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+    pp.add_argument("--timeout", type=seconds, default=900.0, metavar="SECONDS",
                     help="give up on a boot after this long (default 900)")
     pp.add_argument("--patches", metavar="DIR",
                     help="the series folder (default: kernel/ of the source checkout)")
@@ -360,13 +358,10 @@ def _cpu_list(text: str) -> list[int]:
 
 
 def _lab_prototype(args) -> int:
-    from localmap.errors import LocalmapError
     from localmap.lab import prototype as proto
     from localmap.perf.dynamic import measured_profile
 
     cpus = _cpu_list(args.cpus)
-    if args.stress_ms < 1 or args.cycles < 0 or not args.timeout > 0:
-        raise LocalmapError("--stress-ms must be >= 1, --cycles >= 0 and --timeout > 0")
     with progress(args) as prog:
         if args.check_series:
             data = proto.check_series(progress=prog, path=args.patches)

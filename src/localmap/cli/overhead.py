@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--text-replication", action="store_true",
                    help="cost of replicating kernel text + rodata on the per-CPU tables (arm64 4K/48; "
                    "image range from BUNDLE's kallsyms, else Debian 6.12.117 arm64's)")
-    t.add_argument("--nodes", type=int, default=None, metavar="N",
+    t.add_argument("--nodes", type=positive, default=None, metavar="N",
                    help="NUMA nodes (default: a table for 1, 2, 4, 8)")
     t.add_argument("--per", choices=("node", "cpu"), default="node",
                    help="one copy per node (default) or per CPU")
