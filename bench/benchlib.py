@@ -41,6 +41,19 @@ def timed(fn: Callable, repeat: int = 1) -> tuple[float, float, object]:
     return statistics.median(times), min(times), result
 
 
+def write_data(path: Path, data: dict, compact: bool = True) -> int:
+    """Write a data file the package ships (``src/localmap/data``): JSON, keys sorted, compact
+    unless asked otherwise, through a temporary file renamed over it. Returns its size."""
+    from localmap.fileio import write_atomic
+
+    text = json.dumps(data, sort_keys=True, separators=(",", ":")) if compact else \
+        json.dumps(data, indent=1)
+    write_atomic(path, text + "\n")
+    size = path.stat().st_size
+    print(f"wrote {path} ({size} bytes)", file=sys.stderr)
+    return size
+
+
 def shared_bundle(name: str) -> Path | None:
     """A capture of ``../shared/data/bundles`` (or ``$LOCALMAP_SHARED_DATA/bundles``), if there."""
     base = Path(os.environ.get("LOCALMAP_SHARED_DATA", ROOT.parent / "shared" / "data"))

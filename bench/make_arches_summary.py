@@ -10,11 +10,11 @@ architectures offline. Needs apt (root, network) the first time.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
+from benchlib import write_data
 from localmap.debian import ARCH_KERNELS, debian_arch_kernel
 from localmap.perf.arches import analyse_arch
 from localmap.perf.compare import summarize
@@ -36,8 +36,7 @@ def main(argv: list[str]) -> int:
               f"instructions ({time.monotonic() - t0:.1f} s)", file=sys.stderr)
     data = {"generated_by": "bench/make_arches_summary.py from the Debian kernels of localmap.debian.ARCH_KERNELS",
             "arches": rows}
-    out.write_text(json.dumps(data, indent=None, sort_keys=True, separators=(",", ":")) + "\n")
-    print(f"wrote {out} ({out.stat().st_size} bytes)", file=sys.stderr)
+    write_data(out, data)
     return 0
 
 

@@ -14,13 +14,12 @@ into ``docs/benchmarks.md``.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
 from pathlib import Path
 
-from benchlib import Row, main
+from benchlib import Row, main, write_data
 from localmap.lab import profile as prof
 from localmap.perf.dynamic import measured_profile
 from localmap.units import fmt_bytes, fmt_seconds
@@ -50,7 +49,7 @@ def rows(args) -> list[Row]:
         data = measured_profile(prof.run_profile(k, workloads, args.cpus))
         name = "profile-" + re.sub(r"[^A-Za-z0-9.+-]+", "-", kernel.replace("debian:", "debian-")) + ".json"
         path = DATA / name
-        path.write_text(json.dumps(slim(data), indent=1) + "\n")
+        write_data(path, slim(data), compact=False)
         out.append(Row(f"{kernel}: profile of every workload, {args.cpus} vCPUs -> "
                        f"{path.relative_to(DATA.parents[2])} ({fmt_bytes(path.stat().st_size)})",
                        f"booted in {fmt_seconds(data['boot_seconds'], 1)}, run "

@@ -9,10 +9,10 @@ package ships for offline use. Needs apt (root, network) the first time.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from benchlib import write_data
 from localmap.debian import DEBIAN_KERNELS, debian_kernel, debian_system_map
 from localmap.perf.image import load_image
 from localmap.perf.sites import analyse
@@ -34,8 +34,7 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
     data = {"generated_by": "bench/make_sites_summary.py from Debian 6.12.117-1~deb12u1 arm64 images",
             "flavours": flavours}
-    out.write_text(json.dumps(data, indent=None, sort_keys=True, separators=(",", ":")) + "\n")
-    print(f"wrote {out} ({out.stat().st_size} bytes)", file=sys.stderr)
+    write_data(out, data)
     return 0
 
 
