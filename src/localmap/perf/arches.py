@@ -122,6 +122,11 @@ class ArchReport(ImageFacts):
         return d
 
 
+# what the design can serve from the local mapping with its own sequence (the per-architecture
+# functions below price the bracket it then drops)
+REPLACEABLE = ("read", "write", "rmw", "atomic")
+
+
 # --------------------------------------------------------------------------- shared helpers
 
 def _md(arch: str):
@@ -512,7 +517,7 @@ def _arm_classify(img, md, addr, site_set) -> ArchSite:
                 binsns = 3
                 prot = _own_or_caller(ins, open_k, k, idx, site_set, _CALLS["armhf"])
                 break
-    replaceable = access in ("read", "write", "rmw", "atomic")
+    replaceable = access in REPLACEABLE
     removed = 0
     if prot == "own" and replaceable:
         removed = binsns - (2 if access == "rmw" else 0)
@@ -605,7 +610,7 @@ def _ppc_classify(img, md, addr, site_set, mask: int | None, restore_fns: set[st
                     bracket, binsns = "softmask", 4
                     prot = _own_or_caller(ins, open_k, k, idx, site_set, _CALLS["ppc64el"])
                     break
-    replaceable = access in ("read", "write", "rmw", "atomic")
+    replaceable = access in REPLACEABLE
     removed = 0
     if prot == "own" and replaceable:
         removed = binsns - (1 if access == "rmw" else 0)
@@ -698,7 +703,7 @@ def _riscv_classify(img, md, addr, starts, site_set) -> ArchSite:
                     prot = _own_or_caller(ins, j, e, idx, site_set, _CALLS["riscv64"])
                     break
             break
-    replaceable = access in ("read", "write", "rmw", "atomic")
+    replaceable = access in REPLACEABLE
     removed = len(lookup)  # slli, add, ld: DELTA needs no table (the lw itself becomes the constant)
     if prot == "own" and replaceable:
         removed += binsns + (2 if access == "rmw" else 0)  # lw/add/sw -> one AMO
@@ -737,7 +742,7 @@ def _s390_classify(img, md, addr, starts, site_set) -> ArchSite:
                     prot = _own_or_caller(ins, j, e, idx, site_set, _CALLS["s390x"])
                     break
             break
-    replaceable = access in ("read", "write", "rmw", "atomic")
+    replaceable = access in REPLACEABLE
     removed = binsns if (prot == "own" and replaceable) else 0
     return ArchSite(addr=addr, function=_function(img, addr), access=access, protection=prot,
                     bracket=bracket, bracket_insns=binsns, replaceable=replaceable, removed=removed,
