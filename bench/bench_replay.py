@@ -64,24 +64,17 @@ _FREE = re.compile(r"base_addr=([0-9a-f]+) off=(\d+) ptr=([0-9a-f]+)")
 _FIELD = re.compile(r"(\w+)=(\S*)")
 
 
+@contextlib.contextmanager
 def _open_like_the_replay(path: Path):
     """The text stream the replay reads (``localmap.ingest.textfile``: gzip through ISA-L)."""
     from localmap.ingest.textfile import open_text_stream
 
     fh, raw, _ = open_text_stream(path)
-    return contextlib.closing(_Both(fh, raw))
-
-
-class _Both:
-    def __init__(self, fh, raw):
-        self.fh, self.raw = fh, raw
-
-    def __iter__(self):
-        return iter(self.fh)
-
-    def close(self):
-        self.fh.close()
-        self.raw.close()
+    try:
+        yield fh
+    finally:
+        fh.close()
+        raw.close()
 
 
 def tight_parse(path: Path, ev: re.Pattern = _EV, stdlib_gzip: bool = False) -> int:
